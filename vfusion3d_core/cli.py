@@ -1,0 +1,15 @@
+"""`vfusion3d` command line: image -> 3D, data tools and lineage audit."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """VFusion3D: learn a 3D generator from a video diffusion model."""
+
+
+from vfusion3d_core.lrm.cli import generate  # noqa: E402  (subcommands register after the group exists)
+
+main.add_command(generate)

@@ -1,0 +1,103 @@
+"""The multi-view sample schema shared by 3D renders and filtered synthetic videos.
+
+One WebDataset sample per object; members of sample KEY in a tar shard:
+
+    KEY.000.png ... KEY.{V-1:03d}.png   RGBA views, straight alpha (coverage / foreground mask)
+    KEY.c2w.npy                         float32 [V, 4, 4] camera-to-world, OpenGL axes (cameras.py)
+    KEY.intrinsics.npy                  float32 [V, 4] normalized (fx, fy, cx, cy)
+    KEY.caption.txt                     UTF-8 caption
+    KEY.meta.json                       uid, source, elevation_deg, azimuth_deg [V], radius, split, ...
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+VIEW_SUFFIX = ".png"
+# Refuse absurd images before decoding (decompression bombs).
+MAX_VIEW_PIXELS = 4096 * 4096
+
+
+class SampleError(ValueError):
+    """A sample that does not follow the schema."""
+
+
+@dataclass
+class MultiviewSample:
+    """views uint8 [V, S, S, 4]; c2w float32 [V, 4, 4]; intrinsics float32 [V, 4]."""
+
+    key: str
+    caption: str
+    views: np.ndarray
+    c2w: np.ndarray
+    intrinsics: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        v = self.views.shape[0]
+        if self.views.ndim != 4 or self.views.shape[-1] != 4 or self.views.dtype != np.uint8:
+            raise SampleError(f"{self.key}: views must be uint8 [V, S, S, 4], got {self.views.dtype} {self.views.shape}")
+        if self.c2w.shape != (v, 4, 4) or self.intrinsics.shape != (v, 4):
+            raise SampleError(f"{self.key}: cameras {self.c2w.shape}/{self.intrinsics.shape} do not match {v} views")
+        if not (np.isfinite(self.c2w).all() and np.isfinite(self.intrinsics).all()):
+            raise SampleError(f"{self.key}: non-finite camera values")
+        if not self.key or any(c in self.key for c in "./\\") or self.key.startswith("_"):
+            raise SampleError(f"invalid sample key {self.key!r}")
+
+    @property
+    def num_views(self) -> int:
+        return self.views.shape[0]
+
+    def to_wds(self) -> dict[str, Any]:
+        """Encode as a WebDataset sample dict of bytes (deterministic for equal inputs)."""
+        out: dict[str, Any] = {"__key__": self.key}
+        for i, view in enumerate(self.views):
+            buf = io.BytesIO()
+            Image.fromarray(view, "RGBA").save(buf, format="PNG", optimize=False)
+            out[f"{i:03d}{VIEW_SUFFIX}"] = buf.getvalue()
+        out["c2w.npy"] = _npy_bytes(self.c2w.astype(np.float32))
+        out["intrinsics.npy"] = _npy_bytes(self.intrinsics.astype(np.float32))
+        out["caption.txt"] = self.caption.encode("utf-8")
+        out["meta.json"] = json.dumps(self.meta, sort_keys=True).encode("utf-8")
+        return out
+
+    @classmethod
+    def from_wds(cls, sample: dict[str, Any]) -> MultiviewSample:
+        """Decode a raw WebDataset sample (member suffix -> bytes)."""
+        key = sample.get("__key__", "?")
+        source = f"{sample.get('__url__', '?')}:{key}"
+        view_names = sorted(k for k in sample if k.endswith(VIEW_SUFFIX) and k[:-len(VIEW_SUFFIX)].isdigit())
+        missing = [m for m in ("c2w.npy", "intrinsics.npy", "caption.txt", "meta.json") if m not in sample]
+        if not view_names or missing:
+            raise SampleError(f"{source}: incomplete sample (views: {len(view_names)}, missing {missing})")
+        try:
+            views = np.stack([_decode_png(sample[n]) for n in view_names])
+            c2w = np.load(io.BytesIO(sample["c2w.npy"]), allow_pickle=False)
+            intrinsics = np.load(io.BytesIO(sample["intrinsics.npy"]), allow_pickle=False)
+            caption = sample["caption.txt"].decode("utf-8")
+            meta = json.loads(sample["meta.json"])
+        except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError) as exc:
+            raise SampleError(f"{source}: cannot decode sample: {exc}") from exc
+        try:
+            return cls(key, caption, views, c2w, intrinsics, meta)
+        except SampleError as exc:
+            raise SampleError(f"{source}: {exc}") from exc
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    img = Image.open(io.BytesIO(data))
+    if img.width * img.height > MAX_VIEW_PIXELS:
+        raise ValueError(f"view of {img.width}x{img.height} pixels exceeds the limit")
+    return np.asarray(img.convert("RGBA"))

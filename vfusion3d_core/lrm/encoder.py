@@ -1,0 +1,44 @@
+"""Image encoder: DINOv2 (transformers ``Dinov2Model``) with ImageNet normalisation in-graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Dinov2Config
+
+from .dino_legacy import LegacyDinov2Model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DinoEncoder(nn.Module):
+    """Maps images in [0, 1] to DINOv2 tokens (CLS + patches, after the final LayerNorm).
+
+    Built from a ``Dinov2Config`` dict, or loaded from ``pretrained_path`` (local dir or hub id that
+    the user configured; nothing is downloaded implicitly by this project).
+    """
+
+    def __init__(self, dino_config: dict[str, Any], pretrained_path: str | None = None, freeze: bool = False):
+        super().__init__()
+        if pretrained_path:
+            self.dino = LegacyDinov2Model.from_pretrained(pretrained_path)
+        else:
+            self.dino = LegacyDinov2Model(Dinov2Config(**dino_config))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if freeze:
+            self.dino.requires_grad_(False)
+
+    @property
+    def feat_dim(self) -> int:
+        """Token width (DINOv2 hidden size)."""
+        return int(self.dino.config.hidden_size)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image [N, 3, H, W] in [0, 1] -> tokens [N, 1 + (H//p)*(W//p), D]."""
+        assert image.dim() == 4 and image.shape[1] == 3, f"expected [N, 3, H, W], got {tuple(image.shape)}"
+        pixels = (image - self.mean.to(image)) / self.std.to(image)
+        return self.dino(pixel_values=pixels).last_hidden_state

@@ -1,0 +1,112 @@
+"""Load a folder of .glb/.gltf/.obj/.ply meshes (Objaverse / Cap3D style) with an optional captions CSV."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from vfusion3d_core.objects.mesh import ColoredMesh, MeshError, normalize_into_box
+
+MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
+MAX_MESH_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file of the source folder that was not used, and why."""
+
+    path: str
+    reason: str
+
+
+def uid_for_path(path: Path) -> str:
+    """A WebDataset-safe uid from a file name (no dots or slashes)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", path.stem) or "mesh"
+
+
+def read_captions(csv_path: Path) -> dict[str, str]:
+    """uid -> caption from a CSV with columns ``uid,caption`` (header optional)."""
+    captions: dict[str, str] = {}
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.reader(f):
+            if len(row) < 2 or (not captions and row[0].strip().lower() == "uid"):
+                continue
+            captions[row[0].strip()] = " ".join(row[1].split())
+    return captions
+
+
+def list_mesh_files(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """Mesh files under ``folder`` (recursive, sorted). Symlinks leaving the folder are never followed."""
+    root = folder.resolve()
+    files, skipped = [], []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in MESH_SUFFIXES:
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            skipped.append(SkippedFile(str(path), "symlink pointing outside the source folder"))
+            continue
+        if path.is_file():
+            files.append(path)
+    return files, skipped
+
+
+def load_mesh_file(path: Path, uid: str, caption: str) -> ColoredMesh:
+    """Load one mesh file as a normalized ColoredMesh; raises MeshError with the reason on failure."""
+    size = path.stat().st_size
+    if size == 0:
+        raise MeshError("empty file")
+    if size > MAX_MESH_BYTES:
+        raise MeshError(f"file too large ({size} bytes > {MAX_MESH_BYTES})")
+    try:
+        loaded = trimesh.load(str(path), force="scene", process=False)
+    except Exception as exc:  # trimesh raises many types for malformed files
+        raise MeshError(f"unreadable mesh: {type(exc).__name__}: {exc}") from exc
+    geometries = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)] if isinstance(
+        loaded, trimesh.Scene) else [loaded]
+    geometries = [g for g in geometries if len(g.faces) > 0]
+    if not geometries:
+        raise MeshError("no triangles in file")
+    parts = [ColoredMesh.from_trimesh(uid, caption, g) for g in geometries]
+    vertices = np.concatenate([p.vertices for p in parts])
+    if not np.isfinite(vertices).all():
+        raise MeshError("non-finite vertex coordinates")
+    offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
+    mesh = ColoredMesh(uid, caption, vertices, np.concatenate([p.faces + o for p, o in zip(parts, offsets, strict=True)]),
+                       np.concatenate([p.colors for p in parts]), np.concatenate([p.normals for p in parts]),
+                       np.concatenate([p.specular for p in parts]), meta={"source": "folder", "file": path.name})
+    return normalize_into_box(mesh)
+
+
+def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None
+                     ) -> tuple[list[ColoredMesh], list[SkippedFile]]:
+    """Load every mesh under ``folder``. Bad files are reported in the second list and skipped.
+
+    Captions come from ``captions_csv`` (or ``captions.csv`` in the folder when present); a mesh
+    without a caption gets its file name as caption.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"mesh folder {folder} does not exist")
+    if captions_csv is None and (folder / "captions.csv").is_file():
+        captions_csv = folder / "captions.csv"
+    captions = read_captions(Path(captions_csv)) if captions_csv else {}
+    files, skipped = list_mesh_files(folder)
+    meshes: list[ColoredMesh] = []
+    seen: set[str] = set()
+    for path in files:
+        uid = uid_for_path(path)
+        if uid in seen:
+            skipped.append(SkippedFile(str(path), f"duplicate uid {uid!r}"))
+            continue
+        caption = captions.get(path.stem) or captions.get(uid) or path.stem.replace("_", " ")
+        try:
+            meshes.append(load_mesh_file(path, uid, caption))
+            seen.add(uid)
+        except MeshError as exc:
+            skipped.append(SkippedFile(str(path), str(exc)))
+    return meshes, skipped
