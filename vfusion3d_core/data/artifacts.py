@@ -56,7 +56,7 @@ class ArtifactStore:
     @contextmanager
     def staging(self, asset: str, partition: str | None = None) -> Iterator[Path]:
         """A fresh hidden directory to write a new version into; removed if the block raises."""
-        path = self.asset_dir(asset, partition) / ".staging" / uuid.uuid4().hex
+        path = self.asset_dir(asset, partition) / ".staging" / f"{os.getpid()}-{uuid.uuid4().hex}"
         path.mkdir(parents=True)
         try:
             yield path
@@ -65,11 +65,14 @@ class ArtifactStore:
             raise
 
     def clean_staging(self, asset: str, partition: str | None = None) -> int:
-        """Remove staging directories left by killed runs; returns how many were removed."""
+        """Remove staging directories left by dead processes (killed runs); returns how many were removed.
+
+        Directories of live processes on this machine (a concurrent run) are left alone.
+        """
         staging = self.asset_dir(asset, partition) / ".staging"
         if not staging.is_dir():
             return 0
-        leftovers = list(staging.iterdir())
+        leftovers = [p for p in staging.iterdir() if not _pid_alive(p.name.split("-", 1)[0])]
         for p in leftovers:
             shutil.rmtree(p, ignore_errors=True)
         return len(leftovers)
@@ -111,3 +114,15 @@ class ArtifactStore:
         """A specific version by (a prefix of at least 16 chars of) its digest."""
         path = self.asset_dir(asset, partition) / "versions" / digest[:16]
         return ArtifactVersion(path, Manifest.read(path / MANIFEST_NAME))
+
+
+def _pid_alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return int(pid) != 0

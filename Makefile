@@ -1,0 +1,23 @@
+# vfusion3d: `make tiny` runs the whole pipeline at the tiny preset, `make test` runs the tests.
+PY ?= python3
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export VFUSION3D_ARTIFACT_ROOT ?= $(CURDIR)/artifacts
+export VFUSION3D_PRESET ?= tiny
+PORT ?= 3000
+
+.PHONY: setup tiny test lint ui
+setup:
+	@bash scripts/setup.sh
+
+tiny: setup  ## materialize every asset at the tiny preset (embedded sqlite instance, local artifacts)
+	dagster job execute -m vfusion3d_pipeline.definitions -j materialize_all
+
+test: setup  ## lint + the whole test suite
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests
+
+lint:
+	$(PY) -m ruff check .
+
+ui: setup  ## the Dagster UI (webserver + daemon) on http://127.0.0.1:$(PORT)
+	dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install everything vfusion3d needs on a fresh Debian/Ubuntu machine (idempotent, quick when done).
+#  - Debian packages for headless OpenGL through EGL (Mesa llvmpipe on CPU), when missing;
+#  - torch 2.13.0 + torchvision 0.28.0 from the package index (the machine-local '+cpu' wheel has no
+#    matching torchvision, which breaks `import lpips`), then this project with its dev extras;
+#  - a Dagster instance home (DAGSTER_HOME, default ./.dagster_home) holding dagster.yaml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+
+if ! ldconfig -p 2>/dev/null | grep -q "libEGL_mesa.so"; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing EGL/Mesa (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
+  else
+    echo "[setup] WARNING: libEGL_mesa not found and cannot apt-get; install libegl1 libegl-mesa0 libgl1-mesa-dri" >&2
+  fi
+fi
+
+stamp=".setup-stamp"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c "import vfusion3d_core, torchvision, lpips, dagster" 2>/dev/null; then
+  echo "[setup] installing Python packages"
+  # '!=2.13.0+cpu' skips the local CPU wheel some machines' pip config prefers (see DESIGN.md).
+  "$PY" -m pip install -q "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0" -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+
+export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
+mkdir -p "$DAGSTER_HOME"
+cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+echo "[setup] ready (DAGSTER_HOME=$DAGSTER_HOME)"

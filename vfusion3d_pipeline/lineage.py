@@ -1,0 +1,33 @@
+"""Turn a committed artifact version into Dagster materialization results (data version, metadata)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import dagster as dg
+
+from vfusion3d_core.data import ArtifactVersion
+
+
+def image_markdown(path: Path, title: str) -> dg.MetadataValue:
+    """An inline PNG preview the Dagster UI shows in the asset's metadata."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return dg.MetadataValue.md(f"**{title}**\n\n![{title}](data:image/png;base64,{data})")
+
+
+def materialize_result(version: ArtifactVersion, extra: dict | None = None) -> dg.MaterializeResult:
+    """MaterializeResult whose data version is the manifest digest."""
+    m = version.manifest
+    metadata: dict = {
+        "manifest": dg.MetadataValue.path(str(version.path / "manifest.json")),
+        "path": dg.MetadataValue.path(str(version.path)),
+        "digest": dg.MetadataValue.text(m.digest),
+        "code_version": dg.MetadataValue.text(m.code_version),
+        "inputs": dg.MetadataValue.json(m.inputs),
+        "files": len(m.files),
+        "bytes": sum(f.bytes for f in m.files),
+        **{f"count/{k}": v for k, v in m.counts.items()},
+    }
+    metadata.update(extra or {})
+    return dg.MaterializeResult(data_version=dg.DataVersion(m.digest), metadata=metadata)
