@@ -27,8 +27,6 @@ class DinoEncoder(nn.Module):
             self.dino = LegacyDinov2Model.from_pretrained(pretrained_path)
         else:
             self.dino = LegacyDinov2Model(Dinov2Config(**dino_config))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if freeze:
             self.dino.requires_grad_(False)
 
@@ -40,5 +38,7 @@ class DinoEncoder(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image [N, 3, H, W] in [0, 1] -> tokens [N, 1 + (H//p)*(W//p), D]."""
         assert image.dim() == 4 and image.shape[1] == 3, f"expected [N, 3, H, W], got {tuple(image.shape)}"
-        pixels = (image - self.mean.to(image)) / self.std.to(image)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+        pixels = (image - mean) / std
         return self.dino(pixel_values=pixels).last_hidden_state

@@ -1,0 +1,141 @@
+"""The triplane LRM: image + source camera -> triplanes -> rendered views / density queries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vfusion3d_core.cameras import from_render_vector, rays_from_cameras
+
+from .checkpoint import read_checkpoint, save_checkpoint
+from .conditioning import CameraEmbedder
+from .config import LRMConfig
+from .convert import CheckpointMismatchError, check_state_dict, convert_official_state_dict
+from .decoder import TriplaneDecoder, activate_density, mask_out_of_box
+from .encoder import DinoEncoder
+from .renderer import RenderOptions, render_rays
+from .transformer import TriplaneTransformer
+from .triplane import TriplaneUpsampler, sample_triplane
+
+
+class LRM(nn.Module):
+    """Large reconstruction model with the released VFusion3D architecture (see DESIGN.md)."""
+
+    def __init__(self, config: LRMConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = DinoEncoder(config.dino_config, config.dino_pretrained_path, config.encoder_freeze)
+        self.camera_embedder = CameraEmbedder(config.source_camera_dim, config.camera_embed_dim)
+        self.transformer = TriplaneTransformer(
+            config.transformer_dim, config.transformer_layers, config.transformer_heads,
+            cond_dim=config.encoder_feat_dim, mod_dim=config.camera_embed_dim, low_res=config.triplane_low_res)
+        self.upsampler = TriplaneUpsampler(config.transformer_dim, config.triplane_dim, config.triplane_low_res)
+        self.decoder = TriplaneDecoder(3 * config.triplane_dim, config.decoder_hidden_dim, config.decoder_layers)
+
+    # --- image -> planes ----------------------------------------------------------------------------
+    def encode(self, image: torch.Tensor, source_camera: torch.Tensor) -> torch.Tensor:
+        """image [N, 3, H, W] in [0, 1], source_camera [N, 16] -> planes [N, 3, C, H', W']."""
+        n = image.shape[0]
+        assert image.dim() == 4 and image.shape[1] == 3, f"image must be [N, 3, H, W], got {tuple(image.shape)}"
+        assert source_camera.shape == (n, self.config.source_camera_dim), (
+            f"source_camera must be [N, {self.config.source_camera_dim}], got {tuple(source_camera.shape)}")
+        cond = self.encoder(image)  # [N, 1 + patches, Dc]
+        mod = self.camera_embedder(source_camera.to(cond.dtype))  # [N, E]
+        tokens = self.transformer(cond, mod)  # [N, 3 * R * R, D]
+        return self.upsampler(tokens)  # [N, 3, C, 2R, 2R]
+
+    # --- point queries --------------------------------------------------------------------------------
+    def query_raw(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """planes [N, 3, C, H, W], points [N, P, 3] -> raw density [N, P, 1], rgb [N, P, 3] (float32),
+        with out-of-box points masked."""
+        raw, rgb = self.decoder(sample_triplane(planes, points))
+        return mask_out_of_box(points, raw.float(), rgb.float())
+
+    def query_density(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """planes [N, 3, C, H, W], points [N, P, 3] -> activated density [N, P, 1], rgb [N, P, 3]."""
+        assert planes.dim() == 5 and planes.shape[1] == 3, f"planes must be [N, 3, C, H, W], got {planes.shape}"
+        assert points.dim() == 3 and points.shape[0] == planes.shape[0] and points.shape[-1] == 3, points.shape
+        raw, rgb = self.query_raw(planes, points)
+        return activate_density(raw), rgb
+
+    # --- rendering -------------------------------------------------------------------------------------
+    def render(self, planes: torch.Tensor, cameras: torch.Tensor, size: int, deterministic: bool = True,
+               crop: tuple[int, int, int, int] | None = None,
+               background: float | tuple[float, float, float] | torch.Tensor = 1.0,
+               chunk_rays: int = 4096, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Volume-render M views per triplane.
+
+        planes [N, 3, C, H, W]; cameras [N, M, 25] render vectors; ``crop`` = (top, left, h, w) of
+        the size x size pixel grid (default: the full image, h = w = size); background: scalar, RGB,
+        or [N, M, 3]. Returns rgb [N, M, 3, h, w], depth [N, M, 1, h, w], alpha [N, M, 1, h, w].
+        """
+        n, m = cameras.shape[:2]
+        assert planes.dim() == 5 and planes.shape[:2] == (n, 3), (planes.shape, cameras.shape)
+        assert cameras.shape == (n, m, 25), f"cameras must be [N, M, 25], got {tuple(cameras.shape)}"
+        c2w, intrinsics = from_render_vector(cameras.reshape(n * m, 25).float())
+        origins, dirs = rays_from_cameras(c2w, intrinsics, size, crop)  # [N*M, h, w, 3]
+        h, w = origins.shape[1:3]
+        fields = [self._field(planes[i:i + 1]) for i in range(n)]
+        opts = RenderOptions(self.config.rendering_samples_per_ray, deterministic, chunk_rays, generator)
+        rgb, depth, alpha = render_rays(fields, origins.reshape(n, -1, 3), dirs.reshape(n, -1, 3), opts)
+        bg = torch.as_tensor(background, dtype=rgb.dtype, device=rgb.device)
+        bg = bg.expand(n, m, 3) if bg.dim() < 3 else bg
+        rgb = rgb.reshape(n, m, h, w, 3) + (1 - alpha.reshape(n, m, h, w, 1)) * bg[:, :, None, None, :]
+        return {
+            "rgb": rgb.permute(0, 1, 4, 2, 3),
+            "depth": depth.reshape(n, m, 1, h, w),
+            "alpha": alpha.reshape(n, m, 1, h, w),
+        }
+
+    def _field(self, plane: torch.Tensor):
+        """Field callable over one item's planes [1, 3, C, H, W]: points [P, 3] -> (raw [P, 1], rgb [P, 3])."""
+        def field(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            raw, rgb = self.query_raw(plane, points[None])
+            return raw[0], rgb[0]
+        return field
+
+    def forward(self, image: torch.Tensor, source_camera: torch.Tensor, render_cameras: torch.Tensor,
+                render_size: int, **render_kwargs) -> dict[str, torch.Tensor]:
+        """encode + render; returns the render dict plus ``planes``."""
+        planes = self.encode(image, source_camera)
+        return {"planes": planes, **self.render(planes, render_cameras, render_size, **render_kwargs)}
+
+    # --- weights ----------------------------------------------------------------------------------------
+    def load_official_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load a released VFusion3D state dict (OpenLRM / transformers-4.42 names).
+
+        Raises CheckpointMismatchError on unmapped, missing or unexpected keys and shape mismatches.
+        """
+        converted = convert_official_state_dict(state_dict)
+        check_state_dict(self, converted)
+        self.load_state_dict(converted, strict=True)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` to ``directory``."""
+        return save_checkpoint(self.state_dict(), self.config, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> LRM:
+        """Load a directory written by ``save_pretrained`` (raises CheckpointMismatchError if it
+        does not match its config)."""
+        config, state_dict = read_checkpoint(directory)
+        config.dino_pretrained_path = None  # weights come from the checkpoint
+        return cls.from_state_dict(config, state_dict, device)
+
+    @classmethod
+    def from_state_dict(cls, config: LRMConfig, state_dict: Mapping[str, torch.Tensor],
+                        device: str | torch.device = "cpu", official: bool = False) -> LRM:
+        """Build on the meta device and assign ``state_dict`` (ours, or released names if ``official``)."""
+        with torch.device("meta"):
+            model = cls(config)
+        if official:
+            state_dict = convert_official_state_dict(state_dict)
+        check_state_dict(model, state_dict)
+        model.load_state_dict({k: v.to(device) for k, v in state_dict.items()}, strict=True, assign=True)
+        leftover = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if leftover:
+            raise CheckpointMismatchError(f"tensors left uninitialised after loading: {leftover[:6]}")
+        return model.eval()
