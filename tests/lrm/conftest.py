@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -34,3 +36,20 @@ def turntable_vectors():
     def make(n: int, views: int) -> torch.Tensor:
         return turntable_cameras(views).render_vectors()[None].expand(n, -1, -1).clone()
     return make
+
+
+@pytest.fixture(scope="session")
+def shaped_tiny_model(tiny_model, tiny_planes) -> LRM:
+    """The tiny model with its density output stretched so that density = 1 cuts through the box
+    (random weights alone give a nearly constant density well below the mesh level)."""
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    last = model.decoder.layers[-1]
+    points = torch.rand(1, 4096, 3, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.no_grad():
+        last.weight[0] *= 40
+        last.bias[0] = 0
+        raw, _ = model.query_raw(tiny_planes[:1], points)
+        last.bias[0] = 1 + math.log(math.e - 1) - raw.median()  # median density = softplus(raw - 1) = 1
+    return model
