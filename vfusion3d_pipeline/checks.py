@@ -6,7 +6,7 @@ from collections import Counter
 
 import dagster as dg
 
-from vfusion3d_core.data import ShardError, SampleError, iter_samples
+from vfusion3d_core.data import SampleError, ShardError, iter_samples
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.resources import ArtifactStoreResource
 

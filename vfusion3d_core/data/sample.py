@@ -42,7 +42,8 @@ class MultiviewSample:
     def __post_init__(self) -> None:
         v = self.views.shape[0]
         if self.views.ndim != 4 or self.views.shape[-1] != 4 or self.views.dtype != np.uint8:
-            raise SampleError(f"{self.key}: views must be uint8 [V, S, S, 4], got {self.views.dtype} {self.views.shape}")
+            raise SampleError(f"{self.key}: views must be uint8 [V, S, S, 4], "
+                              f"got {self.views.dtype} {self.views.shape}")
         if self.c2w.shape != (v, 4, 4) or self.intrinsics.shape != (v, 4):
             raise SampleError(f"{self.key}: cameras {self.c2w.shape}/{self.intrinsics.shape} do not match {v} views")
         if not (np.isfinite(self.c2w).all() and np.isfinite(self.intrinsics).all()):

@@ -76,7 +76,8 @@ def load_mesh_file(path: Path, uid: str, caption: str) -> ColoredMesh:
     if not np.isfinite(vertices).all():
         raise MeshError("non-finite vertex coordinates")
     offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
-    mesh = ColoredMesh(uid, caption, vertices, np.concatenate([p.faces + o for p, o in zip(parts, offsets, strict=True)]),
+    faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets, strict=True)])
+    mesh = ColoredMesh(uid, caption, vertices, faces,
                        np.concatenate([p.colors for p in parts]), np.concatenate([p.normals for p in parts]),
                        np.concatenate([p.specular for p in parts]), meta={"source": "folder", "file": path.name})
     return normalize_into_box(mesh)

@@ -114,8 +114,8 @@ def render_dataset(cfg: RenderDatasetConfig, out_dir: str | Path,
         with ShardWriter(out / split, cfg.samples_per_shard) as writer:
             for mesh in streams[split]:
                 gen = torch.Generator().manual_seed(_object_seed(cfg.seed, mesh.uid))
-                views = render_orbit(mesh, cfg.resolution, cfg.num_views, (cfg.elevation_min_deg, cfg.elevation_max_deg),
-                                     cfg.radius, intrinsics, gen)
+                elevation_range = (cfg.elevation_min_deg, cfg.elevation_max_deg)
+                views = render_orbit(mesh, cfg.resolution, cfg.num_views, elevation_range, cfg.radius, intrinsics, gen)
                 cams = views.cameras
                 elevation = float(cams.elevation_deg[0])
                 meta = {"uid": mesh.uid, "split": split, "source": mesh.meta.get("source", cfg.source),

@@ -69,7 +69,7 @@ def renders_3d(context: dg.AssetExecutionContext, config: Renders3DConfig, artif
         if result.counts.get("train_objects", 0) == 0:
             raise dg.Failure("no usable training objects", metadata={"skipped": [vars(s) for s in result.skipped]})
         manifest = Manifest(ASSET, file_entries(staging, result.files), result.counts, asdict(cfg),
-                            inputs={}, code_version=CODE_VERSION, run_id=context.run_id)
+                            inputs={}, code_version=CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, ASSET)
     for s in result.skipped:
         context.log.warning(f"skipped {s.path}: {s.reason}")

@@ -1,0 +1,46 @@
+"""Helpers for tests that run the real Dagster CLI / webserver in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pipeline_env(tmp_path: Path, name: str = "run") -> dict[str, str]:
+    """Environment with its own DAGSTER_HOME (holding the repo's dagster.yaml) and artifact root."""
+    home = tmp_path / f"{name}_dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    env = dict(os.environ, DAGSTER_HOME=str(home), VFUSION3D_ARTIFACT_ROOT=str(tmp_path / f"{name}_artifacts"),
+               VFUSION3D_PRESET="tiny", PYTHONUNBUFFERED="1", DAGSTER_DISABLE_TELEMETRY="1")
+    return env
+
+
+def materialize_cmd(select: str, config: dict) -> list[str]:
+    """`dagster asset materialize` for a selection with run config (the CLI a user runs)."""
+    return [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "vfusion3d_pipeline.definitions",
+            "--select", select, "--config-json", json.dumps(config)]
+
+
+def run_materialize(env: dict[str, str], select: str, config: dict, timeout: float = 300
+                    ) -> subprocess.CompletedProcess:
+    proc = subprocess.run(materialize_cmd(select, config), cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def latest_pointer(artifact_root: str | Path, asset: str) -> dict:
+    return json.loads((Path(artifact_root) / asset / "LATEST.json").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
