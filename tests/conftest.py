@@ -1,4 +1,4 @@
-"""Shared fixtures: deterministic seeds and a micro-sized renders config."""
+"""Shared fixtures: deterministic seeds."""
 
 from __future__ import annotations
 
@@ -14,5 +14,3 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 def _seed() -> None:
     torch.manual_seed(0)
 
-
-MICRO_RENDERS = {"num_objects": 6, "num_heldout": 2, "num_views": 4, "resolution": 32, "samples_per_shard": 4}

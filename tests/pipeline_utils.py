@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# renders_3d at a micro size: 6 + 2 objects, 4 views at 32x32
+MICRO_RENDERS = {"num_objects": 6, "num_heldout": 2, "num_views": 4, "resolution": 32, "samples_per_shard": 4}
 
 
 def pipeline_env(tmp_path: Path, name: str = "run") -> dict[str, str]:

@@ -11,8 +11,15 @@ import dagster as dg
 import numpy as np
 import pytest
 import trimesh
-from conftest import MICRO_RENDERS
-from pipeline_utils import REPO, free_port, latest_pointer, materialize_cmd, pipeline_env, run_materialize
+from pipeline_utils import (
+    MICRO_RENDERS,
+    REPO,
+    free_port,
+    latest_pointer,
+    materialize_cmd,
+    pipeline_env,
+    run_materialize,
+)
 
 from vfusion3d_core.data import ArtifactStore, Manifest, iter_samples
 from vfusion3d_pipeline.assets.renders import renders_3d
