@@ -10,7 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 tiny: setup  ## materialize every asset at the tiny preset (embedded sqlite instance, local artifacts)
-	dagster job execute -m vfusion3d_pipeline.definitions -j materialize_all
+	$(PY) -m dagster job execute -m vfusion3d_pipeline.definitions -j materialize_all
 
 test: setup  ## lint + the whole test suite
 	$(PY) -m ruff check .
@@ -20,4 +20,4 @@ lint:
 	$(PY) -m ruff check .
 
 ui: setup  ## the Dagster UI (webserver + daemon) on http://127.0.0.1:$(PORT)
-	dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+	$(PY) -m dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)

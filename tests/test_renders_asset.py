@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -140,8 +141,8 @@ def test_tiny_renders_from_dagster_dev(tmp_path) -> None:
     env = pipeline_env(tmp_path, "dev")
     port = free_port()
     log = open(tmp_path / "dagster_dev.log", "w")  # noqa: SIM115
-    server = subprocess.Popen(["dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 120
         while True:
