@@ -115,3 +115,10 @@ def test_from_official_kwargs_reproduces_paper_preset():
     assert "transformers_version" not in cfg.dino_config
     with pytest.raises(ValueError, match="encoder_feat_dim"):
         LRMConfig.from_official_kwargs(dict(RELEASED_KWARGS, encoder_feat_dim=1024), dino)
+
+
+def test_inverse_mapping_round_trips_every_released_key():
+    from vfusion3d_core.lrm.convert import ours_to_official
+
+    for name in released_shapes():
+        assert ours_to_official(official_to_ours(name)) == name

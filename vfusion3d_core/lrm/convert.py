@@ -57,6 +57,52 @@ def official_to_ours(name: str) -> str | None:
     return None
 
 
+# our name -> released name (inverse of the rules above).
+_INVERSE_RULES: tuple[tuple[str, str], ...] = (
+    (r"^encoder\.dino\.", "encoder.model."),
+    (r"^camera_embedder\.net\.(\d+)\.", r"camera_embedder.mlp.\1."),
+    (r"^transformer\.tokens$", "transformer.pos_embed"),
+    (r"^transformer\.blocks\.(\d+)\.norm_cross\.ln\.", r"transformer.layers.\1.norm1.norm."),
+    (r"^transformer\.blocks\.(\d+)\.norm_cross\.proj\.", r"transformer.layers.\1.norm1.mlp.1."),
+    (r"^transformer\.blocks\.(\d+)\.norm_self\.ln\.", r"transformer.layers.\1.norm2.norm."),
+    (r"^transformer\.blocks\.(\d+)\.norm_self\.proj\.", r"transformer.layers.\1.norm2.mlp.1."),
+    (r"^transformer\.blocks\.(\d+)\.norm_mlp\.ln\.", r"transformer.layers.\1.norm3.norm."),
+    (r"^transformer\.blocks\.(\d+)\.norm_mlp\.proj\.", r"transformer.layers.\1.norm3.mlp.1."),
+    (r"^transformer\.blocks\.(\d+)\.mlp\.fc1\.", r"transformer.layers.\1.mlp.0."),
+    (r"^transformer\.blocks\.(\d+)\.mlp\.fc2\.", r"transformer.layers.\1.mlp.3."),
+    (r"^transformer\.blocks\.(\d+)\.(cross_attn|self_attn)\.", r"transformer.layers.\1.\2."),
+    (r"^transformer\.final_norm\.", "transformer.norm."),
+    (r"^upsampler\.deconv\.", "transformer.deconv."),
+)
+_INVERSE_DINO_RULES: tuple[tuple[str, str], ...] = (
+    (r"\.attention\.q_proj\.", ".attention.attention.query."),
+    (r"\.attention\.k_proj\.", ".attention.attention.key."),
+    (r"\.attention\.v_proj\.", ".attention.attention.value."),
+    (r"\.attention\.o_proj\.", ".attention.output.dense."),
+)
+_OUR_DECODER = re.compile(r"^decoder\.layers\.(\d+)\.(weight|bias)$")
+
+
+def ours_to_official(name: str) -> str:
+    """Released-checkpoint name of one of our parameters (for exporting in the released layout)."""
+    match = _OUR_DECODER.match(name)
+    if match:
+        return f"synthesizer.decoder.net.{2 * int(match.group(1))}.{match.group(2)}"
+    for pattern, repl in _INVERSE_RULES:
+        new, count = re.subn(pattern, repl, name)
+        if count:
+            if new.startswith("encoder.model."):
+                for dino_pattern, dino_repl in _INVERSE_DINO_RULES:
+                    new = re.sub(dino_pattern, dino_repl, new)
+            return new
+    raise KeyError(f"no released name for parameter {name}")
+
+
+def to_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict renamed to the released layout (inverse of ``convert_official_state_dict``)."""
+    return {ours_to_official(k): v for k, v in state_dict.items()}
+
+
 def unwrap_state_dict(obj: Mapping) -> Mapping:
     """Accept {'model': sd} / {'state_dict': sd} wrappers and DDP ``module.`` prefixes."""
     for key in ("model", "state_dict", "model_state_dict"):

@@ -1,0 +1,92 @@
+"""`vfusion3d generate` end to end on a tiny random checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import trimesh
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import save_file
+
+from vfusion3d_core.cli import main
+from vfusion3d_core.lrm.convert import to_official_state_dict
+from vfusion3d_core.lrm.video import has_ffmpeg
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, shaped_tiny_model):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    shaped_tiny_model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rgba = np.zeros((90, 70, 4), np.uint8)
+    rgba[15:75, 10:60] = (30, 160, 90, 255)
+    Image.fromarray(rgba).save(root / "object.png")
+    Image.fromarray(rgba[..., :3]).save(root / "object.jpg")
+    return [root / "object.png", root / "object.jpg"]
+
+
+def run(args):
+    result = CliRunner().invoke(main, ["generate", *map(str, args)])
+    return result
+
+
+def test_generate_writes_mesh_video_and_input(tmp_path, checkpoint, images):
+    out = tmp_path / "out"
+    result = run([*images, "--checkpoint", checkpoint, "-o", out, "--views", 6, "--mesh-resolution", 24,
+                  "--video-format", "gif", "--mesh-format", "obj", "--remove-background", "never"])
+    assert result.exit_code == 0, result.output
+    for sub in ("object", "object_2"):
+        mesh = trimesh.load(out / sub / "mesh.obj", force="mesh")
+        assert len(mesh.faces) > 0 and np.abs(mesh.vertices).max() <= 1 + 1e-5
+        frames = iio.imread(out / sub / "turntable.gif")
+        assert frames.shape[:3] == (6, 32, 32)
+        assert frames[0].std() > 0  # not a blank frame
+        assert Image.open(out / sub / "input.png").size == (64, 64)
+    assert "alpha channel" in result.output and "whole image" in result.output
+
+
+@pytest.mark.skipif(not has_ffmpeg(), reason="imageio-ffmpeg not installed")
+def test_generate_mp4_and_glb(tmp_path, checkpoint, images):
+    result = run([images[0], "--checkpoint", checkpoint, "-o", tmp_path, "--views", 4, "--mesh-resolution", 16])
+    assert result.exit_code == 0, result.output
+    assert iio.imread(tmp_path / "object" / "turntable.mp4", plugin="FFMPEG").shape[0] == 4
+    assert len(trimesh.load(tmp_path / "object" / "mesh.glb", force="mesh").faces) > 0
+
+
+def test_generate_from_official_weights(tmp_path, shaped_tiny_model, images):
+    save_file({k: v.contiguous() for k, v in to_official_state_dict(shaped_tiny_model.state_dict()).items()},
+              str(tmp_path / "official.safetensors"))
+    cfg = shaped_tiny_model.config.to_dict()
+    (tmp_path / "kwargs.json").write_text(json.dumps({"model": cfg, "source_size": cfg["source_size"]}))
+    result = run([images[0], "--official", tmp_path / "official.safetensors", "--official-config",
+                  tmp_path / "kwargs.json", "-o", tmp_path / "out", "--views", 2, "--mesh-resolution", 16,
+                  "--video-format", "gif"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "object" / "mesh.glb").is_file()
+
+
+def test_generate_clear_errors(tmp_path, checkpoint, images):
+    (tmp_path / "bad.png").write_bytes(b"no image here")
+    result = run([tmp_path / "bad.png", "--checkpoint", checkpoint, "-o", tmp_path / "o"])
+    assert result.exit_code != 0 and "cannot read image" in result.output
+    result = run([images[0], "--checkpoint", checkpoint, "-o", tmp_path / "o", "--max-pixels", 100])
+    assert result.exit_code != 0 and "decompression-bomb" in result.output
+    result = run([images[0], "-o", tmp_path / "o"])
+    assert result.exit_code != 0 and "exactly one of" in result.output
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes())
+    cfg = json.loads((checkpoint / "config.json").read_text())
+    (wrong / "config.json").write_text(json.dumps(dict(cfg, transformer_layers=3)))
+    result = run([images[0], "--checkpoint", wrong, "-o", tmp_path / "o"])
+    assert result.exit_code != 0 and "missing keys" in result.output and "transformer.blocks.2" in result.output
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,71 @@
+"""`vfusion3d generate`: images -> meshes + turntable videos with an LRM checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .mesh import MESH_FORMATS
+from .preprocess import DEFAULT_MAX_PIXELS
+from .video import VIDEO_FORMATS
+
+
+@click.command("generate")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="LRM checkpoint directory (config.json + model.safetensors).")
+@click.option("--official", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Released VFusion3D weight file (.safetensors, or a torch state dict loaded weights_only).")
+@click.option("--official-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON with the released model kwargs for --official (default: the `paper` preset).")
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder; one sub-folder per image.")
+@click.option("--render-size", type=int, default=None, help="Turntable resolution (default: model config).")
+@click.option("--views", type=click.IntRange(1), default=160, show_default=True, help="Turntable frames.")
+@click.option("--mesh-resolution", type=click.IntRange(8), default=256, show_default=True)
+@click.option("--mesh-level", type=float, default=1.0, show_default=True, help="Density iso level.")
+@click.option("--mesh-format", type=click.Choice(MESH_FORMATS), default="glb", show_default=True)
+@click.option("--video-format", type=click.Choice(VIDEO_FORMATS), default="auto", show_default=True,
+              help="auto = mp4 when imageio-ffmpeg is installed, else gif.")
+@click.option("--fps", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--remove-background", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True, help="rembg for images without alpha (only with a locally available model).")
+@click.option("--border-ratio", type=click.FloatRange(0, 0.49), default=0.15, show_default=True)
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse larger images (decompression-bomb guard).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path | None,
+             official_config: Path | None, outdir: Path, render_size: int | None, views: int,
+             mesh_resolution: int, mesh_level: float, mesh_format: str, video_format: str, fps: int,
+             remove_background: str, border_ratio: float, max_pixels: int, device: str) -> None:
+    """Reconstruct each IMAGE in 3D: writes input.png, mesh.<fmt> and turntable.<mp4|gif>."""
+    from tqdm.auto import tqdm
+
+    from .convert import CheckpointMismatchError
+    from .generate import GenerateOptions, generate_one, load_model, output_dirs, pick_device
+    from .preprocess import ImageError, open_image
+
+    if (checkpoint is None) == (official is None):
+        raise click.UsageError("give exactly one of --checkpoint DIR or --official FILE")
+    if official_config is not None and official is None:
+        raise click.UsageError("--official-config only applies to --official")
+    for path in images:  # fail before loading a large model
+        try:
+            open_image(path, max_pixels).close()
+        except ImageError as err:
+            raise click.ClickException(str(err)) from err
+    try:
+        model = load_model(checkpoint, official, official_config, pick_device(device))
+    except (CheckpointMismatchError, ValueError, OSError) as err:
+        raise click.ClickException(f"cannot load the model: {err}") from err
+    opts = GenerateOptions(render_size=render_size, num_views=views, mesh_resolution=mesh_resolution,
+                           mesh_format=mesh_format, mesh_level=mesh_level, video_format=video_format, fps=fps,
+                           border_ratio=border_ratio, remove_background=remove_background, max_pixels=max_pixels)
+    for path, out in tqdm(list(zip(images, output_dirs(list(images), outdir), strict=True)), desc="images",
+                          unit="image"):
+        try:
+            written = generate_one(model, path, out, opts, log=tqdm.write)
+        except (ImageError, RuntimeError) as err:
+            raise click.ClickException(str(err)) from err
+        tqdm.write(f"{path} -> " + ", ".join(str(p) for p in written.values()))
