@@ -26,13 +26,14 @@ from vfusion3d_core.data import ArtifactStore, Manifest, iter_samples
 from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.checks import renders_3d_integrity
 from vfusion3d_pipeline.definitions import defs
-from vfusion3d_pipeline.resources import ArtifactStoreResource, PresetResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
 
 def materialize_in_process(root: Path, config: dict) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [renders_3d, renders_3d_integrity],
-        resources={"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny")},
+        resources={"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
+                   "mlflow": MLflowResource(artifact_root=str(root))},
         run_config={"ops": {"renders_3d": {"config": config}}},
         instance=dg.DagsterInstance.ephemeral(),
     )
@@ -53,6 +54,12 @@ def test_renders_asset_writes_shards_manifest_and_passes_its_check(tmp_path) -> 
     assert mat.tags["dagster/data_version"] == version.digest
     assert mat.metadata["count/train_objects"].value == 6 and mat.metadata["count/heldout_objects"].value == 2
     assert "data:image/png;base64" in mat.metadata["preview"].value
+    import mlflow
+
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
+    assert run.info.status == "FINISHED" and run.data.tags["dagster.asset_key"] == "renders_3d"
+    assert run.data.tags["dagster.run_id"] == result.run_id and run.data.tags["output.digest"] == version.digest
+    assert run.data.params["num_objects"] == "6" and run.data.metrics["count_views"] == 32
     m = version.manifest
     assert m.counts["views"] == 8 * 4 and m.verify(version.path) == []
     samples = list(iter_samples(sorted(version.path.glob("train/*.tar"))))

@@ -12,7 +12,7 @@ import dagster as dg
 from vfusion3d_core.data import Manifest, file_entries
 from vfusion3d_core.render.dataset import CODE_VERSION, RenderDatasetConfig, render_dataset
 from vfusion3d_pipeline.lineage import image_markdown, materialize_result
-from vfusion3d_pipeline.resources import ArtifactStoreResource, PresetResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
 ASSET = "renders_3d"
 
@@ -49,7 +49,7 @@ class Renders3DConfig(dg.Config):
                 "split into train and held-out WebDataset shards, plus objects.csv and a contact sheet.",
 )
 def renders_3d(context: dg.AssetExecutionContext, config: Renders3DConfig, artifacts: ArtifactStoreResource,
-               preset: PresetResource) -> dg.MaterializeResult:
+               preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
     cfg = config.to_core(preset.validated())
     store = artifacts.store()
     removed = store.clean_staging(ASSET)
@@ -64,13 +64,16 @@ def renders_3d(context: dg.AssetExecutionContext, config: Renders3DConfig, artif
             context.log.info(f"rendered {done}/{total} objects")
             step["next"] += 0.1
 
-    with store.staging(ASSET) as staging:
+    with mlflow.run_for(context) as run, store.staging(ASSET) as staging:
+        run.log_params(asdict(cfg))
         result = render_dataset(cfg, staging, progress)
         if result.counts.get("train_objects", 0) == 0:
             raise dg.Failure("no usable training objects", metadata={"skipped": [vars(s) for s in result.skipped]})
         manifest = Manifest(ASSET, file_entries(staging, result.files), result.counts, asdict(cfg),
                             inputs={}, code_version=CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, ASSET)
+        run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
+        run.log_output(ASSET, version)
     for s in result.skipped:
         context.log.warning(f"skipped {s.path}: {s.reason}")
     extra = {
@@ -80,4 +83,5 @@ def renders_3d(context: dg.AssetExecutionContext, config: Renders3DConfig, artif
     if (version.path / "preview.png").is_file():
         extra["preview"] = image_markdown(version.path / "preview.png", "first view of the first objects")
     context.log.info(f"committed {ASSET} version {version.path.name} ({result.counts['objects']} objects)")
+    extra["mlflow_run_id"] = run.run_id
     return materialize_result(version, extra)

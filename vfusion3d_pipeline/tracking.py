@@ -1,0 +1,78 @@
+"""MLflow lineage glue: one MLflow run per asset materialization, tagged with its Dagster identity.
+
+Every input artifact is logged as an MLflow dataset whose digest is the input's manifest digest, and
+the output artifact as a dataset with context "output", so MLflow alone can answer "which data
+produced this". Tracking defaults to a sqlite store under the artifact root; nothing to start.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from vfusion3d_core.data import ArtifactVersion
+
+
+def default_tracking_uri(artifact_root: str) -> str:
+    return f"sqlite:///{os.path.abspath(os.path.join(artifact_root, 'mlflow.db'))}"
+
+
+def _dataset(name: str, version: ArtifactVersion):
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(Path(version.path).resolve().as_uri())
+    return MetaDataset(source, name=name, digest=version.digest[:32])
+
+
+class MLflowRun:
+    """The active run of one materialization: log params, metrics, inputs, outputs."""
+
+    def __init__(self, mlflow_module: Any, run: Any) -> None:
+        self._mlflow = mlflow_module
+        self.run = run
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def metric_logger(self) -> Callable[[dict[str, float], int], None]:
+        """A callback for core training loops: ``log(metrics, step)``."""
+        return lambda metrics, step: self.log_metrics(metrics, step)
+
+    def log_input(self, name: str, version: ArtifactVersion, context: str = "training") -> None:
+        self._mlflow.log_input(_dataset(name, version), context=context)
+        self._mlflow.set_tag(f"input.{name}", version.digest)
+
+    def log_output(self, name: str, version: ArtifactVersion) -> None:
+        self._mlflow.log_input(_dataset(name, version), context="output")
+        self._mlflow.set_tags({"output.digest": version.digest, "output.path": str(version.path)})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path)
+
+
+@contextmanager
+def mlflow_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str],
+               artifact_location: str | None = None) -> Iterator[MLflowRun]:
+    """Start an MLflow run (creating the experiment if needed); failed blocks end it as FAILED."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_location)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
+        yield MLflowRun(mlflow, run)
