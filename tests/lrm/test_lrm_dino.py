@@ -77,3 +77,18 @@ def test_encoder_normalises_in_graph(tiny_model):
         enc(mean)
     handle.remove()
     assert seen["x"].abs().max() < 1e-6
+
+
+def test_encoder_loads_local_pretrained_dinov2(tmp_path):
+    """`dino_pretrained_path` loads a local transformers checkpoint (as saved by transformers)."""
+    from vfusion3d_core.lrm import LRM, get_preset
+
+    cfg = get_preset("tiny")
+    torch.manual_seed(3)
+    stock = Dinov2Model(Dinov2Config(**cfg.dino_config))
+    stock.save_pretrained(tmp_path / "dino")
+    cfg.dino_pretrained_path = str(tmp_path / "dino")
+    model = LRM(cfg)
+    assert type(model.encoder.dino.embeddings).__name__ == "LegacyDinov2Embeddings"
+    for name, tensor in stock.state_dict().items():
+        assert torch.equal(model.encoder.dino.state_dict()[name], tensor), name

@@ -24,7 +24,7 @@ class TriplaneDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:
-                x = F.relu(x)
+                x = F.relu(x, inplace=True)  # safe for autograd: ReLU's backward uses its output
         return x[..., :1], torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
 
 

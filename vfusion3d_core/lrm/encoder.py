@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Dinov2Config
+from transformers import Dinov2Config, Dinov2Model
 
 from .dino_legacy import LegacyDinov2Model
 
@@ -24,7 +24,7 @@ class DinoEncoder(nn.Module):
     def __init__(self, dino_config: dict[str, Any], pretrained_path: str | None = None, freeze: bool = False):
         super().__init__()
         if pretrained_path:
-            self.dino = LegacyDinov2Model.from_pretrained(pretrained_path)
+            self.dino = load_pretrained_dino(pretrained_path)
         else:
             self.dino = LegacyDinov2Model(Dinov2Config(**dino_config))
         if freeze:
@@ -42,3 +42,19 @@ class DinoEncoder(nn.Module):
         std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
         pixels = (image - mean) / std
         return self.dino(pixel_values=pixels).last_hidden_state
+
+
+def load_pretrained_dino(path: str) -> LegacyDinov2Model:
+    """Load DINOv2 weights through the stock ``Dinov2Model`` (which applies transformers' own
+    checkpoint-name conversions, e.g. 4.x attention names) and move them into our subclass.
+
+    Raises ValueError when the checkpoint leaves any parameter uninitialised.
+    """
+    stock, info = Dinov2Model.from_pretrained(path, output_loading_info=True)
+    missing = sorted(info.get("missing_keys", []))
+    if missing:
+        raise ValueError(f"DINOv2 checkpoint {path} lacks {len(missing)} parameters, e.g. {missing[:4]}")
+    with torch.device("meta"):
+        legacy = LegacyDinov2Model(stock.config)
+    legacy.load_state_dict(stock.state_dict(), strict=True, assign=True)
+    return legacy
