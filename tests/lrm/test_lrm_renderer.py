@@ -165,3 +165,31 @@ def test_background_colour_per_view(tiny_model, tiny_planes, turntable_vectors):
     diff = white["rgb"] - custom["rgb"]  # = (1 - alpha) * (white - bg)
     expected = (1 - white["alpha"]) * (1 - bg)[..., None, None]
     torch.testing.assert_close(diff, expected, atol=1e-5, rtol=0)
+
+
+def blob_field(centre: tuple[float, float, float], radius: float = 0.25):
+    c = torch.tensor(centre)
+
+    def field(points):
+        raw = torch.where((points - c).norm(dim=-1, keepdim=True) < radius, 100.0, -30.0)
+        return mask_out_of_box(points, raw, torch.zeros(points.shape[0], 3))
+    return field
+
+
+def test_image_orientation_world_up_is_image_top_and_plus_y_is_right():
+    """Default turntable frame 0 sits at +x looking at the origin with world +z up: a blob at +z
+    must appear in the top rows, a blob at +y in the right columns (camera right = world +y)."""
+    from vfusion3d_core.cameras import rays_from_cameras, turntable_cameras
+
+    size = 24
+    cams = turntable_cameras(1)
+    origins, dirs = rays_from_cameras(cams.c2w, cams.intrinsics, size)
+    o, d = origins.reshape(1, -1, 3), dirs.reshape(1, -1, 3)
+    for centre, check in (((0.0, 0.0, 0.6), "top"), ((0.0, 0.6, 0.0), "right")):
+        _, _, alpha = render_rays([blob_field(centre)], o, d, RenderOptions(32))
+        rows, cols = torch.nonzero(alpha.reshape(size, size) > 0.5, as_tuple=True)
+        assert len(rows) > 0
+        if check == "top":
+            assert rows.float().mean() < size / 2 - 3 and abs(cols.float().mean() - (size - 1) / 2) < 1
+        else:
+            assert cols.float().mean() > size / 2 + 3 and abs(rows.float().mean() - (size - 1) / 2) < 1
