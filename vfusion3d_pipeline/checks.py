@@ -7,7 +7,10 @@ from collections import Counter
 import dagster as dg
 
 from vfusion3d_core.data import SampleError, ShardError, iter_samples
+from vfusion3d_core.data.video_sample import iter_video_samples
+from vfusion3d_core.video.synthesis import prompt_seed
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource
 
 
@@ -47,5 +50,41 @@ def renders_3d_integrity(artifacts: ArtifactStoreResource) -> dg.AssetCheckResul
     return dg.AssetCheckResult(
         passed=not problems,
         metadata={"train": per_split["train"], "heldout": per_split["heldout"], "overlap": len(overlap),
+                  "problems": dg.MetadataValue.json(problems[:50]), "version": version.path.name},
+    )
+
+
+@dg.asset_check(asset="synthetic_videos", blocking=True, partitions_def=prompt_shards,
+                description="The partition's files hash as in the manifest; every shard decodes; one sample per "
+                            "prompt of the shard (no duplicates, none missing); frames, seeds and the model digest "
+                            "are consistent with the manifest.")
+def synthetic_videos_integrity(context: dg.AssetCheckExecutionContext,
+                               artifacts: ArtifactStoreResource) -> dg.AssetCheckResult:
+    key = context.partition_key
+    version = artifacts.store().latest("synthetic_videos", key)
+    if version is None:
+        return dg.AssetCheckResult(passed=False, description=f"{key}: no committed version")
+    m = version.manifest
+    problems = m.verify(version.path)
+    keys: list[str] = []
+    try:
+        for sample in iter_video_samples([version.path / f.path for f in m.files if f.path.endswith(".tar")]):
+            keys.append(sample.key)
+            if sample.model_digest != m.inputs.get("video_model"):
+                problems.append(f"{sample.key}: model digest {sample.model_digest[:12]} is not the manifest's input")
+            if sample.seed != prompt_seed(m.config["base_seed"], sample.key):
+                problems.append(f"{sample.key}: seed {sample.seed} does not follow from its prompt id")
+            if sample.num_frames != sample.meta.get("num_frames"):
+                problems.append(f"{sample.key}: {sample.num_frames} frames, meta says {sample.meta.get('num_frames')}")
+    except (ShardError, SampleError) as exc:
+        problems.append(str(exc))
+    dupes = sorted(k for k, n in Counter(keys).items() if n > 1)
+    if dupes:
+        problems.append(f"{len(dupes)} duplicated sample(s), e.g. {dupes[:3]}")
+    if len(keys) != m.counts.get("videos"):
+        problems.append(f"{len(keys)} samples, manifest says {m.counts.get('videos')}")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={"partition": key, "samples": len(keys), "duplicates": len(dupes),
                   "problems": dg.MetadataValue.json(problems[:50]), "version": version.path.name},
     )

@@ -5,15 +5,23 @@ from __future__ import annotations
 import dagster as dg
 
 from vfusion3d_pipeline.assets.renders import renders_3d
-from vfusion3d_pipeline.checks import renders_3d_integrity
+from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
+from vfusion3d_pipeline.checks import renders_3d_integrity, synthetic_videos_integrity
+from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import default_resources
 
-all_assets_job = dg.define_asset_job("materialize_all", selection=dg.AssetSelection.all(),
-                                     description="Materialize the whole asset graph at the configured preset.")
+# Partitioned assets (one run per prompt shard) are left out of the whole-graph job: a run has one partition.
+all_assets_job = dg.define_asset_job("materialize_all",
+                                     selection=dg.AssetSelection.all() - dg.AssetSelection.assets(synthetic_videos),
+                                     description="Materialize the whole unpartitioned asset graph at the configured "
+                                                 "preset.")
+synthesis_job = dg.define_asset_job("synthesize_prompt_shard", selection=dg.AssetSelection.assets(synthetic_videos),
+                                    partitions_def=prompt_shards,
+                                    description="Synthesize the orbit videos of one prompt shard (partition).")
 
 defs = dg.Definitions(
-    assets=[renders_3d],
-    asset_checks=[renders_3d_integrity],
-    jobs=[all_assets_job],
+    assets=[renders_3d, video_model, synthetic_videos],
+    asset_checks=[renders_3d_integrity, synthetic_videos_integrity],
+    jobs=[all_assets_job, synthesis_job],
     resources=default_resources(),
 )

@@ -1,0 +1,111 @@
+"""`video_model` and `synthetic_videos` through Dagster, in-process at micro size with a temp artifact root."""
+
+import json
+
+import dagster as dg
+import mlflow
+from pipeline_utils import MICRO_RENDERS
+from video_micro import MICRO
+
+from vfusion3d_core.data import ArtifactStore, Manifest, file_entries, sha256_file
+from vfusion3d_core.data.video_sample import iter_video_samples
+from vfusion3d_core.prompts.shards import PromptRecord, shard_key, shard_relpath, write_prompt_shard
+from vfusion3d_core.video.synthesis import prompt_seed
+from vfusion3d_pipeline.assets.renders import renders_3d
+from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
+from vfusion3d_pipeline.checks import synthetic_videos_integrity
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+
+PROMPTS = [["a red cube", "a tall green cylinder", "a small blue ball"], ["a yellow cone", "a purple ring"]]
+MODEL_CONFIG = {"eval_count": 2, "overrides_json": json.dumps({k: v for k, v in MICRO.items() if k != "eval_count"})}
+
+
+def _resources(root) -> dict:
+    return {"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
+            "mlflow": MLflowResource(artifact_root=str(root))}
+
+
+def _publish_prompt_set(root, shards: int) -> None:
+    """A prompt_set version laid out as issue 6 will write it: shards/<key>.parquet + manifest."""
+    store = ArtifactStore(root)
+    with store.staging("prompt_set") as staging:
+        files = []
+        for i in range(shards):
+            records = [PromptRecord(f"p{i}x{j}", text) for j, text in enumerate(PROMPTS[i])]
+            write_prompt_shard(staging / shard_relpath(shard_key(i)), records)
+            files.append(shard_relpath(shard_key(i)))
+        counts = {"shards": shards, "prompts": sum(len(p) for p in PROMPTS[:shards])}
+        store.commit(staging, Manifest("prompt_set", file_entries(staging, files), counts, {}), "prompt_set")
+
+
+def _synthesize(root, instance, key: str, config: dict | None = None) -> dg.ExecuteInProcessResult:
+    return dg.materialize([synthetic_videos, synthetic_videos_integrity], partition_key=key, instance=instance,
+                          resources=_resources(root),
+                          run_config={"ops": {"synthetic_videos": {"config": config or {}}}})
+
+
+def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
+    root = tmp_path / "artifacts"
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([renders_3d, video_model], resources=_resources(root), instance=instance,
+                            run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS},
+                                                "video_model": {"config": MODEL_CONFIG}}})
+    assert result.success
+    store = ArtifactStore(root)
+    model_version, renders = store.latest("video_model"), store.latest("renders_3d")
+    assert model_version.manifest.inputs == {"renders_3d": renders.digest}
+    assert model_version.manifest.verify(model_version.path) == []
+    assert renders.digest in (model_version.path / "model" / "README.md").read_text()
+    mat = result.asset_materializations_for_node("video_model")[0]
+    assert mat.tags["dagster/data_version"] == model_version.digest
+    closeness = mat.metadata["closeness"].value
+    assert {"untrained/text_to_video_mse", "finetuned/text_to_video_mse", "finetuned/image_to_video_mse"} <= set(
+        closeness)
+    assert all(v >= 0.0 for v in closeness.values())
+    run = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
+    assert run.data.tags["input.renders_3d"] == renders.digest
+    assert run.data.tags["output.digest"] == model_version.digest
+    assert not (store.asset_dir("video_model") / ".checkpoints").exists() or not any(
+        (store.asset_dir("video_model") / ".checkpoints").iterdir())
+
+    _publish_prompt_set(root, 1)
+    instance.add_dynamic_partitions("prompt_shards", ["shard-000000"])
+    first = _synthesize(root, instance, "shard-000000")
+    assert first.success and first.get_asset_check_evaluations()[0].passed
+    v1 = store.latest("synthetic_videos", "shard-000000")
+    shard_file = store.latest("prompt_set").path / "shards/shard-000000.parquet"
+    assert v1.manifest.inputs == {"video_model": model_version.digest,
+                                  "prompt_set/shard-000000": sha256_file(shard_file)}
+    samples = list(iter_video_samples(sorted(v1.path.glob("*.tar"))))
+    assert [s.key for s in samples] == ["p0x0", "p0x1", "p0x2"]
+    assert samples[1].prompt == "a tall green cylinder" and samples[1].frames.shape == (4, 16, 16, 3)
+    assert all(s.model_digest == model_version.digest and s.seed == prompt_seed(0, s.key) for s in samples)
+
+    # same inputs and config -> the same version; another sampler config -> a new version replacing the old one
+    assert _synthesize(root, instance, "shard-000000").success
+    assert store.latest("synthetic_videos", "shard-000000").digest == v1.digest
+    assert _synthesize(root, instance, "shard-000000", {"sample_steps": 2, "samples_per_shard": 2}).success
+    v2 = store.latest("synthetic_videos", "shard-000000")
+    assert v2.digest != v1.digest
+    keys = [s.key for s in iter_video_samples(sorted(v2.path.glob("*.tar")))]
+    assert sorted(keys) == ["p0x0", "p0x1", "p0x2"] and len(list(v2.path.glob("*.tar"))) == 2
+    assert sorted(p.name for p in v2.path.iterdir()) == ["manifest.json", "shard-000000.tar", "shard-000001.tar"]
+
+    # adding a shard to the prompt set leaves shard-000000's input digest unchanged
+    _publish_prompt_set(root, 2)
+    instance.add_dynamic_partitions("prompt_shards", ["shard-000001"])
+    assert _synthesize(root, instance, "shard-000001").success
+    assert store.latest("synthetic_videos", "shard-000001").manifest.counts["videos"] == 2
+    new_shard0 = store.latest("prompt_set").path / "shards/shard-000000.parquet"
+    assert sha256_file(new_shard0) == v2.manifest.inputs["prompt_set/shard-000000"]
+
+
+def test_synthesis_fails_cleanly_without_a_video_model(tmp_path) -> None:
+    root = tmp_path / "artifacts"
+    _publish_prompt_set(root, 1)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("prompt_shards", ["shard-000005"])
+    result = dg.materialize([synthetic_videos], partition_key="shard-000005", instance=instance,
+                            resources=_resources(root), raise_on_error=False)
+    assert not result.success
+    assert ArtifactStore(root).latest("synthetic_videos", "shard-000005") is None

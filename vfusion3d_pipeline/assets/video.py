@@ -1,0 +1,186 @@
+"""`video_model` (orbit-video model fine-tuned on renders_3d) and `synthetic_videos` (one partition per
+prompt shard). GPU work lives in vfusion3d_core.video; this module only wires configs, artifacts and lineage.
+
+(No `from __future__ import annotations` in Dagster modules: Dagster resolves config and resource
+annotations at decoration time.)
+"""
+
+import hashlib
+import json
+import shutil
+
+import dagster as dg
+
+from vfusion3d_core.data import Manifest, ManifestError, file_entries, sha256_file
+from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, shard_relpath
+from vfusion3d_core.video.config import VideoModelConfig
+from vfusion3d_core.video.finetune import CODE_VERSION as MODEL_CODE_VERSION
+from vfusion3d_core.video.finetune import finetune_video_model
+from vfusion3d_core.video.model import OrbitVideoModel
+from vfusion3d_core.video.sampler import SampleSettings
+from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
+from vfusion3d_core.video.synthesis import synthesize_shard
+from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.lineage import materialize_result
+from vfusion3d_pipeline.partitions import prompt_shards
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+
+MODEL = "video_model"
+SYNTHETIC = "synthetic_videos"
+PROMPT_SET = "prompt_set"
+MODEL_DIR = "model"
+
+
+class VideoModelAssetConfig(dg.Config):
+    """Unset fields take the preset's value (tiny: random-init networks, ~500 training steps on CPU)."""
+
+    vae_steps: int | None = None
+    image_steps: int | None = None
+    video_steps: int | None = None
+    ema_decay: float | None = None
+    svd_path: str | None = None  # paper: local Stable Video Diffusion directory
+    image_model_path: str | None = None  # paper: local diffusers text-to-image pipeline directory
+    text_encoder_path: str | None = None
+    scheduler: str | None = None  # euler | dpmpp (default sampler recorded with the model)
+    sample_steps: int | None = None
+    seed: int = 0
+    eval_count: int = 8  # training captions used for the closeness metric
+    overrides_json: str = "{}"  # any other VideoModelConfig field, as JSON (e.g. micro sizes in tests)
+
+    def to_core(self, preset: str) -> VideoModelConfig:
+        fields = {k: v for k, v in self.model_dump().items()
+                  if v is not None and k not in ("eval_count", "overrides_json")}
+        try:
+            return VideoModelConfig.preset(preset, **{**fields, **json.loads(self.overrides_json)})
+        except (TypeError, ValueError) as exc:
+            raise dg.Failure(f"invalid video_model config: {exc}") from exc
+
+
+@dg.asset(
+    name=MODEL,
+    group_name="video",
+    deps=[RENDERS],
+    pool="gpu",
+    kinds={"pytorch", "diffusers"},
+    code_version=MODEL_CODE_VERSION,
+    description="Text -> first frame -> 16-frame orbit video model (diffusers UNet2DConditionModel + "
+                "UNetSpatioTemporalConditionModel) fine-tuned on renders_3d orbits; diffusers layout + model card.",
+)
+def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig, artifacts: ArtifactStoreResource,
+                preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    cfg = config.to_core(preset.validated())
+    store = artifacts.store()
+    renders = store.latest(RENDERS)
+    if renders is None:
+        raise dg.Failure("renders_3d has no committed version; materialize it first")
+    shards = [renders.path / f.path for f in renders.manifest.files if f.path.startswith("train/")]
+    store.clean_staging(MODEL)
+    run_key = hashlib.sha256(json.dumps([cfg.to_dict(), renders.digest, MODEL_CODE_VERSION], sort_keys=True,
+                                        default=str).encode()).hexdigest()[:16]
+    checkpoints = store.asset_dir(MODEL) / ".checkpoints" / run_key  # survives a killed run: the rerun resumes
+    with mlflow.run_for(context) as run, store.staging(MODEL) as staging:
+        run.log_params({**cfg.to_dict(), "eval_count": config.eval_count})
+        run.log_input(RENDERS, renders)
+        result = finetune_video_model(cfg, shards, staging / MODEL_DIR, {RENDERS: renders.digest}, checkpoints,
+                                      run.metric_logger(), config.eval_count, context.log.info)
+        files = [f"{MODEL_DIR}/{f}" for f in result.files]
+        manifest = Manifest(MODEL, file_entries(staging, files), result.counts,
+                            {**cfg.to_dict(), "eval_count": config.eval_count}, inputs={RENDERS: renders.digest},
+                            code_version=MODEL_CODE_VERSION, run_id=context.run.run_id)
+        version = store.commit(staging, manifest, MODEL)
+        run.log_metrics({k.replace("/", "_"): v for k, v in result.metrics.items()})
+        run.log_output(MODEL, version)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    m = result.metrics
+    closeness = {k: round(v, 6) for k, v in m.items() if k.startswith(("untrained/", "finetuned/"))}
+    context.log.info(f"committed {MODEL} version {version.path.name}: text->video MSE "
+                     f"{m['untrained/text_to_video_mse']:.4f} untrained -> {m['finetuned/text_to_video_mse']:.4f}")
+    return materialize_result(version, {
+        "closeness": dg.MetadataValue.json(closeness),
+        "text_to_video_mse/untrained": m["untrained/text_to_video_mse"],
+        "text_to_video_mse/finetuned": m["finetuned/text_to_video_mse"],
+        "image_to_video_mse/untrained": m["untrained/image_to_video_mse"],
+        "image_to_video_mse/finetuned": m["finetuned/image_to_video_mse"],
+        "finetuned_closer": m["finetuned/text_to_video_mse"] < m["untrained/text_to_video_mse"],
+        "resumed_from_step": result.resumed_from_step,
+        "model_card": dg.MetadataValue.path(str(version.path / MODEL_DIR / "README.md")),
+        "mlflow_run_id": run.run_id,
+    })
+
+
+class SyntheticVideosConfig(dg.Config):
+    """Unset sampler fields take the values saved with the video model."""
+
+    scheduler: str | None = None  # euler | dpmpp
+    sample_steps: int | None = None
+    image_guidance: float | None = None
+    video_guidance_first: float | None = None
+    video_guidance_last: float | None = None
+    base_seed: int = 0  # a prompt's seed = hash(base_seed, prompt_id)
+    batch_size: int | None = None
+    samples_per_shard: int = 64
+
+    def settings(self, model: OrbitVideoModel) -> SampleSettings:
+        s = SampleSettings.from_model(model)
+        guidance = (self.video_guidance_first if self.video_guidance_first is not None else s.video_guidance[0],
+                    self.video_guidance_last if self.video_guidance_last is not None else s.video_guidance[1])
+        out = SampleSettings(self.scheduler or s.scheduler, self.sample_steps or s.steps,
+                             s.image_guidance if self.image_guidance is None else self.image_guidance, guidance)
+        if out.scheduler not in ("euler", "dpmpp") or out.steps < 1:
+            raise dg.Failure(f"invalid sampler settings {out}")
+        return out
+
+
+@dg.asset(
+    name=SYNTHETIC,
+    group_name="video",
+    deps=[MODEL, PROMPT_SET],
+    partitions_def=prompt_shards,
+    pool="gpu",
+    kinds={"pytorch", "diffusers", "webdataset"},
+    code_version=SYNTH_CODE_VERSION,
+    description="Orbit videos generated by video_model for the prompts of one prompt shard (partition): "
+                "WebDataset shards of frames + prompt + seed + model digest.",
+)
+def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosConfig,
+                     artifacts: ArtifactStoreResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    key = context.partition_key
+    store = artifacts.store()
+    model_version, prompts = store.latest(MODEL), store.latest(PROMPT_SET)
+    if model_version is None or prompts is None:
+        raise dg.Failure(f"missing input: video_model={model_version is not None}, prompt_set={prompts is not None}")
+    try:
+        rel = shard_relpath(key)
+        entry = prompts.manifest.file(rel)
+    except (KeyError, PromptShardError) as exc:
+        raise dg.Failure(f"prompt_set version {prompts.path.name} has no shard {key!r}") from exc
+    shard_path = prompts.path / rel
+    if sha256_file(shard_path) != entry.sha256:
+        raise ManifestError(f"{shard_path} does not match its manifest hash")
+    records = read_prompt_shard(shard_path)
+    removed = store.clean_staging(SYNTHETIC, key)
+    if removed:
+        context.log.info(f"removed {removed} staging dir(s) left by interrupted runs")
+    model = OrbitVideoModel.from_pretrained(model_version.path / MODEL_DIR)
+    settings = config.settings(model)
+    inputs = {MODEL: model_version.digest, f"{PROMPT_SET}/{key}": entry.sha256}
+
+    def progress(done: int, total: int) -> None:
+        context.log.info(f"{key}: generated {done}/{total} videos")
+
+    with mlflow.run_for(context) as run, store.staging(SYNTHETIC, key) as staging:
+        run_config = {"shard": key, "scheduler": settings.scheduler, "steps": settings.steps,
+                      "image_guidance": settings.image_guidance, "video_guidance": list(settings.video_guidance),
+                      "base_seed": config.base_seed, "samples_per_shard": config.samples_per_shard}
+        run.log_params(run_config)
+        run.log_input(MODEL, model_version)
+        result = synthesize_shard(model, model_version.digest, records, key, staging, settings, config.base_seed,
+                                  config.samples_per_shard, config.batch_size, progress)
+        manifest = Manifest(SYNTHETIC, file_entries(staging, result.files), result.counts, run_config, inputs=inputs,
+                            code_version=SYNTH_CODE_VERSION, run_id=context.run.run_id)
+        version = store.commit(staging, manifest, SYNTHETIC, key)
+        run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
+        run.log_output(SYNTHETIC, version)
+    context.log.info(f"committed {SYNTHETIC}/{key} version {version.path.name} ({result.counts['videos']} videos)")
+    return materialize_result(version, {"partition": key, "mlflow_run_id": run.run_id,
+                                        "prompt_shard_sha256": entry.sha256})
