@@ -102,6 +102,10 @@ class ShardWriter:
             self.abort()
 
 
+def _all_shards(urls: Iterable) -> Iterable:
+    return urls
+
+
 def _raise_shard_error(exc: Exception) -> bool:
     raise ShardError(str(exc)) from exc
 
@@ -114,7 +118,9 @@ def iter_raw_samples(urls: Iterable[str | Path]) -> Iterator[dict]:
     for url in urls:
         url = str(url)
         _check_tar(url)
-        dataset = wds.WebDataset(url, shardshuffle=False, handler=_raise_shard_error, empty_check=False)
+        # Callers split shards across ranks/workers themselves, so WebDataset must not split again.
+        dataset = wds.WebDataset(url, shardshuffle=False, handler=_raise_shard_error, empty_check=False,
+                                 nodesplitter=_all_shards, workersplitter=_all_shards)
         try:
             yield from dataset
         except ShardError as exc:

@@ -1,0 +1,205 @@
+"""The LRM training loop: one CPU, one GPU, or many processes through torchrun (DDP).
+
+Recipe (DESIGN.md): multi-stage render resolution with patch crops, LPIPS (+ optional MSE) image loss,
+opacity loss, optional triplane TV, camera noise on the source camera, AdamW without decay on
+biases/norms, cosine schedule with warm-up, gradient clipping and accumulation, bf16 autocast on GPU.
+Checkpoints are atomic and hold everything needed to continue exactly where training stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from vfusion3d_core.lrm.model import LRM
+from vfusion3d_core.lrm.presets import get_preset
+from vfusion3d_core.lrm.train.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_training_state,
+    save_training_checkpoint,
+)
+from vfusion3d_core.lrm.train.config import LRMTrainConfig, StageConfig
+from vfusion3d_core.lrm.train.data import MultiviewTrainingStream, StreamPosition, prepare_targets
+from vfusion3d_core.lrm.train.losses import ReconstructionLoss
+from vfusion3d_core.lrm.train.optim import build_optimizer, cosine_with_warmup
+
+log = logging.getLogger(__name__)
+MetricLogger = Callable[[dict[str, float], int], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the gradients became NaN/inf; no checkpoint is written from such a step."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[float] = field(default_factory=list)  # total loss per optimizer step (this process)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+def distributed_context() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment; initializes the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return rank, local, world
+
+
+class LRMTrainer:
+    """Trains an LRM on multi-view shards; resumes from the newest checkpoint in ``out_dir``."""
+
+    def __init__(self, cfg: LRMTrainConfig, shards: list[str | Path], out_dir: str | Path,
+                 model: LRM | None = None, log_fn: MetricLogger | None = None,
+                 device: str | torch.device | None = None, resume: bool = True) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.rank, local_rank, self.world = distributed_context()
+        if device is None:
+            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model = (model or LRM(get_preset(cfg.model_preset))).to(self.device).train()
+        self.loss_fn = ReconstructionLoss(cfg.lpips_weight, cfg.mse_weight, cfg.opacity_weight, cfg.tv_weight,
+                                          cfg.lpips_net, cfg.lpips_random_backbone).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.betas, cfg.weight_decay)
+        self.scheduler = cosine_with_warmup(self.optimizer, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+        self.cpu_gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)  # crops, camera noise
+        self.dev_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank + 1)  # jitter
+        self.step = 0
+        self.batches = 0  # micro-batches consumed by this rank: the data position
+        self.shards = [str(s) for s in shards]
+        self.log_fn = log_fn if self.rank == 0 else None
+        self.autocast = self.device.type == "cuda" and cfg.bf16
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                            else None, find_unused_parameters=True) if self.world > 1 else None)
+        if resume and list_checkpoints(self.out_dir):
+            self.load(list_checkpoints(self.out_dir)[-1])
+
+    # --- state ---------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "step": self.step, "batches": self.batches, "world_size": self.world,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "cpu_gen": self.cpu_gen.get_state(), "dev_gen": self.dev_gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "stage": self.cfg.stage_at(self.step).render_size,
+        }
+
+    def load(self, directory: Path) -> None:
+        """Restore model, optimizer, scheduler, RNGs and data position from a checkpoint directory."""
+        from vfusion3d_core.lrm.checkpoint import read_checkpoint
+
+        state = load_training_state(directory)
+        if state["world_size"] != self.world:
+            raise CheckpointError(f"{directory} was written with world size {state['world_size']}, now {self.world}")
+        _, weights = read_checkpoint(directory)
+        bad = [k for k, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise CheckpointError(f"{directory} holds non-finite weights ({bad[:3]}); refusing to resume")
+        self.model.load_state_dict(weights, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.cpu_gen.set_state(state["cpu_gen"])
+        self.dev_gen.set_state(state["dev_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.batches = int(state["step"]), int(state["batches"])
+        log.info("resumed from %s at step %d", directory, self.step)
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 writes; every rank waits for it)."""
+        path = None
+        if self.rank == 0:
+            path = save_training_checkpoint(self.out_dir, self.step, self.model.state_dict(), self.model.config,
+                                            self.cfg, self.state(), self.cfg.keep_checkpoints)
+        if self.world > 1:
+            dist.barrier()
+        return path
+
+    # --- one step ------------------------------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        stream = MultiviewTrainingStream(self.shards, self.cfg.views_per_sample, self.model.config.source_size,
+                                         self.cfg.seed, self.rank, self.world,
+                                         StreamPosition(self.batches, self.cfg.batch_size),
+                                         self.cfg.random_background, self.cfg.shuffle_buffer)
+        return DataLoader(stream, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers,
+                          pin_memory=self.device.type == "cuda")
+
+    def _crop(self, stage: StageConfig) -> tuple[int, int, int, int] | None:
+        if stage.patch_size is None or stage.patch_size == stage.render_size:
+            return None
+        top, left = torch.randint(stage.render_size - stage.patch_size + 1, (2,), generator=self.cpu_gen).tolist()
+        return top, left, stage.patch_size, stage.patch_size
+
+    def _forward(self, batch: dict, stage: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        image = batch["source_image"].to(self.device)  # [B, 3, S, S]
+        source_camera = batch["source_camera"].clone()  # [B, 16]
+        if self.cfg.camera_noise_std > 0:
+            source_camera[:, :12] += self.cfg.camera_noise_std * torch.randn(source_camera[:, :12].shape,
+                                                                             generator=self.cpu_gen)
+        cameras = batch["render_cameras"].to(self.device)  # [B, M, 25]
+        backgrounds = batch["backgrounds"].to(self.device)  # [B, M, 3]
+        crop = self._crop(stage)
+        net = self.ddp or self.model
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = net(image, source_camera.to(self.device), cameras, stage.render_size, deterministic=False,
+                      crop=crop, background=backgrounds, generator=self.dev_gen)
+        target_rgb, mask = prepare_targets(batch["target_rgba"].to(self.device), backgrounds, stage.render_size, crop)
+        return self.loss_fn(out["rgb"], out["alpha"], target_rgb, mask, out["planes"])
+
+    def train(self, until_step: int | None = None) -> TrainResult:
+        """Train to ``until_step`` (default: the configured total); checkpoint every N steps and at the end."""
+        until = min(until_step or self.cfg.steps, self.cfg.steps)
+        result = TrainResult(self.step)
+        if self.step >= until:
+            return result
+        batches = iter(self._loader())
+        window: list[dict[str, float]] = []
+        while self.step < until:
+            stage = self.cfg.stage_at(self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            terms: dict[str, float] = {}
+            for micro in range(self.cfg.grad_accum):
+                batch = next(batches)
+                self.batches += 1
+                sync_ok = self.ddp is None or micro == self.cfg.grad_accum - 1
+                ctx = self.ddp.no_sync() if not sync_ok else nullcontext()
+                with ctx:
+                    loss, terms = self._forward(batch, stage)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(f"non-finite loss {float(loss.detach())} at step {self.step} "
+                                                 f"({terms})")
+                    (loss / self.cfg.grad_accum).backward()
+                total += float(loss.detach()) / self.cfg.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteLossError(f"non-finite gradient norm at step {self.step}")
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            result.losses.append(total)
+            window.append({"loss": total, **terms, "grad_norm": float(grad_norm),
+                           "lr": self.scheduler.get_last_lr()[0], "render_size": stage.render_size})
+            if self.step % self.cfg.log_every == 0 or self.step == until:
+                result.last_metrics = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+                if self.log_fn:
+                    self.log_fn(result.last_metrics, self.step)
+                log.info("step %d %s", self.step, {k: round(v, 5) for k, v in result.last_metrics.items()})
+                window = []
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == until:
+                result.checkpoint = self.save()
+        result.step = self.step
+        return result
