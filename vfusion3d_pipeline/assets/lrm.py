@@ -1,0 +1,200 @@
+"""`lrm_pretrained` (LRM trained on multi-view data) and `lrm_finetuned` (then fine-tuned on renders_3d).
+
+Training runs in-process (one CPU/GPU) or as a `torchrun` subprocess for several GPUs; checkpoints go
+to a work directory keyed by config + inputs, so a killed run resumes where it stopped when re-run.
+
+(No `from __future__ import annotations` in Dagster modules: Dagster resolves config and resource
+annotations at decoration time.)
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from vfusion3d_core.data import ArtifactVersion, Manifest, file_entries, sha256_file
+from vfusion3d_core.lrm import LRM
+from vfusion3d_core.lrm.generate import load_model
+from vfusion3d_core.lrm.train import LRMTrainConfig, LRMTrainer
+from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.lineage import materialize_result
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+
+PRETRAINED = "lrm_pretrained"
+FINETUNED = "lrm_finetuned"
+CODE_VERSION = "lrm_train-v1"
+MODEL_DIR = "model"
+
+
+class LRMTrainAssetConfig(dg.Config):
+    """Unset fields take the preset's recipe (tiny: 200 steps, 32 -> 64 px, random-backbone LPIPS)."""
+
+    steps: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    overrides_json: str = "{}"  # any other LRMTrainConfig field, as JSON
+    init_official: str | None = None  # start from a released VFusion3D weight file instead of the upstream
+    official_config: str | None = None  # its config.json (default: the released `paper` config)
+    dataset_dir: str | None = None  # lrm_pretrained: train on shards in this folder (any multi-view dataset)
+    num_processes: int = 1  # >1: torchrun --nproc_per_node N (DDP)
+
+    def recipe(self, preset: str) -> LRMTrainConfig:
+        fields = {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "seed": self.seed}.items()
+                  if v is not None}
+        try:
+            return LRMTrainConfig.preset(preset, **{**fields, **json.loads(self.overrides_json)})
+        except (TypeError, ValueError) as exc:
+            raise dg.Failure(f"invalid LRM training config: {exc}") from exc
+
+
+def _split_shards(version: ArtifactVersion, split: str) -> list[Path]:
+    return [version.path / f.path for f in version.manifest.files if f.path.startswith(f"{split}/")]
+
+
+def _external_shards(folder: str) -> tuple[list[Path], dict[str, str]]:
+    shards = sorted(Path(folder).glob("**/*.tar"))
+    if not shards:
+        raise dg.Failure(f"dataset_dir {folder} holds no .tar shards")
+    digest = hashlib.sha256("".join(sha256_file(s) for s in shards).encode()).hexdigest()
+    return shards, {f"external:{folder}": digest}
+
+
+def _initial_model(config: LRMTrainAssetConfig, upstream: ArtifactVersion | None) -> tuple[Path | None, dict]:
+    """Directory of the starting weights (None = random init) and the lineage entry describing them."""
+    if config.init_official:
+        path = Path(config.init_official)
+        if not path.is_file():
+            raise dg.Failure(f"official weight file {path} not found")
+        return path, {f"official:{path.name}": sha256_file(path)}
+    if upstream is not None:
+        return upstream.path / MODEL_DIR, {PRETRAINED: upstream.digest}
+    return None, {}
+
+
+def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTrainAssetConfig,
+                    recipe: LRMTrainConfig, shards: list[Path], inputs: dict[str, str],
+                    input_versions: dict[str, ArtifactVersion], init: Path | None,
+                    artifacts: ArtifactStoreResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    """Shared body of both LRM assets: train (resumably), publish the model, log lineage."""
+    store = artifacts.store()
+    store.clean_staging(asset)
+    run_key = hashlib.sha256(json.dumps([recipe.to_dict(), inputs, CODE_VERSION, config.init_official],
+                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    work = store.asset_dir(asset) / ".work" / run_key
+    context.log.info(f"training {asset}: {recipe.steps} steps on {len(shards)} shard(s), work dir {work}")
+    with mlflow.run_for(context) as run:
+        run.log_params({**recipe.to_dict(), "num_processes": config.num_processes, "init": str(init)})
+        for name, version in input_versions.items():
+            run.log_input(name, version)
+        if config.num_processes > 1:
+            metrics = _train_torchrun(context, recipe, shards, work, init, config.num_processes)
+        else:
+            metrics = _train_in_process(context, recipe, shards, work, init, config, run.metric_logger())
+        with store.staging(asset) as staging:
+            shutil.copytree(work / "final", staging / MODEL_DIR)
+            recipe.save(staging / "train_config.json")
+            (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            files = [f"{MODEL_DIR}/{p.name}" for p in sorted((staging / MODEL_DIR).iterdir())]
+            files += ["train_config.json", "metrics.json"]
+            counts = {"steps": recipe.steps, "training_shards": len(shards)}
+            manifest = Manifest(asset, file_entries(staging, files), counts, recipe.to_dict(), inputs=inputs,
+                                code_version=CODE_VERSION, run_id=context.run.run_id)
+            version = store.commit(staging, manifest, asset)
+        run.log_output(asset, version)
+        run.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+    shutil.rmtree(work, ignore_errors=True)
+    return materialize_result(version, {"final_metrics": dg.MetadataValue.json(metrics),
+                                        "mlflow_run_id": run.run_id})
+
+
+def _train_in_process(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, shards: list[Path], work: Path,
+                      init: Path | None, config: LRMTrainAssetConfig, log_fn) -> dict[str, float]:
+    model = None
+    if init is not None:
+        model = load_model(official=init, official_config=config.official_config) if config.init_official \
+            else LRM.from_pretrained(init)
+        model.train()
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        log_fn(metrics, step)
+        context.log.info(f"step {step}/{recipe.steps}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+    trainer = LRMTrainer(recipe, [str(s) for s in shards], work, model=model, log_fn=log)
+    if trainer.step:
+        context.log.info(f"resuming from step {trainer.step}")
+    result = trainer.train()
+    trainer.model.save_pretrained(work / "final")
+    return result.last_metrics
+
+
+def _train_torchrun(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, shards: list[Path], work: Path,
+                    init: Path | None, nproc: int) -> dict[str, float]:
+    overrides = [f"{k}={json.dumps(v)}" for k, v in recipe.to_dict().items()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "vfusion3d_core.lrm.train", "--shards", *map(str, shards), "--out", str(work),
+           "--preset", recipe.model_preset, "--set", *overrides]
+    if init is not None:
+        cmd += ["--init-from", str(init)]
+    context.log.info("launching " + " ".join(cmd[:8]) + " ...")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    if proc.returncode != 0:
+        raise dg.Failure(f"torchrun failed ({proc.returncode})", metadata={"stderr": proc.stderr[-5000:]})
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@dg.asset(
+    name=PRETRAINED,
+    group_name="lrm",
+    deps=[RENDERS],
+    pool="gpu",
+    kinds={"pytorch"},
+    code_version=CODE_VERSION,
+    description="Triplane LRM trained on multi-view data (any shards in the shared schema; default the "
+                "renders_3d train split until the filtered synthetic dataset is materialized).",
+)
+def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
+                   preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    store = artifacts.store()
+    versions: dict[str, ArtifactVersion] = {}
+    if config.dataset_dir:
+        shards, inputs = _external_shards(config.dataset_dir)
+    else:
+        renders = store.latest(RENDERS)
+        if renders is None:
+            raise dg.Failure("renders_3d has no committed version; materialize it first")
+        shards, inputs, versions = _split_shards(renders, "train"), {RENDERS: renders.digest}, {RENDERS: renders}
+    init, init_inputs = _initial_model(config, None)
+    return train_lrm_asset(context, PRETRAINED, config, config.recipe(preset.validated()), shards,
+                           {**inputs, **init_inputs}, versions, init, artifacts, mlflow)
+
+
+@dg.asset(
+    name=FINETUNED,
+    group_name="lrm",
+    deps=[PRETRAINED, RENDERS],
+    pool="gpu",
+    kinds={"pytorch"},
+    code_version=CODE_VERSION,
+    description="lrm_pretrained fine-tuned on the renders_3d train split (the paper's synthetic -> 3D recipe).",
+)
+def lrm_finetuned(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
+                  preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    store = artifacts.store()
+    renders = store.latest(RENDERS)
+    pretrained = store.latest(PRETRAINED)
+    if renders is None or (pretrained is None and not config.init_official):
+        raise dg.Failure("lrm_finetuned needs committed renders_3d and lrm_pretrained versions")
+    recipe = config.recipe(preset.validated())
+    if config.steps is None:
+        recipe.steps = max(1, recipe.steps // 2)  # fine-tuning is the shorter second stage
+        recipe.stages = [s for s in recipe.stages if s.start_step < recipe.steps]
+    recipe.seed += 1  # a different data order / noise stream than the pretraining run
+    init, init_inputs = _initial_model(config, pretrained)
+    versions = {RENDERS: renders, **({PRETRAINED: pretrained} if pretrained and not config.init_official else {})}
+    return train_lrm_asset(context, FINETUNED, config, recipe, _split_shards(renders, "train"),
+                           {RENDERS: renders.digest, **init_inputs}, versions, init, artifacts, mlflow)
