@@ -1,0 +1,91 @@
+"""lrm_pretrained and lrm_finetuned through Dagster at a micro size."""
+
+import json
+import sys
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline_utils import MICRO_RENDERS  # noqa: E402
+
+from vfusion3d_core.data import ArtifactStore  # noqa: E402
+from vfusion3d_core.lrm import LRM  # noqa: E402
+from vfusion3d_core.lrm.train.checkpoint import list_checkpoints  # noqa: E402
+from vfusion3d_pipeline.assets.lrm import lrm_finetuned, lrm_pretrained  # noqa: E402
+from vfusion3d_pipeline.assets.renders import renders_3d  # noqa: E402
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource  # noqa: E402
+
+TRAIN = {"steps": 4, "batch_size": 2, "overrides_json": json.dumps(
+    {"views_per_sample": 2, "warmup_steps": 1, "stages": [{"start_step": 0, "render_size": 32}],
+     "checkpoint_every": 2, "log_every": 2, "shuffle_buffer": 2})}
+
+
+def resources(root: Path) -> dict:
+    return {"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
+            "mlflow": MLflowResource(artifact_root=str(root))}
+
+
+def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    res = resources(tmp_path)
+    assert dg.materialize([renders_3d], resources=res, instance=instance,
+                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    result = dg.materialize([lrm_pretrained, lrm_finetuned], resources=res, instance=instance,
+                            run_config={"ops": {"lrm_pretrained": {"config": TRAIN},
+                                                "lrm_finetuned": {"config": TRAIN}}})
+    assert result.success
+    store = ArtifactStore(tmp_path)
+    renders, pre, fine = store.latest("renders_3d"), store.latest("lrm_pretrained"), store.latest("lrm_finetuned")
+    assert pre.manifest.inputs == {"renders_3d": renders.digest}
+    assert fine.manifest.inputs == {"renders_3d": renders.digest, "lrm_pretrained": pre.digest}
+    assert pre.manifest.verify(pre.path) == [] and fine.manifest.verify(fine.path) == []
+    a, b = LRM.from_pretrained(pre.path / "model"), LRM.from_pretrained(fine.path / "model")
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    mat = result.asset_materializations_for_node("lrm_finetuned")[0]
+    assert mat.tags["dagster/data_version"] == fine.digest
+    metrics = json.loads((fine.path / "metrics.json").read_text())
+    assert metrics["loss"] > 0 and "lpips" in metrics
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
+    assert run.data.tags["input.lrm_pretrained"] == pre.digest and run.data.tags["input.renders_3d"] == renders.digest
+    history = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == [2, 4]  # logged every 2 steps
+    assert not (store.asset_dir("lrm_pretrained") / ".work").exists() or not any(
+        (store.asset_dir("lrm_pretrained") / ".work").iterdir())
+
+
+def test_killed_training_resumes_from_its_work_dir(tmp_path, monkeypatch) -> None:
+    """A run that died after a checkpoint: the re-run resumes there instead of starting over."""
+    from vfusion3d_core.lrm.train import trainer as trainer_module
+
+    instance = dg.DagsterInstance.ephemeral()
+    res = resources(tmp_path)
+    assert dg.materialize([renders_3d], resources=res, instance=instance,
+                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    original_train = trainer_module.LRMTrainer.train
+    starts: list[int] = []
+
+    def dies_after_step_two(self, until_step=None):
+        starts.append(self.step)
+        original_train(self, until_step=2)
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(trainer_module.LRMTrainer, "train", dies_after_step_two)
+    run_config = {"ops": {"lrm_pretrained": {"config": TRAIN}}}
+    failed = dg.materialize([lrm_pretrained], resources=res, instance=instance, run_config=run_config,
+                            raise_on_error=False)
+    assert not failed.success and ArtifactStore(tmp_path).latest("lrm_pretrained") is None
+    work = list((ArtifactStore(tmp_path).asset_dir("lrm_pretrained") / ".work").iterdir())
+    assert len(work) == 1 and [p.name for p in list_checkpoints(work[0])] == ["step-00000002"]
+
+    def records_start(self, until_step=None):
+        starts.append(self.step)
+        return original_train(self, until_step)
+
+    monkeypatch.setattr(trainer_module.LRMTrainer, "train", records_start)
+    assert dg.materialize([lrm_pretrained], resources=res, instance=instance, run_config=run_config).success
+    assert starts == [0, 2]
+    version = ArtifactStore(tmp_path).latest("lrm_pretrained")
+    assert version.manifest.counts["steps"] == 4 and not work[0].exists()
