@@ -51,8 +51,10 @@ class LRM(nn.Module):
     def query_raw(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """planes [N, 3, C, H, W], points [N, P, 3] -> raw density [N, P, 1], rgb [N, P, 3] (float32),
         with out-of-box points masked."""
-        raw, rgb = self.decoder(sample_triplane(planes, points))
-        return mask_out_of_box(points, raw.float(), rgb.float())
+        n, p = points.shape[:2]
+        feats = sample_triplane(planes, points)  # [N, P, 3C]
+        raw, rgb = self.decoder(feats.reshape(n * p, -1))  # 2-D input: fused addmm on CPU
+        return mask_out_of_box(points, raw.float().reshape(n, p, 1), rgb.float().reshape(n, p, 3))
 
     def query_density(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """planes [N, 3, C, H, W], points [N, P, 3] -> activated density [N, P, 1], rgb [N, P, 3]."""
