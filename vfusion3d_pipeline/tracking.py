@@ -61,7 +61,11 @@ class MLflowRun:
         self._mlflow.set_tags({"output.digest": version.digest, "output.path": str(version.path)})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._mlflow.log_artifact(str(path), artifact_path)
+        """Log a file, or a directory's contents, under ``artifact_path``."""
+        if Path(path).is_dir():
+            self._mlflow.log_artifacts(str(path), artifact_path)
+        else:
+            self._mlflow.log_artifact(str(path), artifact_path)
 
 
 @contextmanager

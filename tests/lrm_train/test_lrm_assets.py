@@ -47,11 +47,19 @@ def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     mat = result.asset_materializations_for_node("lrm_finetuned")[0]
     assert mat.tags["dagster/data_version"] == fine.digest
     metrics = json.loads((fine.path / "metrics.json").read_text())
-    assert metrics["loss"] > 0 and "lpips" in metrics
+    assert metrics["train"]["loss"] > 0 and "lpips" in metrics["train"] and metrics["train"]["samples_per_s"] > 0
+    heldout = metrics["heldout"]
+    assert heldout["heldout_objects"] == 2 and 0 < heldout["heldout_psnr_constant"] < 40
+    assert mat.metadata["heldout_psnr"].value == heldout["heldout_psnr"]
+    assert "constant colour" in mat.metadata["heldout_evaluation"].value
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
     assert run.data.tags["input.lrm_pretrained"] == pre.digest and run.data.tags["input.renders_3d"] == renders.digest
     history = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == [2, 4]  # logged every 2 steps
+    assert run.data.metrics["heldout_psnr"] == heldout["heldout_psnr"]
+    artifacts = [a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(
+        run.info.run_id, "model")]
+    assert "model/model.safetensors" in artifacts
     assert not (store.asset_dir("lrm_pretrained") / ".work").exists() or not any(
         (store.asset_dir("lrm_pretrained") / ".work").iterdir())
 

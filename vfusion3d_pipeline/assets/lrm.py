@@ -21,6 +21,7 @@ from vfusion3d_core.data import ArtifactVersion, Manifest, file_entries, sha256_
 from vfusion3d_core.lrm import LRM
 from vfusion3d_core.lrm.generate import load_model
 from vfusion3d_core.lrm.train import LRMTrainConfig, LRMTrainer
+from vfusion3d_core.lrm.train.evaluate import evaluate_novel_views
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.lineage import materialize_result
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
@@ -29,6 +30,7 @@ PRETRAINED = "lrm_pretrained"
 FINETUNED = "lrm_finetuned"
 CODE_VERSION = "lrm_train-v1"
 MODEL_DIR = "model"
+EVAL_OBJECTS = 8  # held-out objects scored after training
 
 
 class LRMTrainAssetConfig(dg.Config):
@@ -77,7 +79,7 @@ def _initial_model(config: LRMTrainAssetConfig, upstream: ArtifactVersion | None
 
 
 def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTrainAssetConfig,
-                    recipe: LRMTrainConfig, shards: list[Path], inputs: dict[str, str],
+                    recipe: LRMTrainConfig, shards: list[Path], heldout: list[Path], inputs: dict[str, str],
                     input_versions: dict[str, ArtifactVersion], init: Path | None,
                     artifacts: ArtifactStoreResource, mlflow: MLflowResource) -> dg.MaterializeResult:
     """Shared body of both LRM assets: train (resumably), publish the model, log lineage."""
@@ -95,10 +97,14 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
             metrics = _train_torchrun(context, recipe, shards, work, init, config.num_processes)
         else:
             metrics = _train_in_process(context, recipe, shards, work, init, config, run.metric_logger())
+        evaluation = _evaluate(context, work / "final", heldout, recipe)
+        run.log_metrics(evaluation)
+        run.log_artifact(work / "final", "model")
         with store.staging(asset) as staging:
             shutil.copytree(work / "final", staging / MODEL_DIR)
             recipe.save(staging / "train_config.json")
-            (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            (staging / "metrics.json").write_text(json.dumps({"train": metrics, "heldout": evaluation}, indent=2,
+                                                             sort_keys=True))
             files = [f"{MODEL_DIR}/{p.name}" for p in sorted((staging / MODEL_DIR).iterdir())]
             files += ["train_config.json", "metrics.json"]
             counts = {"steps": recipe.steps, "training_shards": len(shards)}
@@ -108,8 +114,31 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
         run.log_output(asset, version)
         run.log_metrics({f"final_{k}": v for k, v in metrics.items()})
     shutil.rmtree(work, ignore_errors=True)
+    table = "| model | held-out novel-view PSNR (dB) |\n|---|---|\n" + "\n".join(
+        f"| {name} | {evaluation[key]:.2f} |" for name, key in
+        [(asset, "heldout_psnr"), ("untrained (same config)", "heldout_psnr_untrained"),
+         ("constant colour", "heldout_psnr_constant")])
     return materialize_result(version, {"final_metrics": dg.MetadataValue.json(metrics),
+                                        "heldout_psnr": evaluation["heldout_psnr"],
+                                        "heldout_evaluation": dg.MetadataValue.md(table),
                                         "mlflow_run_id": run.run_id})
+
+
+def _evaluate(context: dg.AssetExecutionContext, model_dir: Path, heldout: list[Path], recipe: LRMTrainConfig
+              ) -> dict[str, float]:
+    """Held-out novel-view PSNR of the trained model, the same architecture untrained, and a constant colour."""
+    import torch
+
+    trained = LRM.from_pretrained(model_dir)
+    torch.manual_seed(recipe.seed)
+    untrained = LRM(trained.config)
+    size = recipe.stages[0].patch_size or recipe.stages[0].render_size
+    ours = evaluate_novel_views(trained, heldout, size, EVAL_OBJECTS)
+    base = evaluate_novel_views(untrained, heldout, size, EVAL_OBJECTS)
+    result = {"heldout_psnr": ours["psnr"], "heldout_psnr_untrained": base["psnr"],
+              "heldout_psnr_constant": ours["baseline_constant_psnr"], "heldout_objects": ours["objects"]}
+    context.log.info("held-out novel views: " + ", ".join(f"{k}={v:.3f}" for k, v in result.items()))
+    return result
 
 
 def _train_in_process(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, shards: list[Path], work: Path,
@@ -169,8 +198,12 @@ def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfi
             raise dg.Failure("renders_3d has no committed version; materialize it first")
         shards, inputs, versions = _split_shards(renders, "train"), {RENDERS: renders.digest}, {RENDERS: renders}
     init, init_inputs = _initial_model(config, None)
+    renders = store.latest(RENDERS)
+    if renders is None:
+        raise dg.Failure("renders_3d (its held-out split) is needed for evaluation; materialize it first")
     return train_lrm_asset(context, PRETRAINED, config, config.recipe(preset.validated()), shards,
-                           {**inputs, **init_inputs}, versions, init, artifacts, mlflow)
+                           _split_shards(renders, "heldout"), {**inputs, **init_inputs}, versions, init, artifacts,
+                           mlflow)
 
 
 @dg.asset(
@@ -197,4 +230,5 @@ def lrm_finetuned(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig
     init, init_inputs = _initial_model(config, pretrained)
     versions = {RENDERS: renders, **({PRETRAINED: pretrained} if pretrained and not config.init_official else {})}
     return train_lrm_asset(context, FINETUNED, config, recipe, _split_shards(renders, "train"),
-                           {RENDERS: renders.digest, **init_inputs}, versions, init, artifacts, mlflow)
+                           _split_shards(renders, "heldout"), {RENDERS: renders.digest, **init_inputs}, versions, init,
+                           artifacts, mlflow)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -167,6 +168,7 @@ class LRMTrainer:
             return result
         batches = iter(self._loader())
         window: list[dict[str, float]] = []
+        tick = time.perf_counter()
         while self.step < until:
             stage = self.cfg.stage_at(self.step)
             self.optimizer.zero_grad(set_to_none=True)
@@ -191,7 +193,10 @@ class LRMTrainer:
             self.scheduler.step()
             self.step += 1
             result.losses.append(total)
-            window.append({"loss": total, **terms, "grad_norm": float(grad_norm),
+            now = time.perf_counter()
+            samples_per_s = self.cfg.batch_size * self.cfg.grad_accum * self.world / max(now - tick, 1e-9)
+            tick = now
+            window.append({"loss": total, **terms, "grad_norm": float(grad_norm), "samples_per_s": samples_per_s,
                            "lr": self.scheduler.get_last_lr()[0], "render_size": stage.render_size})
             if self.step % self.cfg.log_every == 0 or self.step == until:
                 result.last_metrics = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
