@@ -3,6 +3,7 @@ PY ?= python3
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export VFUSION3D_ARTIFACT_ROOT ?= $(CURDIR)/artifacts
 export VFUSION3D_PRESET ?= tiny
+export OMP_WAIT_POLICY ?= PASSIVE
 PORT ?= 3000
 
 .PHONY: setup tiny test lint ui
