@@ -12,15 +12,11 @@ from vfusion3d_core.lrm.train.data import (
     prepare_targets,
 )
 from vfusion3d_core.lrm.train.optim import cosine_with_warmup, parameter_groups
-from vfusion3d_core.render.dataset import RenderDatasetConfig, render_dataset
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> list[str]:
-    out = tmp_path_factory.mktemp("renders")
-    render_dataset(RenderDatasetConfig(num_objects=8, num_heldout=0, num_views=4, resolution=32, samples_per_shard=2),
-                   out)
-    return sorted(str(p) for p in (out / "train").glob("*.tar"))
+def shards(make_shards) -> list[str]:
+    return make_shards(8)
 
 
 def test_canonicalize_maps_source_to_canonical_and_keeps_relative_poses() -> None:

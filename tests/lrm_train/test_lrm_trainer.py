@@ -11,17 +11,13 @@ from vfusion3d_core.lrm import LRM
 from vfusion3d_core.lrm.train import LRMTrainConfig, LRMTrainer, NonFiniteLossError, StageConfig
 from vfusion3d_core.lrm.train.checkpoint import CheckpointError, list_checkpoints
 from vfusion3d_core.lrm.train.losses import LPIPSUnavailable, build_lpips
-from vfusion3d_core.render.dataset import RenderDatasetConfig, render_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> list[str]:
-    out = tmp_path_factory.mktemp("renders")
-    render_dataset(RenderDatasetConfig(num_objects=4, num_heldout=0, num_views=4, resolution=32, samples_per_shard=2),
-                   out)
-    return sorted(str(p) for p in (out / "train").glob("*.tar"))
+def shards(make_shards) -> list[str]:
+    return make_shards(4)
 
 
 def micro_config(**kw) -> LRMTrainConfig:
