@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import time
 from collections.abc import Callable
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (see vfusion3d_core/__init__.py)
+import torch  # noqa: E402
 
 from vfusion3d_core.cameras import default_source_camera, turntable_cameras
 from vfusion3d_core.lrm import LRM, get_preset
