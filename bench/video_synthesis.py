@@ -83,7 +83,10 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--train-steps", type=int, default=10, help="timed steps per training stage")
     parser.add_argument("--prompts", type=int, default=None, help="prompts to sample (default: 2 batches)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     preset = args.preset or ("small" if device.type == "cuda" else "tiny")
     cfg = VideoModelConfig.preset(preset)

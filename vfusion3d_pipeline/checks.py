@@ -6,7 +6,7 @@ from collections import Counter
 
 import dagster as dg
 
-from vfusion3d_core.data import SampleError, ShardError, iter_samples
+from vfusion3d_core.data import ArtifactStore, SampleError, ShardError, iter_samples
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.video.synthesis import prompt_seed
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
@@ -60,8 +60,12 @@ def renders_3d_integrity(artifacts: ArtifactStoreResource) -> dg.AssetCheckResul
                             "are consistent with the manifest.")
 def synthetic_videos_integrity(context: dg.AssetCheckExecutionContext,
                                artifacts: ArtifactStoreResource) -> dg.AssetCheckResult:
-    key = context.partition_key
-    version = artifacts.store().latest("synthetic_videos", key)
+    return synthetic_partition_check(artifacts.store(), context.partition_key)
+
+
+def synthetic_partition_check(store: ArtifactStore, key: str) -> dg.AssetCheckResult:
+    """The integrity check of one synthetic_videos partition (callable without a Dagster run)."""
+    version = store.latest("synthetic_videos", key)
     if version is None:
         return dg.AssetCheckResult(passed=False, description=f"{key}: no committed version")
     m = version.manifest

@@ -13,7 +13,7 @@ from vfusion3d_core.prompts.shards import PromptRecord, shard_key, shard_relpath
 from vfusion3d_core.video.synthesis import prompt_seed
 from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
-from vfusion3d_pipeline.checks import synthetic_videos_integrity
+from vfusion3d_pipeline.checks import synthetic_partition_check, synthetic_videos_integrity
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
 PROMPTS = [["a red cube", "a tall green cylinder", "a small blue ball"], ["a yellow cone", "a purple ring"]]
@@ -99,6 +99,11 @@ def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
     new_shard0 = store.latest("prompt_set").path / "shards/shard-000000.parquet"
     assert sha256_file(new_shard0) == v2.manifest.inputs["prompt_set/shard-000000"]
 
+    # the blocking check notices a damaged partition
+    tar = v2.path / "shard-000001.tar"
+    tar.write_bytes(tar.read_bytes()[:-700])
+    evaluation = synthetic_partition_check(store, "shard-000000")
+    assert not evaluation.passed and any("shard-000001.tar" in p for p in evaluation.metadata["problems"].value)
 
 def test_synthesis_fails_cleanly_without_a_video_model(tmp_path) -> None:
     root = tmp_path / "artifacts"
@@ -109,3 +114,4 @@ def test_synthesis_fails_cleanly_without_a_video_model(tmp_path) -> None:
                             resources=_resources(root), raise_on_error=False)
     assert not result.success
     assert ArtifactStore(root).latest("synthetic_videos", "shard-000005") is None
+

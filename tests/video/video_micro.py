@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from vfusion3d_core.video import FrozenTextEncoder, OrbitData, OrbitVideoModel, VideoModelConfig
+from vfusion3d_core.video.text_encoder import load_text_encoder
 
 # 16x16 frames, 2x VAE downsampling -> 8x8 latents, 4-frame orbits, a few steps per stage.
 MICRO = dict(resolution=16, num_frames=4, vae_channels=(8, 16), vae_norm_groups=4, vae_steps=2, image_steps=2,
@@ -19,9 +18,8 @@ def micro_config(**overrides) -> VideoModelConfig:
     return VideoModelConfig.preset("tiny", **kw)
 
 
-@functools.lru_cache(maxsize=1)
 def text_encoder() -> FrozenTextEncoder:
-    return FrozenTextEncoder()
+    return load_text_encoder()
 
 
 def micro_model(seed: int = 0, **overrides) -> OrbitVideoModel:

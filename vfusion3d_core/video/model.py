@@ -12,6 +12,7 @@ Saved in a diffusers layout::
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from torch import nn
 from vfusion3d_core.data.manifest import sha256_file
 from vfusion3d_core.video.config import VideoModelConfig
 from vfusion3d_core.video.networks import build_image_unet, build_vae, build_video_unet, scheduler_config
-from vfusion3d_core.video.text_encoder import FrozenTextEncoder
+from vfusion3d_core.video.text_encoder import FrozenTextEncoder, load_text_encoder
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -59,7 +60,7 @@ class OrbitVideoModel(nn.Module):
     @classmethod
     def build(cls, config: VideoModelConfig, text_encoder: FrozenTextEncoder | None = None) -> OrbitVideoModel:
         """From scratch (tiny/small) or from the local pretrained paths in the config (paper)."""
-        text_encoder = text_encoder or FrozenTextEncoder(config.text_encoder_path, config.max_text_tokens)
+        text_encoder = text_encoder or load_text_encoder(config.text_encoder_path, config.max_text_tokens)
         image_encoder = None
         if config.svd_path and (Path(config.svd_path) / "image_encoder").is_dir():
             from transformers import CLIPVisionModelWithProjection
@@ -131,7 +132,7 @@ class OrbitVideoModel(nn.Module):
         config = VideoModelConfig.load(src / "vfusion3d_config.json")
         ref = json.loads((src / "text_encoder.json").read_text())
         if text_encoder is None:
-            text_encoder = FrozenTextEncoder(ref["path"] if config.text_encoder_path else None, config.max_text_tokens)
+            text_encoder = load_text_encoder(ref["path"] if config.text_encoder_path else None, config.max_text_tokens)
         got = text_encoder_reference(text_encoder)["sha256"]
         if got != ref["sha256"]:
             raise ValueError(f"text encoder weights {got[:12]} differ from the ones the model was trained with "
@@ -152,8 +153,14 @@ class OrbitVideoModel(nn.Module):
 def text_encoder_reference(encoder: FrozenTextEncoder) -> dict:
     """Where the frozen text encoder comes from and the sha256 of its weight file(s)."""
     files = sorted(Path(encoder.source).rglob("*.safetensors")) or sorted(Path(encoder.source).rglob("*.bin"))
-    digest = "+".join(sha256_file(f)[:16] for f in files)
+    digest = "+".join(_file_digest(str(f), f.stat().st_size, f.stat().st_mtime_ns)[:16] for f in files)
     return {"path": encoder.source, "class": type(encoder.model).__name__, "sha256": digest}
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, cached per (path, size, mtime)."""
+    return sha256_file(path)
 
 
 def _diffusers_version() -> str:

@@ -7,6 +7,7 @@ loaded offline with ``transformers.AutoModel``. Any local transformers encoder d
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -61,3 +62,10 @@ class FrozenTextEncoder(nn.Module):
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
         assert tokens.shape == (len(prompts), self.max_tokens, self.dim), tokens.shape
         return tokens, pooled
+
+
+@functools.lru_cache(maxsize=4)
+def load_text_encoder(path: str | None = None, max_tokens: int = 32) -> FrozenTextEncoder:
+    """A shared, cached FrozenTextEncoder per (path, max_tokens): it is frozen, so one instance per process
+    serves every model (loading MiniLM takes seconds on a small CPU)."""
+    return FrozenTextEncoder(path, max_tokens)

@@ -10,6 +10,7 @@ import json
 import shutil
 
 import dagster as dg
+import torch
 
 from vfusion3d_core.data import Manifest, ManifestError, file_entries, sha256_file
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, shard_relpath
@@ -31,6 +32,14 @@ PROMPT_SET = "prompt_set"
 MODEL_DIR = "model"
 
 
+def set_threads(n: int | None) -> None:
+    """Set torch's intra-op CPU threads for this process when configured."""
+    if n is not None:
+        if n < 1:
+            raise dg.Failure(f"torch_threads must be >= 1, got {n}")
+        torch.set_num_threads(n)
+
+
 class VideoModelAssetConfig(dg.Config):
     """Unset fields take the preset's value (tiny: random-init networks, ~500 training steps on CPU)."""
 
@@ -45,11 +54,12 @@ class VideoModelAssetConfig(dg.Config):
     sample_steps: int | None = None
     seed: int = 0
     eval_count: int = 8  # training captions used for the closeness metric
+    torch_threads: int | None = None  # CPU threads (1 is fastest on an oversubscribed machine)
     overrides_json: str = "{}"  # any other VideoModelConfig field, as JSON (e.g. micro sizes in tests)
 
     def to_core(self, preset: str) -> VideoModelConfig:
         fields = {k: v for k, v in self.model_dump().items()
-                  if v is not None and k not in ("eval_count", "overrides_json")}
+                  if v is not None and k not in ("eval_count", "overrides_json", "torch_threads")}
         try:
             return VideoModelConfig.preset(preset, **{**fields, **json.loads(self.overrides_json)})
         except (TypeError, ValueError) as exc:
@@ -69,6 +79,7 @@ class VideoModelAssetConfig(dg.Config):
 def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig, artifacts: ArtifactStoreResource,
                 preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
     cfg = config.to_core(preset.validated())
+    set_threads(config.torch_threads)
     store = artifacts.store()
     renders = store.latest(RENDERS)
     if renders is None:
@@ -81,8 +92,15 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
     with mlflow.run_for(context) as run, store.staging(MODEL) as staging:
         run.log_params({**cfg.to_dict(), "eval_count": config.eval_count})
         run.log_input(RENDERS, renders)
+        to_mlflow = run.metric_logger()
+
+        def log(metrics: dict, step: int) -> None:
+            to_mlflow(metrics, step)
+            if step % 50 == 0:
+                context.log.info(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+
         result = finetune_video_model(cfg, shards, staging / MODEL_DIR, {RENDERS: renders.digest}, checkpoints,
-                                      run.metric_logger(), config.eval_count, context.log.info)
+                                      log, config.eval_count, context.log.info)
         files = [f"{MODEL_DIR}/{f}" for f in result.files]
         manifest = Manifest(MODEL, file_entries(staging, files), result.counts,
                             {**cfg.to_dict(), "eval_count": config.eval_count}, inputs={RENDERS: renders.digest},
@@ -119,6 +137,7 @@ class SyntheticVideosConfig(dg.Config):
     base_seed: int = 0  # a prompt's seed = hash(base_seed, prompt_id)
     batch_size: int | None = None
     samples_per_shard: int = 64
+    torch_threads: int | None = None  # CPU threads (1 is fastest on an oversubscribed machine)
 
     def settings(self, model: OrbitVideoModel) -> SampleSettings:
         s = SampleSettings.from_model(model)
@@ -145,6 +164,7 @@ class SyntheticVideosConfig(dg.Config):
 def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosConfig,
                      artifacts: ArtifactStoreResource, mlflow: MLflowResource) -> dg.MaterializeResult:
     key = context.partition_key
+    set_threads(config.torch_threads)
     store = artifacts.store()
     model_version, prompts = store.latest(MODEL), store.latest(PROMPT_SET)
     if model_version is None or prompts is None:
