@@ -5,9 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from vfusion3d_pipeline.assets.lrm import lrm_finetuned, lrm_pretrained
+from vfusion3d_pipeline.assets.prompts import prompt_set
 from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.checks import renders_3d_integrity, synthetic_videos_integrity
+from vfusion3d_pipeline.engine_checks import prompt_set_integrity
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import default_resources
 
@@ -21,8 +23,8 @@ synthesis_job = dg.define_asset_job("synthesize_prompt_shard", selection=dg.Asse
                                     description="Synthesize the orbit videos of one prompt shard (partition).")
 
 defs = dg.Definitions(
-    assets=[renders_3d, video_model, synthetic_videos, lrm_pretrained, lrm_finetuned],
-    asset_checks=[renders_3d_integrity, synthetic_videos_integrity],
+    assets=[renders_3d, video_model, synthetic_videos, lrm_pretrained, lrm_finetuned, prompt_set],
+    asset_checks=[renders_3d_integrity, synthetic_videos_integrity, prompt_set_integrity],
     jobs=[all_assets_job, synthesis_job],
     resources=default_resources(),
 )

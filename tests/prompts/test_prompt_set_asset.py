@@ -1,0 +1,66 @@
+"""`prompt_set` through Dagster in-process: shards, dynamic partitions, append-only growth, bad files."""
+
+import dagster as dg
+
+from vfusion3d_core.data import ArtifactStore, sha256_file
+from vfusion3d_core.prompts.shards import read_prompt_shard
+from vfusion3d_pipeline.assets.prompts import prompt_set
+from vfusion3d_pipeline.engine_checks import prompt_set_integrity, prompt_set_problems
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
+
+
+def build(root, instance, config: dict) -> dg.ExecuteInProcessResult:
+    return dg.materialize([prompt_set, prompt_set_integrity], instance=instance, raise_on_error=False,
+                          resources={"artifacts": ArtifactStoreResource(root=str(root)),
+                                     "mlflow": MLflowResource(artifact_root=str(root))},
+                          run_config={"ops": {"prompt_set": {"config": config}}})
+
+
+def test_prompt_set_grows_by_new_shards_only(tmp_path) -> None:
+    root, instance = tmp_path / "artifacts", dg.DagsterInstance.ephemeral()
+    src = tmp_path / "prompts.csv"
+    src.write_text("id,prompt\n1,a red cube\n2,  a red cube\n3,a blue cone\n")
+    config = {"source_file": str(src), "template_count": 9, "template_seed": 1, "shard_size": 4}
+    first = build(root, instance, config)
+    assert first.success and first.get_asset_check_evaluations()[0].passed
+    store = ArtifactStore(root)
+    v1 = store.latest("prompt_set")
+    keys1 = instance.get_dynamic_partitions("prompt_shards")
+    assert keys1 == [f"shard-{i:06d}" for i in range(v1.manifest.counts["shards"])]
+    mat = first.asset_materializations_for_node("prompt_set")[0]
+    dedup = mat.metadata["dedup"].value
+    assert dedup["exact_duplicates"] >= 1 and mat.tags["dagster/data_version"] == v1.digest
+    prompts1 = [r.prompt for k in keys1 for r in read_prompt_shard(v1.path / f"shards/{k}.parquet")]
+    assert prompts1[:2] == ["a red cube", "a blue cone"] and len(prompts1) == v1.manifest.counts["prompts"]
+    shas1 = {f.path: f.sha256 for f in v1.manifest.files}
+
+    # a malformed source fails clearly and changes nothing
+    for bad, content in [("bad.csv", b"id,text\n1,a red cube\n"), ("bin.txt", b"\x00\xff\xfe\x00"),
+                         ("empty.txt", b"")]:
+        (tmp_path / bad).write_bytes(content)
+        failed = build(root, instance, {**config, "source_file": str(tmp_path / bad)})
+        assert not failed.success
+        failure = failed.get_step_failure_events()[0].event_specific_data.error.message
+        assert bad in failure and "bad prompt source" in failure
+        assert store.latest("prompt_set").digest == v1.digest
+        assert instance.get_dynamic_partitions("prompt_shards") == keys1
+
+    # re-running the same source adds nothing; growing the source adds exactly new shards
+    assert build(root, instance, config).success
+    assert store.latest("prompt_set").manifest.counts["shards"] == len(keys1)
+    src.write_text(src.read_text() + "".join(f"{i},a {c} torus next to a {c} ring\n" for i, c in enumerate(
+        ["purple", "orange", "brown", "black", "white"], 10)))
+    grown = build(root, instance, config)
+    assert grown.success and grown.get_asset_check_evaluations()[0].passed
+    v2 = store.latest("prompt_set")
+    new_keys = grown.asset_materializations_for_node("prompt_set")[0].metadata["new_shards"].value
+    assert new_keys and instance.get_dynamic_partitions("prompt_shards") == keys1 + new_keys
+    assert new_keys[0] == f"shard-{len(keys1):06d}"
+    for path, sha in shas1.items():
+        assert sha256_file(v2.path / path) == sha and sha256_file(v1.path / path) == sha
+    # tampering with a published shard is caught by the check
+    shard = v2.path / "shards/shard-000000.parquet"
+    shard.chmod(0o644)
+    shard.write_bytes(shard.read_bytes()[:-10])
+    problems, _ = prompt_set_problems(store)
+    assert any("shard-000000" in p for p in problems)

@@ -1,0 +1,98 @@
+"""`prompt_set`: prompts from a file and/or the seeded template generator, normalized, deduplicated and
+split into fixed-size parquet shards; each shard is a dynamic partition of `prompt_shards`.
+
+Re-materializing after the source grew appends new shards only; published shard files never change.
+
+(No `from __future__ import annotations` in Dagster modules: Dagster resolves config and resource
+annotations at decoration time.)
+"""
+
+import dagster as dg
+
+from vfusion3d_core.data import Manifest, ManifestError, file_entries
+from vfusion3d_core.prompts.dedup import minilm_embedder
+from vfusion3d_core.prompts.promptset import CODE_VERSION, PromptSetConfig, build_prompt_set, collect_prompts
+from vfusion3d_core.prompts.sources import PromptSourceError
+from vfusion3d_pipeline.lineage import materialize_result
+from vfusion3d_pipeline.partitions import prompt_shards
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
+
+ASSET = "prompt_set"
+
+
+class PromptSetAssetConfig(dg.Config):
+    """Where prompts come from and how they are cleaned and sharded."""
+
+    source_file: str | None = None  # .txt (one prompt a line) / .csv / .parquet
+    source_column: str = "prompt"  # column of a CSV / parquet source
+    template_count: int = 256  # prompts from the procedural-world template generator (0: none)
+    template_seed: int = 0
+    shard_size: int = 64
+    min_chars: int = 3
+    max_chars: int = 200
+    near_dup_threshold: float = 0.95  # MiniLM cosine at or above which a prompt is a near duplicate
+
+    def to_core(self) -> PromptSetConfig:
+        try:
+            return PromptSetConfig(**self.model_dump()).validate()
+        except (TypeError, ValueError) as exc:
+            raise dg.Failure(f"invalid prompt_set config: {exc}") from exc
+
+
+def register_shards(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
+    """Add the keys not yet registered as `prompt_shards` partitions; returns those added."""
+    known = set(instance.get_dynamic_partitions(prompt_shards.name))
+    missing = [k for k in keys if k not in known]
+    if missing:
+        instance.add_dynamic_partitions(prompt_shards.name, missing)
+    return missing
+
+
+@dg.asset(
+    name=ASSET,
+    group_name="prompts",
+    kinds={"parquet", "pandas"},
+    code_version=CODE_VERSION,
+    description="Text prompts (file and/or seeded procedural templates): normalized, exact + MiniLM "
+                "near-duplicate removal, fixed-size parquet shards; each shard registers a prompt_shards "
+                "partition. Growing the source appends shards; published shards never change.",
+)
+def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, artifacts: ArtifactStoreResource,
+               mlflow: MLflowResource) -> dg.MaterializeResult:
+    cfg = config.to_core()
+    try:
+        collect_prompts(cfg)  # validate every source before touching the artifact root
+    except PromptSourceError as exc:
+        raise dg.Failure(f"bad prompt source: {exc}") from exc
+    store = artifacts.store()
+    store.clean_staging(ASSET)
+    previous = store.latest(ASSET)
+    if previous is not None:
+        problems = previous.manifest.verify(previous.path)
+        if problems:
+            raise ManifestError(f"published prompt_set {previous.path.name} is damaged: {problems[:5]}")
+    with mlflow.run_for(context) as run, store.staging(ASSET) as staging:
+        try:
+            result = build_prompt_set(cfg, staging, minilm_embedder(), previous and previous.path,
+                                      previous and previous.manifest)
+        except PromptSourceError as exc:
+            raise dg.Failure(f"bad prompt source: {exc}") from exc
+        run_config = {**config.model_dump(), "sources": result.sources}
+        run.log_params(config.model_dump())
+        manifest = Manifest(ASSET, file_entries(staging, result.files), result.counts, run_config,
+                            inputs={},
+                            code_version=CODE_VERSION, run_id=context.run.run_id)
+        version = store.commit(staging, manifest, ASSET)
+        run.log_metrics({**{f"count_{k}": v for k, v in result.counts.items()}, **result.stats})
+        run.log_output(ASSET, version)
+    added = register_shards(context.instance, result.shard_keys)
+    context.log.info(f"committed {ASSET} version {version.path.name}: {result.counts['shards']} shards, "
+                     f"{len(result.new_keys)} new {result.new_keys[:5]}; registered {len(added)} partition(s); "
+                     f"dedup {result.stats}")
+    return materialize_result(version, {
+        "new_shards": dg.MetadataValue.json(result.new_keys),
+        "registered_partitions": dg.MetadataValue.json(added),
+        "dedup": dg.MetadataValue.json(result.stats),
+        "near_duplicate_examples": dg.MetadataValue.json([list(p) for p in result.near_pairs[:10]]),
+        "mlflow_run_id": run.run_id,
+    })
