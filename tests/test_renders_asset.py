@@ -160,7 +160,7 @@ def test_tiny_renders_from_dagster_dev(tmp_path) -> None:
                 assert server.poll() is None and time.time() < deadline, (tmp_path / "dagster_dev.log").read_text()
                 time.sleep(1)
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        run_id = client.submit_job_execution("materialize_all", run_config={})
+        run_id = client.submit_job_execution("renders", run_config={})
         started = time.time()
         status = None
         while time.time() - started < 240:

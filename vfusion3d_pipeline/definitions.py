@@ -18,6 +18,8 @@ all_assets_job = dg.define_asset_job("materialize_all",
                                      selection=dg.AssetSelection.all() - dg.AssetSelection.assets(synthetic_videos),
                                      description="Materialize the whole unpartitioned asset graph at the configured "
                                                  "preset.")
+renders_job = dg.define_asset_job("renders", selection=dg.AssetSelection.groups("renders"),
+                                  description="Render the 3D source objects (renders_3d) and check them.")
 synthesis_job = dg.define_asset_job("synthesize_prompt_shard", selection=dg.AssetSelection.assets(synthetic_videos),
                                     partitions_def=prompt_shards,
                                     description="Synthesize the orbit videos of one prompt shard (partition).")
@@ -25,6 +27,6 @@ synthesis_job = dg.define_asset_job("synthesize_prompt_shard", selection=dg.Asse
 defs = dg.Definitions(
     assets=[renders_3d, video_model, synthetic_videos, lrm_pretrained, lrm_finetuned, prompt_set],
     asset_checks=[renders_3d_integrity, synthetic_videos_integrity, prompt_set_integrity],
-    jobs=[all_assets_job, synthesis_job],
+    jobs=[all_assets_job, renders_job, synthesis_job],
     resources=default_resources(),
 )
