@@ -10,8 +10,8 @@ PORT ?= 3000
 setup:
 	@bash scripts/setup.sh
 
-tiny: setup  ## materialize every asset at the tiny preset (embedded sqlite instance, local artifacts)
-	$(PY) -m dagster job execute -m vfusion3d_pipeline.definitions -j materialize_all
+tiny: setup  ## materialize every asset, every prompt-shard partition, at the tiny preset (sqlite instance, local artifacts)
+	$(PY) -m vfusion3d_pipeline.run_all
 
 test: setup  ## lint + the whole test suite
 	$(PY) -m ruff check .
