@@ -7,6 +7,7 @@ produced this". Tracking defaults to a sqlite store under the artifact root; not
 
 from __future__ import annotations
 
+import fcntl
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -69,14 +70,33 @@ class MLflowRun:
 
 
 @contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive file lock next to a sqlite tracking store (no-op for other stores)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(tracking_uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_suffix(db.suffix + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
 def mlflow_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str],
                artifact_location: str | None = None) -> Iterator[MLflowRun]:
     """Start an MLflow run (creating the experiment if needed); failed blocks end it as FAILED."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_location)
+    with _store_lock(tracking_uri):
+        # First use of a sqlite store runs schema migrations; two steps of one run (the multiprocess
+        # executor) creating it at once collide ("table _alembic_tmp_experiments already exists").
+        client = mlflow.MlflowClient(tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_location)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
         yield MLflowRun(mlflow, run)

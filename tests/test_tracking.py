@@ -1,0 +1,26 @@
+import multiprocessing
+
+import mlflow
+
+from vfusion3d_pipeline.tracking import mlflow_run
+
+
+def _log_one(uri: str, index: int) -> None:
+    with mlflow_run(uri, "concurrent", f"run{index}", {"index": str(index)}) as run:
+        run.log_metrics({"value": float(index)})
+
+
+def test_concurrent_first_use_of_a_sqlite_store(tmp_path) -> None:
+    """Steps of one multiprocess run create the store at once; the migration must not race."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_log_one, args=(uri, i)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    runs = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("concurrent").experiment_id])
+    assert sorted(r.data.metrics["value"] for r in runs) == [0.0, 1.0, 2.0]
+    assert all(r.info.status == "FINISHED" for r in runs)
