@@ -29,7 +29,6 @@ Released VFusion3D vectors
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -281,8 +280,3 @@ def rays_from_cameras(c2w: torch.Tensor, intrinsics: torch.Tensor, size: int,
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     origins = c2w[:, None, None, :3, 3].expand_as(dirs)
     return origins, dirs
-
-
-def fov_deg(focal_normalized: float = DEFAULT_FOCAL) -> float:
-    """Full field of view (degrees) for a normalized focal length."""
-    return math.degrees(2.0 * math.atan(0.5 / focal_normalized))

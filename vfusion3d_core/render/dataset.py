@@ -6,7 +6,7 @@ import csv
 import hashlib
 import io
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -155,7 +155,3 @@ def contact_sheet(images: list[np.ndarray], columns: int = 8) -> Image.Image:
         r, c = divmod(i, columns)
         sheet[r * s:(r + 1) * s, c * s:(c + 1) * s] = np.round(rgb).astype(np.uint8)
     return Image.fromarray(sheet)
-
-
-def config_dict(cfg: RenderDatasetConfig) -> dict:
-    return asdict(cfg)
