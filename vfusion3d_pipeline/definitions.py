@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import dagster as dg
 
+from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
 from vfusion3d_pipeline.assets.lrm import lrm_finetuned, lrm_pretrained
 from vfusion3d_pipeline.assets.prompts import prompt_set
 from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.checks import renders_3d_integrity, synthetic_videos_integrity
-from vfusion3d_pipeline.engine_checks import prompt_set_integrity
+from vfusion3d_pipeline.engine_checks import filtered_multiview_integrity, prompt_set_integrity
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import default_resources
+from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
+from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
 
 # Partitioned assets (one run per prompt shard) are left out of the whole-graph job: a run has one partition.
 all_assets_job = dg.define_asset_job("materialize_all",
-                                     selection=dg.AssetSelection.all() - dg.AssetSelection.assets(synthetic_videos),
+                                     selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
+                                         synthetic_videos, filtered_multiview_dataset),
                                      description="Materialize the whole unpartitioned asset graph at the configured "
                                                  "preset.")
 renders_job = dg.define_asset_job("renders", selection=dg.AssetSelection.groups("renders"),
@@ -23,10 +27,18 @@ renders_job = dg.define_asset_job("renders", selection=dg.AssetSelection.groups(
 synthesis_job = dg.define_asset_job("synthesize_prompt_shard", selection=dg.AssetSelection.assets(synthetic_videos),
                                     partitions_def=prompt_shards,
                                     description="Synthesize the orbit videos of one prompt shard (partition).")
+engine_shard_job = dg.define_asset_job(
+    "synthesize_and_filter_shard", selection=dg.AssetSelection.assets(synthetic_videos, filtered_multiview_dataset),
+    description="Synthesize one prompt shard's videos, then filter them into posed multi-view samples.")
+prompt_set_job = dg.define_asset_job("build_prompt_set", selection=dg.AssetSelection.assets(prompt_set),
+                                     description="Build or grow (append-only) the prompt set.")
 
 defs = dg.Definitions(
-    assets=[renders_3d, video_model, synthetic_videos, lrm_pretrained, lrm_finetuned, prompt_set],
-    asset_checks=[renders_3d_integrity, synthetic_videos_integrity, prompt_set_integrity],
-    jobs=[all_assets_job, renders_job, synthesis_job],
+    assets=[renders_3d, video_model, synthetic_videos, lrm_pretrained, lrm_finetuned, prompt_set, quality_models,
+            filtered_multiview_dataset],
+    asset_checks=[renders_3d_integrity, synthetic_videos_integrity, prompt_set_integrity, filtered_multiview_integrity],
+    jobs=[all_assets_job, renders_job, synthesis_job, engine_shard_job, prompt_set_job],
+    schedules=[build_synthesis_schedule(SynthesisScheduleSettings.from_env())],
+    sensors=[build_prompt_source_sensor(PromptSourceSettings.from_env())],
     resources=default_resources(),
 )

@@ -3,10 +3,14 @@
 from collections import Counter, defaultdict
 
 import dagster as dg
+import numpy as np
 
-from vfusion3d_core.data import ArtifactStore, Manifest, ManifestError
+from vfusion3d_core.data import ArtifactStore, Manifest, ManifestError, SampleError, ShardError, iter_samples
 from vfusion3d_core.data.manifest import MANIFEST_NAME
+from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard
+from vfusion3d_pipeline.assets.filtering import tar_keys
+from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource
 
 PROMPT_SET = "prompt_set"
@@ -59,5 +63,64 @@ def prompt_set_problems(store: ArtifactStore) -> tuple[list[str], dict]:
                             "sha256 is the same in all versions and in the synthetic_videos partitions made from it.")
 def prompt_set_integrity(artifacts: ArtifactStoreResource) -> dg.AssetCheckResult:
     problems, info = prompt_set_problems(artifacts.store())
+    return dg.AssetCheckResult(passed=not problems,
+                               metadata={**info, "problems": dg.MetadataValue.json(problems[:50])})
+
+
+FILTERED = "filtered_multiview_dataset"
+
+
+def filtered_partition_problems(store: ArtifactStore, key: str) -> tuple[list[str], dict]:
+    """Problems of one filtered_multiview_dataset partition: damaged files, samples whose view count differs from
+    the synthetic videos' frame count or with non-finite cameras, count mismatch, and sample keys that also appear
+    in another partition."""
+    version = store.latest(FILTERED, key)
+    if version is None:
+        return [f"{key}: no committed version"], {}
+    m = version.manifest
+    problems = m.verify(version.path)
+    synth = store.latest(SYNTHETIC, key)
+    frames = None
+    if synth is not None:
+        first = next(iter_video_samples(sorted(synth.path / f.path for f in synth.manifest.files
+                                               if f.path.endswith(".tar"))), None)
+        frames = first.num_frames if first is not None else None
+    keys: list[str] = []
+    try:
+        for s in iter_samples(sorted(version.path / f.path for f in m.files if f.path.endswith(".tar"))):
+            keys.append(s.key)
+            if frames is not None and s.num_views != frames:
+                problems.append(f"{s.key}: {s.num_views} views, the synthetic videos have {frames} frames")
+            if not (np.isfinite(s.c2w).all() and np.isfinite(s.intrinsics).all()):
+                problems.append(f"{s.key}: non-finite camera")
+    except (ShardError, SampleError) as exc:
+        problems.append(str(exc))
+    if len(keys) != m.counts.get("kept"):
+        problems.append(f"{len(keys)} samples, manifest says {m.counts.get('kept')} kept")
+    mine = set(keys)
+    if len(mine) != len(keys):
+        problems.append("duplicate sample keys inside the partition")
+    base = store.asset_dir(FILTERED)
+    for other in sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if other == key:
+            continue
+        ov = store.latest(FILTERED, other)
+        if ov is None:
+            continue
+        for f in ov.manifest.files:
+            if f.path.endswith(".tar"):
+                clash = mine & tar_keys(ov.path / f.path)
+                if clash:
+                    problems.append(f"sample key(s) also in partition {other}: {sorted(clash)[:3]}")
+    return problems, {"partition": key, "samples": len(keys), "views_per_sample": frames}
+
+
+@dg.asset_check(asset=FILTERED, blocking=True, partitions_def=prompt_shards,
+                description="Files hash as in the manifest; every kept sample has as many views as the synthetic "
+                            "videos have frames (16 at tiny) with finite cameras; sample count = kept count; "
+                            "sample keys unique across all partitions.")
+def filtered_multiview_integrity(context: dg.AssetCheckExecutionContext,
+                                 artifacts: ArtifactStoreResource) -> dg.AssetCheckResult:
+    problems, info = filtered_partition_problems(artifacts.store(), context.partition_key)
     return dg.AssetCheckResult(passed=not problems,
                                metadata={**info, "problems": dg.MetadataValue.json(problems[:50])})

@@ -1,0 +1,108 @@
+"""The data engine at micro size with a real Dagster instance in a temporary DAGSTER_HOME: prompt set ->
+schedule requests exactly the unsynthesized shards -> synthesis + filtering of two partitions -> the prompt
+source grows -> the sensor's run appends shards -> exactly the new partitions appear."""
+
+import datetime
+import json
+
+import dagster as dg
+from pipeline_utils import MICRO_RENDERS
+
+from vfusion3d_core.data import ArtifactStore, iter_samples
+from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
+from vfusion3d_pipeline.assets.prompts import prompt_set
+from vfusion3d_pipeline.assets.renders import renders_3d
+from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
+from vfusion3d_pipeline.checks import synthetic_videos_integrity
+from vfusion3d_pipeline.definitions import engine_shard_job
+from vfusion3d_pipeline.engine_checks import filtered_multiview_integrity, prompt_set_integrity
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
+from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
+
+# 16x16 frames, 4-frame orbits, a couple of steps per training stage (as tests/video).
+VIDEO_MICRO = dict(resolution=16, num_frames=4, vae_channels=[8, 16], vae_norm_groups=4, vae_steps=2, image_steps=2,
+                   video_steps=2, vae_batch=4, image_batch=4, video_batch=2, sample_steps=3, warmup_steps=1,
+                   sample_batch=4, scheduler="euler")
+PROMPTS = ["a red box", "a glossy blue sphere", "a green cone next to a yellow torus", "a striped purple ring",
+           "a metallic white cylinder"]
+
+
+def _tick_context(instance: dg.DagsterInstance, schedule: dg.ScheduleDefinition, root) -> dg.ScheduleEvaluationContext:
+    repo = dg.Definitions(assets=[synthetic_videos, filtered_multiview_dataset], jobs=[engine_shard_job],
+                          schedules=[schedule], resources=_resources(root)).get_repository_def()
+    return dg.build_schedule_context(instance=instance, repository_def=repo,
+                                     scheduled_execution_time=datetime.datetime.now(datetime.UTC))
+
+
+def _resources(root) -> dict:
+    return {"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
+            "mlflow": MLflowResource(artifact_root=str(root))}
+
+
+def test_schedule_synthesis_filtering_and_growth(tmp_path) -> None:
+    root = tmp_path / "artifacts"
+    src = tmp_path / "prompts.txt"
+    src.write_text("\n".join(PROMPTS) + "\n")
+    prompt_config = {"source_file": str(src), "template_count": 0, "shard_size": 2}
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        base = dg.materialize(
+            [renders_3d, video_model, prompt_set, quality_models, prompt_set_integrity], instance=instance,
+            resources=_resources(root),
+            run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS},
+                                "video_model": {"config": {"eval_count": 2, "overrides_json": json.dumps(VIDEO_MICRO)}},
+                                "prompt_set": {"config": prompt_config}}})
+        assert base.success
+        qm = base.asset_materializations_for_node("quality_models")[0].metadata
+        assert 0.0 <= qm["heldout_accuracy"].value <= 1.0 and qm["metrics"].value["heldout_videos"] == 2 * 5
+        keys = instance.get_dynamic_partitions("prompt_shards")
+        assert keys == ["shard-000000", "shard-000001", "shard-000002"]
+
+        schedule = build_synthesis_schedule(SynthesisScheduleSettings(max_per_tick=2))
+        tick = schedule.evaluate_tick(_tick_context(instance, schedule, root))
+        assert [r.partition_key for r in tick.run_requests] == ["shard-000000", "shard-000001"]
+
+        store = ArtifactStore(root)
+        for key in ["shard-000000", "shard-000001"]:
+            result = dg.materialize([synthetic_videos, filtered_multiview_dataset, synthetic_videos_integrity,
+                                     filtered_multiview_integrity], partition_key=key, instance=instance,
+                                    resources=_resources(root))
+            assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+            mat = result.asset_materializations_for_node("filtered_multiview_dataset")[0].metadata
+            version = store.latest("filtered_multiview_dataset", key)
+            assert mat["kept"].value + mat["rejected"].value == 2
+            assert "data:image/png;base64" in mat["score_histogram"].value
+            assert version.manifest.inputs["synthetic_videos/" + key] == store.latest("synthetic_videos", key).digest
+            samples = list(iter_samples(sorted(version.path.glob("*.tar"))))
+            assert len(samples) == mat["kept"].value
+            for s in samples:
+                assert s.num_views == 4 and s.meta["azimuth_deg"] == [0.0, 90.0, 180.0, 270.0]
+            rows = (version.path / "scores.csv").read_text().splitlines()[1:]
+            assert len(rows) == 2
+
+        tick = schedule.evaluate_tick(_tick_context(instance, schedule, root))
+        assert [r.partition_key for r in tick.run_requests] == ["shard-000002"]
+
+        sensor = build_prompt_source_sensor(PromptSourceSettings(str(src)))
+        resources = {"artifacts": ArtifactStoreResource(root=str(root))}
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
+        assert len(first.run_requests) == 1
+        cursor = first.cursor
+        unchanged = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+        assert not unchanged.run_requests
+        # a partition lost from the instance is registered again from the published prompt set
+        instance.delete_dynamic_partition("prompt_shards", "shard-000002")
+        repair = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+        assert [r.partition_keys for r in repair.dynamic_partitions_requests] == [["shard-000002"]]
+        instance.add_dynamic_partitions("prompt_shards", ["shard-000002"])
+
+        src.write_text(src.read_text() + "a dotted orange pyramid\na checkered black capsule\n")
+        grown = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+        (request,) = grown.run_requests
+        assert grown.cursor != cursor
+        assert dg.materialize([prompt_set, prompt_set_integrity], instance=instance, resources=_resources(root),
+                              run_config=request.run_config).success
+        assert instance.get_dynamic_partitions("prompt_shards") == keys + ["shard-000003"]
+        tick = schedule.evaluate_tick(_tick_context(instance, schedule, root))
+        assert [r.partition_key for r in tick.run_requests] == ["shard-000002", "shard-000003"]

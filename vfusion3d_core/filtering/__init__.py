@@ -1,0 +1,18 @@
+"""Quality filtering of synthetic orbit videos: DINO features, SVM quality classifier, elevation MLP,
+posed multi-view extraction."""
+
+from vfusion3d_core.filtering.bootstrap import CORRUPTIONS, bootstrap_videos, corrupt
+from vfusion3d_core.filtering.extract import alpha_from_white, filter_videos, posed_sample
+from vfusion3d_core.filtering.features import DinoConfig, DinoFeaturizer, video_vector
+from vfusion3d_core.filtering.models import (
+    LabelsError,
+    Orbit,
+    QualityModels,
+    QualityTrainConfig,
+    read_labels_csv,
+    train_quality_models,
+)
+
+__all__ = ["CORRUPTIONS", "DinoConfig", "DinoFeaturizer", "LabelsError", "Orbit", "QualityModels",
+           "QualityTrainConfig", "alpha_from_white", "bootstrap_videos", "corrupt", "filter_videos", "posed_sample",
+           "read_labels_csv", "train_quality_models", "video_vector"]

@@ -1,0 +1,138 @@
+"""Filter synthetic orbit videos and turn the kept ones into posed multi-view samples.
+
+A kept video's frame i gets the camera of an orbit at azimuth i * 360 / F, the elevation the MLP predicts,
+and the radius / intrinsics of the renders the models were trained on (``cameras.orbit_cameras``). The
+frames have a white background (the video model is trained on renders composited on white), so the
+alpha channel is estimated from the distance to white: 0 at white, ramping to 255 at ``ALPHA_RAMP``
+levels away. Samples use the renders_3d schema (``data/sample.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from vfusion3d_core.cameras import Intrinsics, orbit_cameras
+from vfusion3d_core.data.sample import MultiviewSample
+from vfusion3d_core.data.shards import ShardWriter
+from vfusion3d_core.data.video_sample import SyntheticVideoSample
+from vfusion3d_core.filtering.models import QualityModels
+
+CODE_VERSION = "filtered_multiview_dataset-v1"
+ALPHA_RAMP = 24.0
+SCORES_FILE = "scores.csv"
+HISTOGRAM_FILE = "score_histogram.png"
+EXAMPLES_FILE = "examples.png"
+
+
+def alpha_from_white(frames: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] on white -> uint8 [..., 4] RGBA with alpha from the distance to white."""
+    dist = (255.0 - frames.astype(np.float32)).max(-1)
+    alpha = np.clip(dist * (255.0 / ALPHA_RAMP), 0, 255).round().astype(np.uint8)
+    return np.concatenate([frames, alpha[..., None]], axis=-1)
+
+
+def posed_sample(video: SyntheticVideoSample, elevation_deg: float, radius: float, intrinsics: Intrinsics,
+                 meta: dict) -> MultiviewSample:
+    f = video.num_frames
+    cams = orbit_cameras(f, elevation_deg=elevation_deg, radius=radius, intrinsics=intrinsics)
+    meta = {**meta, "uid": video.key, "source": "synthetic", "elevation_deg": float(elevation_deg),
+            "azimuth_deg": cams.azimuth_deg.tolist(), "radius": float(radius), "num_views": f, "split": "train",
+            "seed": video.seed, "video_model": video.model_digest}
+    return MultiviewSample(video.key, video.prompt, alpha_from_white(video.frames), cams.c2w.numpy(),
+                           cams.intrinsics.numpy(), meta)
+
+
+@dataclass
+class FilterResult:
+    files: list[str]
+    counts: dict[str, int]
+    scores: list[tuple[str, float, bool, float]] = field(default_factory=list)  # key, score, kept, elevation
+
+
+def filter_videos(videos: Iterable[SyntheticVideoSample], models: QualityModels, out_dir: str | Path, partition: str,
+                  threshold: float = 0.0, samples_per_shard: int = 64, batch: int = 16,
+                  progress: Callable[[int], None] | None = None) -> FilterResult:
+    """Score every video; write the kept ones (score > threshold) as posed samples; scores.csv, histogram,
+    examples sheet."""
+    out = Path(out_dir)
+    intr = Intrinsics(*models.info["intrinsics"])
+    radius = float(models.info["radius"])
+    scores: list[tuple[str, float, bool, float]] = []
+    kept_examples: list[np.ndarray] = []
+    rejected_examples: list[np.ndarray] = []
+    pending: list[SyntheticVideoSample] = []
+    views = [0]
+    with ShardWriter(out, samples_per_shard) as writer:
+        def flush() -> None:
+            feats = models.featurizer.video_features([v.frames for v in pending])
+            s, elev = models.score(feats), models.elevation(feats)
+            for v, sc, el in zip(pending, s, elev, strict=True):
+                keep = bool(sc > threshold)
+                scores.append((v.key, float(sc), keep, float(el)))
+                (kept_examples if keep else rejected_examples).append(v.frames)
+                if keep:
+                    views[0] += v.num_frames
+                    writer.write(posed_sample(v, float(el), radius, intr,
+                                              {"prompt_shard": partition, "quality_score": float(sc)}))
+            del kept_examples[4:], rejected_examples[4:]
+            if progress:
+                progress(len(scores))
+            pending.clear()
+
+        for v in videos:
+            pending.append(v)
+            if len(pending) >= batch:
+                flush()
+        if pending:
+            flush()
+    files = [p.relative_to(out).as_posix() for p in writer.shards]
+    with open(out / SCORES_FILE, "w", encoding="utf-8") as fh:
+        fh.write("video_key,score,kept,elevation_deg\n")
+        fh.writelines(f"{k},{s:.6f},{int(kp)},{e:.4f}\n" for k, s, kp, e in scores)
+    score_histogram([s for _, s, _, _ in scores], threshold).save(out / HISTOGRAM_FILE)
+    example_sheet(kept_examples, rejected_examples).save(out / EXAMPLES_FILE)
+    kept = sum(1 for _, _, k, _ in scores if k)
+    counts = {"videos": len(scores), "kept": kept, "rejected": len(scores) - kept, "shards": len(files),
+              "views": views[0]}
+    return FilterResult(files + [SCORES_FILE, HISTOGRAM_FILE, EXAMPLES_FILE], counts, scores)
+
+
+def score_histogram(scores: list[float], threshold: float, bins: int = 20, size: tuple[int, int] = (320, 160)
+                    ) -> Image.Image:
+    """Bar chart of SVM scores (green: kept side of the threshold, red: rejected), threshold as a black line."""
+    w, h = size
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    if not scores:
+        draw.text((10, h // 2), "no videos", fill="black")
+        return img
+    lo, hi = min(min(scores), threshold) - 1e-6, max(max(scores), threshold) + 1e-6
+    counts, edges = np.histogram(scores, bins=bins, range=(lo, hi))
+    peak = max(int(counts.max()), 1)
+    bw = (w - 20) / bins
+    for i, c in enumerate(counts):
+        x0 = 10 + i * bw
+        colour = (40, 160, 60) if (edges[i] + edges[i + 1]) / 2 > threshold else (200, 50, 50)
+        draw.rectangle([x0, h - 20 - (h - 40) * c / peak, x0 + bw - 1, h - 20], fill=colour)
+    tx = 10 + (threshold - lo) / (hi - lo) * (w - 20)
+    draw.line([tx, 10, tx, h - 20], fill="black", width=2)
+    draw.text((10, h - 16), f"{lo:.2f}", fill="black")
+    draw.text((w - 50, h - 16), f"{hi:.2f}", fill="black")
+    return img
+
+
+def example_sheet(kept: list[np.ndarray], rejected: list[np.ndarray], frames: int = 4) -> Image.Image:
+    """Rows of the first frames of kept videos (green bar) then rejected ones (red bar)."""
+    rows = [(v, (40, 160, 60)) for v in kept] + [(v, (200, 50, 50)) for v in rejected]
+    s = max((v.shape[1] for v, _ in rows), default=16)
+    img = Image.new("RGB", (8 + frames * s, max(len(rows), 1) * s), "white")
+    for r, (v, colour) in enumerate(rows):
+        ImageDraw.Draw(img).rectangle([0, r * s, 5, (r + 1) * s - 1], fill=colour)
+        for j, frame in enumerate(v[:frames]):
+            img.paste(Image.fromarray(frame).resize((s, s)), (8 + j * s, r * s))
+    return img

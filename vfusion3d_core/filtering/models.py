@@ -1,0 +1,175 @@
+"""The quality classifier (SVM) and elevation regressor (MLP) on DINO video features: training, metrics, I/O.
+
+The SVM sees the temporal statistics as they are and the appearance block (mean / std of frame features)
+reduced by PCA, so a few hundred appearance dimensions cannot drown the temporal cues in the RBF distance.
+Training data of the classifier: bootstrap labels from real orbits (``bootstrap.py``) plus the user's
+labels CSV (``video_key,label`` with label ``good`` / ``bad``; a later row for the same key overrides an
+earlier one, so the file is append-only). Held-out accuracy is measured on the bootstrap variants of the
+renders' *held-out objects* (never seen in training) and on a seeded held-out fraction of the user
+labels. The elevation MLP is trained on the renders' training orbits (known elevation) and scored on the
+held-out ones against predicting the training mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.neural_network import MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from vfusion3d_core.filtering.bootstrap import bootstrap_videos
+from vfusion3d_core.filtering.features import TEMPORAL_STATS, DinoFeaturizer
+
+SVM_FILE = "quality_svm.joblib"
+MLP_FILE = "elevation_mlp.joblib"
+DINO_DIR = "dino"
+INFO_FILE = "quality_models.json"
+LABELS = {"good": 1, "bad": 0}
+
+
+class LabelsError(ValueError):
+    """A labels CSV that cannot be used; names the file."""
+
+
+@dataclass
+class QualityTrainConfig:
+    svm_c: float = 10.0
+    appearance_pca: int = 16  # PCA components of the appearance block (mean/std features) fed to the SVM
+    mlp_hidden: int = 64
+    mlp_alpha: float = 10.0  # L2 penalty of the elevation MLP (few, high-dimensional training orbits)
+    mlp_iters: int = 2000
+    user_holdout_fraction: float = 0.25
+    seed: int = 0
+
+
+@dataclass
+class Orbit:
+    """One real orbit of renders_3d: RGB frames on white, its elevation and camera set-up."""
+
+    key: str
+    frames: np.ndarray
+    elevation_deg: float
+    radius: float
+    intrinsics: np.ndarray  # [4] (fx, fy, cx, cy) of frame 0
+
+
+@dataclass
+class QualityModels:
+    featurizer: DinoFeaturizer
+    svm: object  # sklearn Pipeline(StandardScaler, SVC)
+    mlp: object  # sklearn Pipeline(StandardScaler, MLPRegressor)
+    info: dict = field(default_factory=dict)  # metrics + camera set-up (radius, intrinsics, elevation range)
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """SVM decision values; > 0 leans good."""
+        return np.asarray(self.svm.decision_function(features), np.float64)
+
+    def elevation(self, features: np.ndarray) -> np.ndarray:
+        lo, hi = self.info["elevation_range_deg"]
+        return np.clip(np.asarray(self.mlp.predict(features), np.float64), lo, hi)
+
+    def save(self, directory: str | Path) -> list[str]:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        files = [p.relative_to(d).as_posix() for p in self.featurizer.save(d / DINO_DIR)]
+        joblib.dump(self.svm, d / SVM_FILE)
+        joblib.dump(self.mlp, d / MLP_FILE)
+        (d / INFO_FILE).write_text(json.dumps(self.info, indent=2, sort_keys=True))
+        return sorted(files + [SVM_FILE, MLP_FILE, INFO_FILE])
+
+    @classmethod
+    def load(cls, directory: str | Path) -> QualityModels:
+        """Load a saved set (call only on files whose sha256 was verified against their manifest: joblib
+        files are pickles)."""
+        d = Path(directory)
+        return cls(DinoFeaturizer.load(d / DINO_DIR), joblib.load(d / SVM_FILE), joblib.load(d / MLP_FILE),
+                   json.loads((d / INFO_FILE).read_text()))
+
+
+def read_labels_csv(path: str | Path) -> dict[str, int]:
+    """video_key -> 1 (good) / 0 (bad); the last row for a key wins."""
+    p = Path(path)
+    if not p.is_file():
+        raise LabelsError(f"{p}: no such labels file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"{p}: not UTF-8 text") from exc
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None or not {"video_key", "label"} <= set(reader.fieldnames):
+        raise LabelsError(f"{p}: needs columns video_key,label (got {reader.fieldnames})")
+    out: dict[str, int] = {}
+    for n, row in enumerate(reader, start=2):
+        label = (row["label"] or "").strip().lower()
+        key = (row["video_key"] or "").strip()
+        if label not in LABELS or not key:
+            raise LabelsError(f"{p}:{n}: expected a video_key and label good/bad, got {row}")
+        out[key] = LABELS[label]
+    return out
+
+
+def train_quality_models(featurizer: DinoFeaturizer, train: list[Orbit], heldout: list[Orbit],
+                         user_videos: list[np.ndarray], user_labels: list[int], cfg: QualityTrainConfig,
+                         elevation_range: tuple[float, float]) -> QualityModels:
+    """Fit the SVM (bootstrap of ``train`` + most user labels) and the elevation MLP (``train``); measure both
+    on held-out data."""
+    if not train:
+        raise ValueError("no training orbits to bootstrap from")
+    rng = np.random.default_rng(cfg.seed)
+    boot_v, boot_y, _ = bootstrap_videos([o.frames for o in train], cfg.seed)
+    held_v, held_y, held_kinds = bootstrap_videos([o.frames for o in heldout], cfg.seed + 1)
+    x_boot, x_held = featurizer.video_features(boot_v), featurizer.video_features(held_v)
+    user_y = np.asarray(user_labels, np.int64)
+    x_user = featurizer.video_features(user_videos)
+    order = rng.permutation(len(user_y))
+    n_hold = int(round(cfg.user_holdout_fraction * len(user_y))) if len(user_y) >= 4 else 0
+    hold_idx, fit_idx = order[:n_hold], order[n_hold:]
+    x_fit = np.concatenate([x_boot, x_user[fit_idx]])
+    y_fit = np.concatenate([boot_y, user_y[fit_idx]])
+    dims = x_fit.shape[1]
+    pca = PCA(min(cfg.appearance_pca, len(y_fit) - 1, dims - TEMPORAL_STATS), random_state=cfg.seed)
+    appearance = make_pipeline(StandardScaler(), pca)
+    columns = ColumnTransformer([("temporal", "passthrough", list(range(TEMPORAL_STATS))),
+                                 ("appearance", appearance, list(range(TEMPORAL_STATS, dims)))])
+    svm = make_pipeline(columns, StandardScaler(),
+                        SVC(C=cfg.svm_c, kernel="rbf", gamma="scale", class_weight="balanced"))
+    svm.fit(x_fit, y_fit)
+    metrics: dict = {"train_videos": int(len(y_fit)), "train_good": int(y_fit.sum()),
+                     "user_labels": int(len(user_y)), "user_heldout": int(n_hold)}
+    metrics["train_accuracy"] = float((svm.predict(x_fit) == y_fit).mean())
+    if len(held_y):
+        pred = svm.predict(x_held)
+        metrics["heldout_accuracy"] = float((pred == held_y).mean())
+        metrics["heldout_balanced_accuracy"] = float(balanced_accuracy_score(held_y, pred))
+        metrics["heldout_videos"] = int(len(held_y))
+        kinds = np.asarray(held_kinds)
+        metrics["heldout_accuracy_by_kind"] = {k: float((pred[kinds == k] == held_y[kinds == k]).mean())
+                                               for k in sorted(set(held_kinds))}
+    if n_hold:
+        metrics["user_heldout_accuracy"] = float((svm.predict(x_user[hold_idx]) == user_y[hold_idx]).mean())
+    x_train_real = x_boot[boot_y == 1]
+    elev = np.asarray([o.elevation_deg for o in train])
+    mlp = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(cfg.mlp_hidden,), max_iter=cfg.mlp_iters,
+                                                       alpha=cfg.mlp_alpha, random_state=cfg.seed))
+    mlp.fit(x_train_real, elev)
+    if heldout:
+        x_held_real = x_held[held_y == 1]
+        truth = np.asarray([o.elevation_deg for o in heldout])
+        pred_e = np.clip(mlp.predict(x_held_real), *elevation_range)
+        metrics["elevation_heldout_mae_deg"] = float(np.abs(pred_e - truth).mean())
+        metrics["elevation_baseline_mae_deg"] = float(np.abs(elev.mean() - truth).mean())
+    first = train[0]
+    info = {"metrics": metrics, "radius": float(first.radius), "intrinsics": [float(v) for v in first.intrinsics],
+            "elevation_range_deg": [float(elevation_range[0]), float(elevation_range[1])],
+            "train_config": asdict(cfg), "feature_dim": int(x_fit.shape[1])}
+    return QualityModels(featurizer, svm, mlp, info)

@@ -1,0 +1,237 @@
+"""`quality_models` (DINO featurizer + quality SVM + elevation MLP, trained once) and
+`filtered_multiview_dataset` (one partition per prompt shard: kept synthetic videos as posed multi-view
+samples in the renders_3d schema). The maths lives in vfusion3d_core.filtering.
+
+(No `from __future__ import annotations` in Dagster modules: Dagster resolves config and resource
+annotations at decoration time.)
+"""
+
+import tarfile
+from collections.abc import Iterator
+
+import dagster as dg
+
+from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, ManifestError, file_entries, iter_samples
+from vfusion3d_core.data.manifest import sha256_file
+from vfusion3d_core.data.video_sample import SyntheticVideoSample, iter_video_samples
+from vfusion3d_core.filtering.extract import CODE_VERSION as FILTER_CODE_VERSION
+from vfusion3d_core.filtering.extract import EXAMPLES_FILE, HISTOGRAM_FILE, filter_videos
+from vfusion3d_core.filtering.features import DinoConfig, DinoFeaturizer
+from vfusion3d_core.filtering.models import (
+    LabelsError,
+    Orbit,
+    QualityModels,
+    QualityTrainConfig,
+    read_labels_csv,
+    train_quality_models,
+)
+from vfusion3d_core.video.data import composite_on_white
+from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.lineage import image_markdown, materialize_result
+from vfusion3d_pipeline.partitions import prompt_shards
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
+
+QUALITY = "quality_models"
+FILTERED = "filtered_multiview_dataset"
+SYNTHETIC = "synthetic_videos"
+MODELS_DIR = "models"
+QUALITY_CODE_VERSION = "quality_models-v1"
+
+
+def set_threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        if n < 1:
+            raise dg.Failure(f"torch_threads must be >= 1, got {n}")
+        torch.set_num_threads(n)
+
+
+class QualityModelsConfig(dg.Config):
+    """Labels, featurizer and classifier settings (tiny: a random 2-layer DINOv2 at 32 px)."""
+
+    labels_csv: str | None = None  # video_key,label (good/bad) rows appended by `vfusion3d label`
+    dino_path: str | None = None  # local pretrained Dinov2Model directory (small / paper)
+    dino_image_size: int = 32
+    dino_patch_size: int = 8
+    dino_hidden_size: int = 64
+    dino_layers: int = 2
+    dino_heads: int = 4
+    svm_c: float = 10.0
+    appearance_pca: int = 16
+    mlp_hidden: int = 64
+    mlp_alpha: float = 10.0
+    user_holdout_fraction: float = 0.25
+    seed: int = 0
+    torch_threads: int | None = None
+
+    def dino(self) -> DinoConfig:
+        return DinoConfig(self.dino_path, self.dino_image_size, self.dino_patch_size, self.dino_hidden_size,
+                          self.dino_layers, self.dino_heads, self.seed)
+
+    def train(self) -> QualityTrainConfig:
+        return QualityTrainConfig(self.svm_c, self.appearance_pca, self.mlp_hidden, self.mlp_alpha,
+                                  user_holdout_fraction=self.user_holdout_fraction, seed=self.seed)
+
+
+def render_orbits(version: ArtifactVersion, split: str) -> list[Orbit]:
+    shards = [version.path / f.path for f in version.manifest.files if f.path.startswith(f"{split}/")]
+    return [Orbit(s.key, composite_on_white(s.views), float(s.meta["elevation_deg"]), float(s.meta["radius"]),
+                  s.intrinsics[0]) for s in iter_samples(sorted(shards))]
+
+
+def synthetic_partitions(store: ArtifactStore) -> Iterator[tuple[str, ArtifactVersion]]:
+    """(partition key, latest version) of every synthesized prompt shard, in key order."""
+    base = store.asset_dir(SYNTHETIC)
+    for d in sorted(base.iterdir()) if base.is_dir() else []:
+        if d.is_dir() and not d.name.startswith("."):
+            version = store.latest(SYNTHETIC, d.name)
+            if version is not None:
+                yield d.name, version
+
+
+def iter_partition_videos(version: ArtifactVersion) -> Iterator[SyntheticVideoSample]:
+    yield from iter_video_samples(sorted(version.path / f.path for f in version.manifest.files
+                                         if f.path.endswith(".tar")))
+
+
+@dg.asset(
+    name=QUALITY,
+    group_name="filtering",
+    deps=[RENDERS],
+    kinds={"scikitlearn", "pytorch"},
+    code_version=QUALITY_CODE_VERSION,
+    description="DINOv2 featurizer, quality SVM (bootstrap labels from renders_3d orbits + the user's labels "
+                "CSV) and elevation MLP (renders' known elevations), trained once for every partition of "
+                "filtered_multiview_dataset; held-out accuracy in metadata.",
+)
+def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfig, artifacts: ArtifactStoreResource,
+                   mlflow: MLflowResource) -> dg.MaterializeResult:
+    set_threads(config.torch_threads)
+    store = artifacts.store()
+    renders = store.latest(RENDERS)
+    if renders is None:
+        raise dg.Failure("renders_3d has no committed version; materialize it first")
+    inputs = {RENDERS: renders.digest}
+    labels: dict[str, int] = {}
+    if config.labels_csv:
+        try:
+            labels = read_labels_csv(config.labels_csv)
+        except LabelsError as exc:
+            raise dg.Failure(f"bad labels file: {exc}") from exc
+        inputs["labels_csv"] = sha256_file(config.labels_csv)
+    user_videos, user_labels = [], []
+    for key, version in synthetic_partitions(store) if labels else []:
+        found = [v for v in iter_partition_videos(version) if v.key in labels]
+        if found:
+            inputs[f"{SYNTHETIC}/{key}"] = version.digest
+        for v in found:
+            user_videos.append(v.frames)
+            user_labels.append(labels[v.key])
+    if len(user_videos) < len(labels):
+        context.log.warning(f"{len(labels) - len(user_videos)} labelled video key(s) not found in synthetic_videos")
+    train, heldout = render_orbits(renders, "train"), render_orbits(renders, "heldout")
+    rc = renders.manifest.config
+    elevation_range = (float(rc.get("elevation_min_deg", 0.0)), float(rc.get("elevation_max_deg", 45.0)))
+    store.clean_staging(QUALITY)
+    with mlflow.run_for(context) as run, store.staging(QUALITY) as staging:
+        models = train_quality_models(DinoFeaturizer.build(config.dino()), train, heldout, user_videos, user_labels,
+                                      config.train(), elevation_range)
+        files = [f"{MODELS_DIR}/{f}" for f in models.save(staging / MODELS_DIR)]
+        m = models.info["metrics"]
+        counts = {"bootstrap_orbits": len(train), "heldout_orbits": len(heldout), "user_labels": len(user_labels)}
+        manifest = Manifest(QUALITY, file_entries(staging, files), counts, config.model_dump(), inputs=inputs,
+                            code_version=QUALITY_CODE_VERSION, run_id=context.run.run_id)
+        version = store.commit(staging, manifest, QUALITY)
+        run.log_params(config.model_dump())
+        run.log_input(RENDERS, renders)
+        run.log_metrics({k: v for k, v in m.items() if isinstance(v, int | float)})
+        run.log_output(QUALITY, version)
+    context.log.info(f"committed {QUALITY} {version.path.name}: held-out accuracy {m.get('heldout_accuracy')}, "
+                     f"balanced {m.get('heldout_balanced_accuracy')}, elevation MAE "
+                     f"{m.get('elevation_heldout_mae_deg')} (baseline {m.get('elevation_baseline_mae_deg')})")
+    return materialize_result(version, {
+        "heldout_accuracy": m.get("heldout_accuracy", float("nan")),
+        "heldout_balanced_accuracy": m.get("heldout_balanced_accuracy", float("nan")),
+        "metrics": dg.MetadataValue.json(m),
+        "mlflow_run_id": run.run_id,
+    })
+
+
+class FilteredDatasetConfig(dg.Config):
+    threshold: float = 0.0  # keep a video when its SVM decision value is above this
+    samples_per_shard: int = 64
+    torch_threads: int | None = None
+
+
+def load_quality_models(store: ArtifactStore) -> tuple[ArtifactVersion, QualityModels]:
+    version = store.latest(QUALITY)
+    if version is None:
+        raise dg.Failure("quality_models has no committed version; materialize it first")
+    problems = version.manifest.verify(version.path)
+    if problems:  # the joblib files are pickles: never load unverified bytes
+        raise ManifestError(f"{version.path}: quality models do not match their manifest: {problems[:5]}")
+    return version, QualityModels.load(version.path / MODELS_DIR)
+
+
+@dg.asset(
+    name=FILTERED,
+    group_name="filtering",
+    deps=[SYNTHETIC, QUALITY],
+    partitions_def=prompt_shards,
+    kinds={"scikitlearn", "webdataset"},
+    code_version=FILTER_CODE_VERSION,
+    automation_condition=dg.AutomationCondition.eager(),
+    description="Synthetic videos of one prompt shard scored by the quality SVM; kept ones become posed "
+                "multi-view samples (frame i at azimuth i*360/F, MLP-predicted elevation, renders' radius and "
+                "intrinsics) in the renders_3d WebDataset schema; scores.csv, histogram, examples.",
+)
+def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: FilteredDatasetConfig,
+                               artifacts: ArtifactStoreResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    key = context.partition_key
+    set_threads(config.torch_threads)
+    store = artifacts.store()
+    synth = store.latest(SYNTHETIC, key)
+    if synth is None:
+        raise dg.Failure(f"synthetic_videos/{key} has no committed version; synthesize it first")
+    problems = synth.manifest.verify(synth.path)
+    if problems:
+        raise ManifestError(f"{synth.path}: does not match its manifest: {problems[:5]}")
+    models_version, models = load_quality_models(store)
+    store.clean_staging(FILTERED, key)
+    with mlflow.run_for(context) as run, store.staging(FILTERED, key) as staging:
+        result = filter_videos(iter_partition_videos(synth), models, staging, key, config.threshold,
+                               config.samples_per_shard,
+                               progress=lambda n: context.log.info(f"{key}: scored {n} videos"))
+        run_config = {**config.model_dump(), "partition": key}
+        run_config.pop("torch_threads")
+        manifest = Manifest(FILTERED, file_entries(staging, result.files), result.counts, run_config,
+                            inputs={QUALITY: models_version.digest, f"{SYNTHETIC}/{key}": synth.digest},
+                            code_version=FILTER_CODE_VERSION, run_id=context.run.run_id)
+        version = store.commit(staging, manifest, FILTERED, key)
+        run.log_params(run_config)
+        run.log_input(QUALITY, models_version)
+        run.log_input(f"{SYNTHETIC}/{key}", synth)
+        run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
+        run.log_output(FILTERED, version)
+    c = result.counts
+    context.log.info(f"committed {FILTERED}/{key} {version.path.name}: kept {c['kept']}, rejected {c['rejected']}")
+    metrics = models.info["metrics"]
+    kept = [k for k, _, keep, _ in result.scores if keep]
+    rejected = [k for k, _, keep, _ in result.scores if not keep]
+    return materialize_result(version, {
+        "partition": key, "kept": c["kept"], "rejected": c["rejected"],
+        "classifier_heldout_accuracy": metrics.get("heldout_accuracy", float("nan")),
+        "classifier_heldout_balanced_accuracy": metrics.get("heldout_balanced_accuracy", float("nan")),
+        "score_histogram": image_markdown(version.path / HISTOGRAM_FILE, "SVM score histogram (line: threshold)"),
+        "examples": image_markdown(version.path / EXAMPLES_FILE, "kept (green) and rejected (red) videos"),
+        "kept_examples": dg.MetadataValue.json(kept[:8]),
+        "rejected_examples": dg.MetadataValue.json(rejected[:8]),
+        "mlflow_run_id": run.run_id,
+    })
+
+
+def tar_keys(path) -> set[str]:
+    """Sample keys of a WebDataset tar, from member names only (no decoding)."""
+    with tarfile.open(path, "r:") as tf:
+        return {m.name.split(".", 1)[0] for m in tf if m.isfile()}
