@@ -13,3 +13,7 @@ def main() -> None:
 from vfusion3d_core.lrm.cli import generate  # noqa: E402  (subcommands register after the group exists)
 
 main.add_command(generate)
+
+from vfusion3d_core.filtering.label_cli import label  # noqa: E402
+
+main.add_command(label)

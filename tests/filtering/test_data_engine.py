@@ -84,6 +84,22 @@ def test_schedule_synthesis_filtering_and_growth(tmp_path) -> None:
         tick = schedule.evaluate_tick(_tick_context(instance, schedule, root))
         assert [r.partition_key for r in tick.run_requests] == ["shard-000002"]
 
+        # the user's labels of synthesized videos join the bootstrap labels
+        video_keys = [line.split(",")[0] for k in ["shard-000000", "shard-000001"]
+                      for line in (store.latest("filtered_multiview_dataset", k).path / "scores.csv")
+                      .read_text().splitlines()[1:]]
+        labels = tmp_path / "labels.csv"
+        labels.write_text("video_key,label\n" + "".join(f"{k},{'good' if i % 2 else 'bad'}\n"
+                                                         for i, k in enumerate(video_keys)))
+        relabelled = dg.materialize([quality_models], instance=instance, resources=_resources(root),
+                                    run_config={"ops": {"quality_models": {"config": {"labels_csv": str(labels)}}}})
+        assert relabelled.success
+        qv = store.latest("quality_models")
+        assert qv.manifest.counts["user_labels"] == 4 and "labels_csv" in qv.manifest.inputs
+        assert {"synthetic_videos/shard-000000", "synthetic_videos/shard-000001"} <= set(qv.manifest.inputs)
+        assert relabelled.asset_materializations_for_node("quality_models")[0].metadata["metrics"].value[
+            "user_heldout"] == 1
+
         sensor = build_prompt_source_sensor(PromptSourceSettings(str(src)))
         resources = {"artifacts": ArtifactStoreResource(root=str(root))}
         first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
