@@ -122,3 +122,13 @@ def test_schedule_synthesis_filtering_and_growth(tmp_path) -> None:
         assert instance.get_dynamic_partitions("prompt_shards") == keys + ["shard-000003"]
         tick = schedule.evaluate_tick(_tick_context(instance, schedule, root))
         assert [r.partition_key for r in tick.run_requests] == ["shard-000002", "shard-000003"]
+
+        # filtering follows a synthetic partition materialized outside the schedule (UI, backfill): eager condition
+        engine = dg.Definitions(assets=[prompt_set, quality_models, synthetic_videos, filtered_multiview_dataset],
+                                resources=_resources(root))
+        before = dg.evaluate_automation_conditions(defs=engine, instance=instance)
+        assert before.get_requested_partitions(dg.AssetKey("filtered_multiview_dataset")) == set()
+        assert dg.materialize([synthetic_videos], partition_key="shard-000002", instance=instance,
+                              resources=_resources(root)).success
+        after = dg.evaluate_automation_conditions(defs=engine, instance=instance, cursor=before.cursor)
+        assert after.get_requested_partitions(dg.AssetKey("filtered_multiview_dataset")) == {"shard-000002"}
