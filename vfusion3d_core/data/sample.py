@@ -48,8 +48,7 @@ class MultiviewSample:
             raise SampleError(f"{self.key}: cameras {self.c2w.shape}/{self.intrinsics.shape} do not match {v} views")
         if not (np.isfinite(self.c2w).all() and np.isfinite(self.intrinsics).all()):
             raise SampleError(f"{self.key}: non-finite camera values")
-        if not self.key or any(c in self.key for c in "./\\") or self.key.startswith("_"):
-            raise SampleError(f"invalid sample key {self.key!r}")
+        check_sample_key(self.key)
 
     @property
     def num_views(self) -> int:
@@ -57,11 +56,7 @@ class MultiviewSample:
 
     def to_wds(self) -> dict[str, Any]:
         """Encode as a WebDataset sample dict of bytes (deterministic for equal inputs)."""
-        out: dict[str, Any] = {"__key__": self.key}
-        for i, view in enumerate(self.views):
-            buf = io.BytesIO()
-            Image.fromarray(view, "RGBA").save(buf, format="PNG", optimize=False)
-            out[f"{i:03d}{VIEW_SUFFIX}"] = buf.getvalue()
+        out: dict[str, Any] = {"__key__": self.key, **encode_png_sequence(self.views, "RGBA")}
         out["c2w.npy"] = _npy_bytes(self.c2w.astype(np.float32))
         out["intrinsics.npy"] = _npy_bytes(self.intrinsics.astype(np.float32))
         out["caption.txt"] = self.caption.encode("utf-8")
@@ -73,12 +68,12 @@ class MultiviewSample:
         """Decode a raw WebDataset sample (member suffix -> bytes)."""
         key = sample.get("__key__", "?")
         source = f"{sample.get('__url__', '?')}:{key}"
-        view_names = sorted(k for k in sample if k.endswith(VIEW_SUFFIX) and k[:-len(VIEW_SUFFIX)].isdigit())
+        view_names = png_member_names(sample, source)
         missing = [m for m in ("c2w.npy", "intrinsics.npy", "caption.txt", "meta.json") if m not in sample]
         if not view_names or missing:
             raise SampleError(f"{source}: incomplete sample (views: {len(view_names)}, missing {missing})")
         try:
-            views = np.stack([_decode_png(sample[n]) for n in view_names])
+            views = np.stack([decode_png(sample[n], "RGBA") for n in view_names])
             c2w = np.load(io.BytesIO(sample["c2w.npy"]), allow_pickle=False)
             intrinsics = np.load(io.BytesIO(sample["intrinsics.npy"]), allow_pickle=False)
             caption = sample["caption.txt"].decode("utf-8")
@@ -97,8 +92,33 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _decode_png(data: bytes) -> np.ndarray:
+def check_sample_key(key: str) -> None:
+    """Sample keys become tar member prefixes: no dots, slashes or leading underscore."""
+    if not key or any(c in key for c in "./\\") or key.startswith("_"):
+        raise SampleError(f"invalid sample key {key!r}")
+
+
+def encode_png_sequence(images: np.ndarray, mode: str) -> dict[str, bytes]:
+    """uint8 [N, S, S, C] -> {"000.png": bytes, ...} (deterministic PNG encoding)."""
+    out = {}
+    for i, image in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(image, mode).save(buf, format="PNG", optimize=False)
+        out[f"{i:03d}{VIEW_SUFFIX}"] = buf.getvalue()
+    return out
+
+
+def png_member_names(sample: dict[str, Any], source: str) -> list[str]:
+    """The numbered PNG members of a raw sample, in order; they must run 000, 001, ... without gaps."""
+    names = sorted(k for k in sample if k.endswith(VIEW_SUFFIX) and k[:-len(VIEW_SUFFIX)].isdigit())
+    if names != [f"{i:03d}{VIEW_SUFFIX}" for i in range(len(names))]:
+        raise SampleError(f"{source}: image members are not numbered 000..{len(names) - 1:03d}")
+    return names
+
+
+def decode_png(data: bytes, mode: str) -> np.ndarray:
+    """PNG bytes -> uint8 array in ``mode``; refuses images above MAX_VIEW_PIXELS before decoding."""
     img = Image.open(io.BytesIO(data))
     if img.width * img.height > MAX_VIEW_PIXELS:
-        raise ValueError(f"view of {img.width}x{img.height} pixels exceeds the limit")
-    return np.asarray(img.convert("RGBA"))
+        raise ValueError(f"image of {img.width}x{img.height} pixels exceeds the limit")
+    return np.asarray(img.convert(mode))

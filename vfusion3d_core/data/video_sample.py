@@ -14,7 +14,6 @@ and read with ``iter_raw_samples`` + ``SyntheticVideoSample.from_wds``.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,10 +23,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vfusion3d_core.data.sample import MAX_VIEW_PIXELS, SampleError
+from vfusion3d_core.data.sample import SampleError, check_sample_key, decode_png, encode_png_sequence, png_member_names
 from vfusion3d_core.data.shards import iter_raw_samples
 
-FRAME_SUFFIX = ".png"
 REQUIRED = ("prompt.txt", "seed.txt", "model.txt", "meta.json")
 
 
@@ -46,8 +44,7 @@ class SyntheticVideoSample:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
             raise SampleError(f"{self.key}: frames must be uint8 [F, S, S, 3], got {self.frames.dtype} "
                               f"{self.frames.shape}")
-        if not self.key or any(c in self.key for c in "./\\") or self.key.startswith("_"):
-            raise SampleError(f"invalid sample key {self.key!r}")
+        check_sample_key(self.key)
         if not self.model_digest or not all(c in "0123456789abcdef" for c in self.model_digest):
             raise SampleError(f"{self.key}: model digest must be lowercase hex, got {self.model_digest!r}")
 
@@ -57,11 +54,7 @@ class SyntheticVideoSample:
 
     def to_wds(self) -> dict[str, Any]:
         """WebDataset sample dict of bytes (deterministic for equal inputs)."""
-        out: dict[str, Any] = {"__key__": self.key}
-        for i, frame in enumerate(self.frames):
-            buf = io.BytesIO()
-            Image.fromarray(frame, "RGB").save(buf, format="PNG", optimize=False)
-            out[f"{i:03d}{FRAME_SUFFIX}"] = buf.getvalue()
+        out: dict[str, Any] = {"__key__": self.key, **encode_png_sequence(self.frames, "RGB")}
         out["prompt.txt"] = self.prompt.encode("utf-8")
         out["seed.txt"] = str(int(self.seed)).encode()
         out["model.txt"] = self.model_digest.encode()
@@ -72,14 +65,12 @@ class SyntheticVideoSample:
     def from_wds(cls, sample: dict[str, Any]) -> SyntheticVideoSample:
         key = sample.get("__key__", "?")
         source = f"{sample.get('__url__', '?')}:{key}"
-        names = sorted(k for k in sample if k.endswith(FRAME_SUFFIX) and k[:-len(FRAME_SUFFIX)].isdigit())
+        names = png_member_names(sample, source)
         missing = [m for m in REQUIRED if m not in sample]
         if not names or missing:
             raise SampleError(f"{source}: incomplete video sample (frames: {len(names)}, missing {missing})")
-        if names != [f"{i:03d}{FRAME_SUFFIX}" for i in range(len(names))]:
-            raise SampleError(f"{source}: frame members are not numbered 000..{len(names) - 1:03d}")
         try:
-            frames = np.stack([_decode_rgb(sample[n]) for n in names])
+            frames = np.stack([decode_png(sample[n], "RGB") for n in names])
             out = cls(key, sample["prompt.txt"].decode("utf-8"), frames, int(sample["seed.txt"].decode()),
                       sample["model.txt"].decode(), json.loads(sample["meta.json"]))
         except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError) as exc:
@@ -92,9 +83,3 @@ def iter_video_samples(urls: Iterable[str | Path]) -> Iterator[SyntheticVideoSam
     for raw in iter_raw_samples(urls):
         yield SyntheticVideoSample.from_wds(raw)
 
-
-def _decode_rgb(data: bytes) -> np.ndarray:
-    img = Image.open(io.BytesIO(data))
-    if img.width * img.height > MAX_VIEW_PIXELS:
-        raise ValueError(f"frame of {img.width}x{img.height} pixels exceeds the limit")
-    return np.asarray(img.convert("RGB"))
