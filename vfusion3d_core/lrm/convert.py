@@ -8,31 +8,43 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-# (pattern, replacement) applied in order; the first matching rule wins for the module prefix.
-_PREFIX_RULES: tuple[tuple[str, str], ...] = (
-    (r"^encoder\.model\.", "encoder.dino."),
-    (r"^camera_embedder\.mlp\.(\d+)\.", r"camera_embedder.net.\1."),
-    (r"^transformer\.pos_embed$", "transformer.tokens"),
-    (r"^transformer\.layers\.(\d+)\.norm1\.norm\.", r"transformer.blocks.\1.norm_cross.ln."),
-    (r"^transformer\.layers\.(\d+)\.norm1\.mlp\.1\.", r"transformer.blocks.\1.norm_cross.proj."),
-    (r"^transformer\.layers\.(\d+)\.norm2\.norm\.", r"transformer.blocks.\1.norm_self.ln."),
-    (r"^transformer\.layers\.(\d+)\.norm2\.mlp\.1\.", r"transformer.blocks.\1.norm_self.proj."),
-    (r"^transformer\.layers\.(\d+)\.norm3\.norm\.", r"transformer.blocks.\1.norm_mlp.ln."),
-    (r"^transformer\.layers\.(\d+)\.norm3\.mlp\.1\.", r"transformer.blocks.\1.norm_mlp.proj."),
-    (r"^transformer\.layers\.(\d+)\.mlp\.0\.", r"transformer.blocks.\1.mlp.fc1."),
-    (r"^transformer\.layers\.(\d+)\.mlp\.3\.", r"transformer.blocks.\1.mlp.fc2."),
-    (r"^transformer\.layers\.(\d+)\.(cross_attn|self_attn)\.", r"transformer.blocks.\1.\2."),
-    (r"^transformer\.norm\.", "transformer.final_norm."),
-    (r"^transformer\.deconv\.", "upsampler.deconv."),
+# (released name, our name) prefixes; "{n}" is a layer index. A prefix without a trailing dot is a
+# whole name. Both conversion directions are compiled from this one table.
+_NAME_PAIRS: tuple[tuple[str, str], ...] = (
+    ("encoder.model.", "encoder.dino."),
+    ("camera_embedder.mlp.{n}.", "camera_embedder.net.{n}."),
+    ("transformer.pos_embed", "transformer.tokens"),
+    ("transformer.layers.{n}.norm1.norm.", "transformer.blocks.{n}.norm_cross.ln."),
+    ("transformer.layers.{n}.norm1.mlp.1.", "transformer.blocks.{n}.norm_cross.proj."),
+    ("transformer.layers.{n}.norm2.norm.", "transformer.blocks.{n}.norm_self.ln."),
+    ("transformer.layers.{n}.norm2.mlp.1.", "transformer.blocks.{n}.norm_self.proj."),
+    ("transformer.layers.{n}.norm3.norm.", "transformer.blocks.{n}.norm_mlp.ln."),
+    ("transformer.layers.{n}.norm3.mlp.1.", "transformer.blocks.{n}.norm_mlp.proj."),
+    ("transformer.layers.{n}.mlp.0.", "transformer.blocks.{n}.mlp.fc1."),
+    ("transformer.layers.{n}.mlp.3.", "transformer.blocks.{n}.mlp.fc2."),
+    ("transformer.layers.{n}.cross_attn.", "transformer.blocks.{n}.cross_attn."),
+    ("transformer.layers.{n}.self_attn.", "transformer.blocks.{n}.self_attn."),
+    ("transformer.norm.", "transformer.final_norm."),
+    ("transformer.deconv.", "upsampler.deconv."),
 )
 
-# transformers 4.42 DINOv2 attention names -> transformers 5.x names.
-_DINO_RULES: tuple[tuple[str, str], ...] = (
-    (r"\.attention\.attention\.query\.", ".attention.q_proj."),
-    (r"\.attention\.attention\.key\.", ".attention.k_proj."),
-    (r"\.attention\.attention\.value\.", ".attention.v_proj."),
-    (r"\.attention\.output\.dense\.", ".attention.o_proj."),
+# transformers 4.42 DINOv2 attention names <-> transformers 5.x names (anywhere in the name).
+_DINO_PAIRS: tuple[tuple[str, str], ...] = (
+    (".attention.attention.query.", ".attention.q_proj."),
+    (".attention.attention.key.", ".attention.k_proj."),
+    (".attention.attention.value.", ".attention.v_proj."),
+    (".attention.output.dense.", ".attention.o_proj."),
 )
+
+
+def _prefix_rule(source: str, target: str) -> tuple[str, str]:
+    pattern = "^" + re.escape(source).replace(re.escape("{n}"), r"(\d+)") + ("" if source.endswith(".") else "$")
+    return pattern, target.replace("{n}", r"\1")
+
+
+# (pattern, replacement) applied in order; the first matching rule wins for the module prefix.
+_PREFIX_RULES = tuple(_prefix_rule(official, ours) for official, ours in _NAME_PAIRS)
+_DINO_RULES = tuple((re.escape(official), ours) for official, ours in _DINO_PAIRS)
 
 _DECODER = re.compile(r"^synthesizer\.decoder\.net\.(\d+)\.(weight|bias)$")
 
@@ -57,29 +69,9 @@ def official_to_ours(name: str) -> str | None:
     return None
 
 
-# our name -> released name (inverse of the rules above).
-_INVERSE_RULES: tuple[tuple[str, str], ...] = (
-    (r"^encoder\.dino\.", "encoder.model."),
-    (r"^camera_embedder\.net\.(\d+)\.", r"camera_embedder.mlp.\1."),
-    (r"^transformer\.tokens$", "transformer.pos_embed"),
-    (r"^transformer\.blocks\.(\d+)\.norm_cross\.ln\.", r"transformer.layers.\1.norm1.norm."),
-    (r"^transformer\.blocks\.(\d+)\.norm_cross\.proj\.", r"transformer.layers.\1.norm1.mlp.1."),
-    (r"^transformer\.blocks\.(\d+)\.norm_self\.ln\.", r"transformer.layers.\1.norm2.norm."),
-    (r"^transformer\.blocks\.(\d+)\.norm_self\.proj\.", r"transformer.layers.\1.norm2.mlp.1."),
-    (r"^transformer\.blocks\.(\d+)\.norm_mlp\.ln\.", r"transformer.layers.\1.norm3.norm."),
-    (r"^transformer\.blocks\.(\d+)\.norm_mlp\.proj\.", r"transformer.layers.\1.norm3.mlp.1."),
-    (r"^transformer\.blocks\.(\d+)\.mlp\.fc1\.", r"transformer.layers.\1.mlp.0."),
-    (r"^transformer\.blocks\.(\d+)\.mlp\.fc2\.", r"transformer.layers.\1.mlp.3."),
-    (r"^transformer\.blocks\.(\d+)\.(cross_attn|self_attn)\.", r"transformer.layers.\1.\2."),
-    (r"^transformer\.final_norm\.", "transformer.norm."),
-    (r"^upsampler\.deconv\.", "transformer.deconv."),
-)
-_INVERSE_DINO_RULES: tuple[tuple[str, str], ...] = (
-    (r"\.attention\.q_proj\.", ".attention.attention.query."),
-    (r"\.attention\.k_proj\.", ".attention.attention.key."),
-    (r"\.attention\.v_proj\.", ".attention.attention.value."),
-    (r"\.attention\.o_proj\.", ".attention.output.dense."),
-)
+# our name -> released name: the same tables, read the other way.
+_INVERSE_RULES = tuple(_prefix_rule(ours, official) for official, ours in _NAME_PAIRS)
+_INVERSE_DINO_RULES = tuple((re.escape(ours), official) for official, ours in _DINO_PAIRS)
 _OUR_DECODER = re.compile(r"^decoder\.layers\.(\d+)\.(weight|bias)$")
 
 
