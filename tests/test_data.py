@@ -89,20 +89,19 @@ def test_truncated_and_unsafe_shards_are_refused(tmp_path) -> None:
     shard.write_bytes(data[: len(data) // 2])
     with pytest.raises(ShardError, match="shard-000000.tar"):
         list(iter_samples([shard]))
-    evil = tmp_path / "evil.tar"
-    with tarfile.open(evil, "w") as tf:
-        info = tarfile.TarInfo("../escape.txt")
-        info.size = 2
-        tf.addfile(info, io.BytesIO(b"hi"))
     with pytest.raises(ShardError, match="unsafe member"):
-        list(iter_samples([evil]))
-    incomplete = tmp_path / "incomplete.tar"
-    with tarfile.open(incomplete, "w") as tf:
-        info = tarfile.TarInfo("k.000.png")
+        list(iter_samples([_one_member_tar(tmp_path / "evil.tar", "../escape.txt")]))
+    with pytest.raises(SampleError, match="incomplete sample"):
+        list(iter_samples([_one_member_tar(tmp_path / "incomplete.tar", "k.000.png")]))
+
+
+def _one_member_tar(path, member: str):
+    """A tar holding one 2-byte file named ``member``."""
+    with tarfile.open(path, "w") as tf:
+        info = tarfile.TarInfo(member)
         info.size = 2
         tf.addfile(info, io.BytesIO(b"hi"))
-    with pytest.raises(SampleError, match="incomplete sample"):
-        list(iter_samples([incomplete]))
+    return path
 
 
 def _manifest(tmp_path, **kw) -> Manifest:
