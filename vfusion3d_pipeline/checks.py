@@ -27,7 +27,7 @@ def renders_3d_integrity(artifacts: ArtifactStoreResource) -> dg.AssetCheckResul
     per_split = Counter()
     views_expected = m.config["num_views"]
     for split in uids:
-        shards = [version.path / f.path for f in m.files if f.path.startswith(f"{split}/")]
+        shards = version.files_under(split)
         try:
             for sample in iter_samples(shards):
                 if sample.key in uids[split]:

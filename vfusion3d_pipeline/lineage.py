@@ -7,13 +7,22 @@ from pathlib import Path
 
 import dagster as dg
 
-from vfusion3d_core.data import ArtifactVersion
+from vfusion3d_core.data import ArtifactStore, ArtifactVersion
 
 
 def image_markdown(path: Path, title: str) -> dg.MetadataValue:
     """An inline PNG preview the Dagster UI shows in the asset's metadata."""
     data = base64.b64encode(path.read_bytes()).decode()
     return dg.MetadataValue.md(f"**{title}**\n\n![{title}](data:image/png;base64,{data})")
+
+
+def require_latest(store: ArtifactStore, asset: str, partition: str | None = None) -> ArtifactVersion:
+    """The current version of an upstream asset, or a Failure telling the user to materialize it."""
+    version = store.latest(asset, partition)
+    if version is None:
+        where = f"{asset}[{partition}]" if partition else asset
+        raise dg.Failure(f"{where} has no committed version; materialize it first")
+    return version
 
 
 def materialize_result(version: ArtifactVersion, extra: dict | None = None) -> dg.MaterializeResult:

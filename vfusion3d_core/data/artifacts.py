@@ -40,6 +40,10 @@ class ArtifactVersion:
     def digest(self) -> str:
         return self.manifest.digest
 
+    def files_under(self, folder: str) -> list[Path]:
+        """Sorted paths of the manifest's files inside ``folder`` (e.g. the "train" shards)."""
+        return sorted(self.path / f.path for f in self.manifest.files if f.path.startswith(f"{folder}/"))
+
 
 class ArtifactStore:
     """Local-filesystem artifact root."""

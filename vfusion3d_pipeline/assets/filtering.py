@@ -27,7 +27,7 @@ from vfusion3d_core.filtering.models import (
 )
 from vfusion3d_core.video.data import composite_on_white
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
-from vfusion3d_pipeline.lineage import image_markdown, materialize_result
+from vfusion3d_pipeline.lineage import image_markdown, materialize_result, require_latest
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
 
@@ -75,9 +75,8 @@ class QualityModelsConfig(dg.Config):
 
 
 def render_orbits(version: ArtifactVersion, split: str) -> list[Orbit]:
-    shards = [version.path / f.path for f in version.manifest.files if f.path.startswith(f"{split}/")]
     return [Orbit(s.key, composite_on_white(s.views), float(s.meta["elevation_deg"]), float(s.meta["radius"]),
-                  s.intrinsics[0]) for s in iter_samples(sorted(shards))]
+                  s.intrinsics[0]) for s in iter_samples(version.files_under(split))]
 
 
 def synthetic_partitions(store: ArtifactStore) -> Iterator[tuple[str, ArtifactVersion]]:
@@ -109,9 +108,7 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
                    mlflow: MLflowResource) -> dg.MaterializeResult:
     set_threads(config.torch_threads)
     store = artifacts.store()
-    renders = store.latest(RENDERS)
-    if renders is None:
-        raise dg.Failure("renders_3d has no committed version; materialize it first")
+    renders = require_latest(store, RENDERS)
     inputs = {RENDERS: renders.digest}
     labels: dict[str, int] = {}
     if config.labels_csv:

@@ -23,7 +23,7 @@ from vfusion3d_core.lrm.generate import load_model
 from vfusion3d_core.lrm.train import LRMTrainConfig, LRMTrainer
 from vfusion3d_core.lrm.train.evaluate import evaluate_novel_views
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
-from vfusion3d_pipeline.lineage import materialize_result
+from vfusion3d_pipeline.lineage import materialize_result, require_latest
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
 PRETRAINED = "lrm_pretrained"
@@ -52,10 +52,6 @@ class LRMTrainAssetConfig(dg.Config):
             return LRMTrainConfig.preset(preset, **{**fields, **json.loads(self.overrides_json)})
         except (TypeError, ValueError) as exc:
             raise dg.Failure(f"invalid LRM training config: {exc}") from exc
-
-
-def _split_shards(version: ArtifactVersion, split: str) -> list[Path]:
-    return [version.path / f.path for f in version.manifest.files if f.path.startswith(f"{split}/")]
 
 
 def _external_shards(folder: str) -> tuple[list[Path], dict[str, str]]:
@@ -188,21 +184,15 @@ def _train_torchrun(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, s
 )
 def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
                    preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
-    store = artifacts.store()
+    renders = require_latest(artifacts.store(), RENDERS)  # its held-out split scores every model
     versions: dict[str, ArtifactVersion] = {}
     if config.dataset_dir:
         shards, inputs = _external_shards(config.dataset_dir)
     else:
-        renders = store.latest(RENDERS)
-        if renders is None:
-            raise dg.Failure("renders_3d has no committed version; materialize it first")
-        shards, inputs, versions = _split_shards(renders, "train"), {RENDERS: renders.digest}, {RENDERS: renders}
+        shards, inputs, versions = renders.files_under("train"), {RENDERS: renders.digest}, {RENDERS: renders}
     init, init_inputs = _initial_model(config, None)
-    renders = store.latest(RENDERS)
-    if renders is None:
-        raise dg.Failure("renders_3d (its held-out split) is needed for evaluation; materialize it first")
     return train_lrm_asset(context, PRETRAINED, config, config.recipe(preset.validated()), shards,
-                           _split_shards(renders, "heldout"), {**inputs, **init_inputs}, versions, init, artifacts,
+                           renders.files_under("heldout"), {**inputs, **init_inputs}, versions, init, artifacts,
                            mlflow)
 
 
@@ -229,6 +219,6 @@ def lrm_finetuned(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig
     recipe.seed += 1  # a different data order / noise stream than the pretraining run
     init, init_inputs = _initial_model(config, pretrained)
     versions = {RENDERS: renders, **({PRETRAINED: pretrained} if pretrained and not config.init_official else {})}
-    return train_lrm_asset(context, FINETUNED, config, recipe, _split_shards(renders, "train"),
-                           _split_shards(renders, "heldout"), {RENDERS: renders.digest, **init_inputs}, versions, init,
+    return train_lrm_asset(context, FINETUNED, config, recipe, renders.files_under("train"),
+                           renders.files_under("heldout"), {RENDERS: renders.digest, **init_inputs}, versions, init,
                            artifacts, mlflow)

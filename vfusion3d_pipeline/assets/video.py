@@ -22,7 +22,7 @@ from vfusion3d_core.video.sampler import SampleSettings
 from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
 from vfusion3d_core.video.synthesis import synthesize_shard
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
-from vfusion3d_pipeline.lineage import materialize_result
+from vfusion3d_pipeline.lineage import materialize_result, require_latest
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
@@ -81,10 +81,8 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
     cfg = config.to_core(preset.validated())
     set_threads(config.torch_threads)
     store = artifacts.store()
-    renders = store.latest(RENDERS)
-    if renders is None:
-        raise dg.Failure("renders_3d has no committed version; materialize it first")
-    shards = [renders.path / f.path for f in renders.manifest.files if f.path.startswith("train/")]
+    renders = require_latest(store, RENDERS)
+    shards = renders.files_under("train")
     store.clean_staging(MODEL)
     run_key = hashlib.sha256(json.dumps([cfg.to_dict(), renders.digest, MODEL_CODE_VERSION], sort_keys=True,
                                         default=str).encode()).hexdigest()[:16]
