@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vfusion3d_core.redact import redact
+
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 _CHUNK = 1 << 20
@@ -77,6 +79,10 @@ class Manifest:
     run_id: str | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        # Credentials come from the environment only and never land in a manifest (vfusion3d_core/redact.py).
+        self.config = redact(self.config)
 
     @property
     def digest(self) -> str:

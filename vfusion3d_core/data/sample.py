@@ -48,6 +48,7 @@ class MultiviewSample:
             raise SampleError(f"{self.key}: cameras {self.c2w.shape}/{self.intrinsics.shape} do not match {v} views")
         if not (np.isfinite(self.c2w).all() and np.isfinite(self.intrinsics).all()):
             raise SampleError(f"{self.key}: non-finite camera values")
+        check_cameras(self.key, self.c2w, self.intrinsics)
         check_sample_key(self.key)
 
     @property
@@ -90,6 +91,21 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
     return buf.getvalue()
+
+
+def check_cameras(key: str, c2w: np.ndarray, intrinsics: np.ndarray, tol: float = 1e-3) -> None:
+    """Cameras must be rigid camera-to-world transforms (orthonormal rotation, det +1, last row 0 0 0 1)
+    with positive focal lengths: anything else makes the training rays undefined."""
+    c2w = np.asarray(c2w, np.float64)
+    rot = c2w[:, :3, :3]
+    bad_rows = np.abs(c2w[:, 3] - np.array([0.0, 0.0, 0.0, 1.0])).max(axis=1) > tol
+    bad_rot = np.abs(rot.transpose(0, 2, 1) @ rot - np.eye(3)).max(axis=(1, 2)) > tol
+    bad_det = np.abs(np.linalg.det(rot) - 1.0) > tol
+    bad = np.flatnonzero(bad_rows | bad_rot | bad_det)
+    if len(bad):
+        raise SampleError(f"{key}: camera {int(bad[0])} is not a rigid camera-to-world transform")
+    if (np.asarray(intrinsics)[:, :2] <= 0).any():
+        raise SampleError(f"{key}: focal lengths must be positive")
 
 
 def check_sample_key(key: str) -> None:

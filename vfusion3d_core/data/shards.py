@@ -10,6 +10,7 @@ from types import TracebackType
 
 import webdataset as wds
 
+from vfusion3d_core.data.artifacts import pid_alive
 from vfusion3d_core.data.sample import MultiviewSample, SampleError
 
 SHARD_PATTERN = "shard-{index:06d}.tar"
@@ -41,6 +42,13 @@ class ShardWriter:
         self._tmp: Path | None = None
         self._final: Path | None = None
         self._keys: set[str] = set()
+        self._clean_dead_temporaries()
+
+    def _clean_dead_temporaries(self) -> None:
+        """Remove hidden temporary shards left by killed writers (their pid is gone); never a live one."""
+        for tmp in self.directory.glob(f".{self.prefix}-*.tar.tmp-*"):
+            if not pid_alive(tmp.name.rsplit("-", 1)[-1]):
+                tmp.unlink(missing_ok=True)
 
     def write(self, sample: MultiviewSample) -> None:
         """Append one sample; keys must be unique across the whole writer."""
@@ -145,8 +153,15 @@ def _check_tar(path: str) -> None:
                     raise ShardError(f"{path}: member {name!r} is not a regular file")
                 if name.startswith("/") or ".." in Path(name).parts:
                     raise ShardError(f"{path}: unsafe member path {name!r}")
+            end = tf.offset  # where the member list stopped: the end-of-archive marker must follow
+        with open(path, "rb") as f:
+            f.seek(end)
+            marker = f.read(2 * tarfile.BLOCKSIZE)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ShardError(f"{path}: unreadable tar shard: {exc}") from exc
+    if len(marker) < 2 * tarfile.BLOCKSIZE or marker.count(0) != len(marker):
+        # A tar cut at a member boundary reads as a shorter valid archive; only the marker tells.
+        raise ShardError(f"{path}: truncated tar shard (no end-of-archive marker after byte {end})")
 
 
 def count_samples(path: str | Path) -> int:

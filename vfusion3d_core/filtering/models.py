@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ MLP_FILE = "elevation_mlp.joblib"
 DINO_DIR = "dino"
 INFO_FILE = "quality_models.json"
 LABELS = {"good": 1, "bad": 0}
+VIDEO_KEY_RE = re.compile(r"^[A-Za-z0-9-][A-Za-z0-9_-]*$")  # the synthetic sample key (= prompt id)
 
 
 class LabelsError(ValueError):
@@ -109,12 +111,19 @@ def read_labels_csv(path: str | Path) -> dict[str, int]:
     if reader.fieldnames is None or not {"video_key", "label"} <= set(reader.fieldnames):
         raise LabelsError(f"{p}: needs columns video_key,label (got {reader.fieldnames})")
     out: dict[str, int] = {}
+    partitions: dict[str, str] = {}
     for n, row in enumerate(reader, start=2):
         label = (row["label"] or "").strip().lower()
         key = (row["video_key"] or "").strip()
         if label not in LABELS or not key:
             raise LabelsError(f"{p}:{n}: expected a video_key and label good/bad, got {row}")
-        out[key] = LABELS[label]
+        if not VIDEO_KEY_RE.match(key):
+            raise LabelsError(f"{p}:{n}: video_key {key!r} is not a sample key (letters, digits, '_', '-')")
+        part = (row.get("partition") or "").strip()
+        if part and partitions.setdefault(key, part) != part:
+            raise LabelsError(f"{p}:{n}: video_key {key!r} is labelled in partition {part!r} here but "
+                              f"{partitions[key]!r} earlier; a prompt id belongs to one partition")
+        out[key] = LABELS[label]  # a later row for the same key overrides (relabelling appends)
     return out
 
 

@@ -37,7 +37,15 @@ def read_checkpoint(directory: str | Path) -> tuple[LRMConfig, dict[str, torch.T
         config = LRMConfig.load(path / CONFIG_NAME)
     except (ValueError, TypeError, json.JSONDecodeError) as err:
         raise CheckpointMismatchError(f"{path / CONFIG_NAME} is not a valid LRM config: {err}") from err
-    return config, load_file(str(path / WEIGHTS_NAME))
+    return config, _load_safetensors(path / WEIGHTS_NAME)
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """``load_file`` with a clear error naming the file (truncated, lying header, not safetensors at all)."""
+    try:
+        return load_file(str(file))
+    except Exception as err:  # noqa: BLE001 - SafetensorError is not a ValueError/OSError subclass
+        raise CheckpointMismatchError(f"cannot read {file} as safetensors ({type(err).__name__}: {err})") from err
 
 
 def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -46,7 +54,7 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise FileNotFoundError(f"weight file not found: {file}")
     if file.suffix == ".safetensors":
-        return load_file(str(file))
+        return _load_safetensors(file)
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - surface any unpickling failure as a clear message

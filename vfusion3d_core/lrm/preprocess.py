@@ -107,6 +107,8 @@ def prepare_image(path: str | Path, size: int, border_ratio: float = 0.15, backg
     """Load and preprocess one input. ``background``: 'auto' (alpha channel, else rembg when usable,
     else the whole image), 'always' (rembg, error if unusable) or 'never' (alpha channel or whole image)."""
     rgba, has_alpha = to_rgba(open_image(path, max_pixels))
+    if not (rgba[..., 3] > 0).any():
+        raise ImageError(f"{path}: the image is fully transparent: no foreground to reconstruct")
     if background == "always" or (background == "auto" and not has_alpha and rembg_status()[0]):
         rgba, source = remove_background(rgba), "rembg"
     elif has_alpha:

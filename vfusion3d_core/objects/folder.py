@@ -14,6 +14,7 @@ from vfusion3d_core.objects.mesh import ColoredMesh, MeshError, normalize_into_b
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 MAX_MESH_BYTES = 512 * 1024 * 1024
+MIN_SURFACE_AREA = 1e-6  # of the mesh normalized into the 0.8-radius ball (a visible object has ~0.1 or more)
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,15 @@ def list_mesh_files(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() not in MESH_SUFFIXES:
             continue
-        if path.is_symlink() and not path.resolve().is_relative_to(root):
-            skipped.append(SkippedFile(str(path), "symlink pointing outside the source folder"))
-            continue
+        if path.is_symlink():
+            try:
+                target = path.resolve(strict=True)
+            except (OSError, RuntimeError):  # dangling link or a loop (RuntimeError before Python 3.13)
+                skipped.append(SkippedFile(str(path), "broken or looping symlink"))
+                continue
+            if not target.is_relative_to(root):
+                skipped.append(SkippedFile(str(path), "symlink pointing outside the source folder"))
+                continue
         if path.is_file():
             files.append(path)
     return files, skipped
@@ -80,7 +87,12 @@ def load_mesh_file(path: Path, uid: str, caption: str) -> ColoredMesh:
     mesh = ColoredMesh(uid, caption, vertices, faces,
                        np.concatenate([p.colors for p in parts]), np.concatenate([p.normals for p in parts]),
                        np.concatenate([p.specular for p in parts]), meta={"source": "folder", "file": path.name})
-    return normalize_into_box(mesh)
+    mesh = normalize_into_box(mesh)
+    tri = mesh.vertices[mesh.faces]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum()
+    if not area > MIN_SURFACE_AREA:  # e.g. every triangle collinear: nothing would be rendered
+        raise MeshError(f"degenerate mesh (surface area {area:.2g} after normalization)")
+    return mesh
 
 
 def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None

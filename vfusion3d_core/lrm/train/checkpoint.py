@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from vfusion3d_core.data.artifacts import clean_dead_hidden, discard_dir
 from vfusion3d_core.lrm.checkpoint import save_checkpoint
 from vfusion3d_core.lrm.config import LRMConfig
 from vfusion3d_core.lrm.train.config import LRMTrainConfig
@@ -43,16 +44,18 @@ def save_training_checkpoint(out_dir: str | Path, step: int, model_state: dict[s
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"refusing to write a checkpoint with non-finite values in {name}")
     final = checkpoint_dir(out_dir, step)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_dead_hidden(final.parent)  # temporaries / trash of killed writers
+    tmp = final.parent / f".tmp-{os.getpid()}-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(model_state, model_config, tmp)
     torch.save(state, tmp / STATE_NAME)
     train_config.save(tmp / "train_config.json")
-    if final.exists():  # same step re-written after a resume: replace
-        shutil.rmtree(final)
+    # Removal renames first (discard_dir): a kill never leaves a half-deleted checkpoint under a visible name.
+    discard_dir(final)  # same step re-written after a resume: replace
     os.replace(tmp, final)
     for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        discard_dir(old)
     return final
 
 

@@ -49,6 +49,10 @@ class LRMTrainConfig:
     log_every: int = 10
     seed: int = 0
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    # A step whose loss or gradient norm is NaN/inf: "raise" (NonFiniteLossError) or "skip" it (no optimizer
+    # update, its batch is consumed); more than max_skipped_steps skips in a row raise anyway.
+    on_nonfinite: str = "raise"
+    max_skipped_steps: int = 10
 
     def __post_init__(self) -> None:
         self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages]
@@ -63,6 +67,8 @@ class LRMTrainConfig:
         smallest = min(s.patch_size or s.render_size for s in self.stages)
         if self.lpips_weight > 0 and smallest < MIN_LPIPS_SIZE:
             raise ValueError(f"LPIPS needs renders of at least {MIN_LPIPS_SIZE} px; a stage renders {smallest} px")
+        if self.on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {self.on_nonfinite!r}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.views_per_sample < 1:
             raise ValueError("steps, batch_size, grad_accum and views_per_sample must be >= 1")
 

@@ -74,6 +74,9 @@ class LRMTrainer:
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = (model or LRM(get_preset(cfg.model_preset))).to(self.device).train()
+        bad = [n for n, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise CheckpointError(f"the initial model holds non-finite weights ({bad[:3]}); refusing to train")
         self.loss_fn = ReconstructionLoss(cfg.lpips_weight, cfg.mse_weight, cfg.opacity_weight, cfg.tv_weight,
                                           cfg.lpips_net, cfg.lpips_random_backbone).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.betas, cfg.weight_decay)
@@ -82,6 +85,8 @@ class LRMTrainer:
         self.dev_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank + 1)  # jitter
         self.step = 0
         self.batches = 0  # micro-batches consumed by this rank: the data position
+        self.skipped_steps = 0  # steps skipped for a non-finite loss (on_nonfinite="skip")
+        self._skipped_in_a_row = 0
         self.shards = [str(s) for s in shards]
         self.log_fn = log_fn if self.rank == 0 else None
         self.autocast = self.device.type == "cuda" and cfg.bf16
@@ -174,6 +179,8 @@ class LRMTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             total = 0.0
             terms: dict[str, float] = {}
+            skip = self.cfg.on_nonfinite == "skip"
+            finite = True
             for micro in range(self.cfg.grad_accum):
                 batch = next(batches)
                 self.batches += 1
@@ -182,13 +189,31 @@ class LRMTrainer:
                 with ctx:
                     loss, terms = self._forward(batch, stage)
                     if not torch.isfinite(loss):
-                        raise NonFiniteLossError(f"non-finite loss {float(loss.detach())} at step {self.step} "
-                                                 f"({terms})")
+                        if not skip:
+                            raise NonFiniteLossError(f"non-finite loss {float(loss.detach())} at step {self.step} "
+                                                     f"({terms})")
+                        finite = False  # still run backward: DDP ranks must take part in every all-reduce
                     (loss / self.cfg.grad_accum).backward()
                 total += float(loss.detach()) / self.cfg.grad_accum
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            if not torch.isfinite(grad_norm):
-                raise NonFiniteLossError(f"non-finite gradient norm at step {self.step}")
+            finite = finite and bool(torch.isfinite(grad_norm))
+            if skip and self.world > 1:  # every rank skips or none does
+                flag = torch.tensor([float(finite)], device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                finite = bool(flag.item() > 0)
+            if not finite:
+                if not skip:
+                    raise NonFiniteLossError(f"non-finite gradient norm at step {self.step}")
+                self.skipped_steps += 1
+                self._skipped_in_a_row += 1
+                log.warning("skipping step %d: non-finite loss or gradients (%d skipped)", self.step,
+                            self.skipped_steps)
+                self.optimizer.zero_grad(set_to_none=True)
+                if self._skipped_in_a_row > self.cfg.max_skipped_steps:
+                    raise NonFiniteLossError(f"{self._skipped_in_a_row} steps in a row had a non-finite loss or "
+                                             f"gradients (max_skipped_steps={self.cfg.max_skipped_steps})")
+                continue
+            self._skipped_in_a_row = 0
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
