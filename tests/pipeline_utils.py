@@ -12,6 +12,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # renders_3d at a micro size: 6 + 2 objects, 4 views at 32x32
 MICRO_RENDERS = {"num_objects": 6, "num_heldout": 2, "num_views": 4, "resolution": 32, "samples_per_shard": 4}
+# video_model overrides: 16x16 frames, 4-frame orbits, a couple of steps per training stage (as tests/video)
+VIDEO_MICRO = dict(resolution=16, num_frames=4, vae_channels=[8, 16], vae_norm_groups=4, vae_steps=2, image_steps=2,
+                   video_steps=2, vae_batch=4, image_batch=4, video_batch=2, sample_steps=3, warmup_steps=1,
+                   sample_batch=4, scheduler="euler")
+# LRM training at a micro size: a few steps at 32 px
+LRM_MICRO = {"steps": 4, "batch_size": 2, "overrides_json": json.dumps(
+    {"views_per_sample": 2, "warmup_steps": 1, "stages": [{"start_step": 0, "render_size": 32}],
+     "checkpoint_every": 2, "log_every": 2, "shuffle_buffer": 2})}
 
 
 def pipeline_env(tmp_path: Path, name: str = "run") -> dict[str, str]:

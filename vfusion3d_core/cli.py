@@ -17,3 +17,11 @@ main.add_command(generate)
 from vfusion3d_core.filtering.label_cli import label  # noqa: E402
 
 main.add_command(label)
+
+from vfusion3d_core.data.audit_cli import audit  # noqa: E402
+
+main.add_command(audit)
+
+
+if __name__ == "__main__":
+    main()

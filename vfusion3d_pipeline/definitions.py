@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
+from vfusion3d_pipeline.assets.evaluation import eval_heldout_disjoint, eval_metrics
 from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
-from vfusion3d_pipeline.assets.lrm import lrm_finetuned, lrm_pretrained
+from vfusion3d_pipeline.assets.lrm import lrm_3d_only, lrm_finetuned, lrm_pretrained
 from vfusion3d_pipeline.assets.prompts import prompt_set
 from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.checks import renders_3d_integrity, synthetic_videos_integrity
 from vfusion3d_pipeline.engine_checks import filtered_multiview_integrity, prompt_set_integrity
-from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import default_resources
 from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
 from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
@@ -25,20 +25,34 @@ all_assets_job = dg.define_asset_job("materialize_all",
 renders_job = dg.define_asset_job("renders", selection=dg.AssetSelection.groups("renders"),
                                   description="Render the 3D source objects (renders_3d) and check them.")
 synthesis_job = dg.define_asset_job("synthesize_prompt_shard", selection=dg.AssetSelection.assets(synthetic_videos),
-                                    partitions_def=prompt_shards,
                                     description="Synthesize the orbit videos of one prompt shard (partition).")
 engine_shard_job = dg.define_asset_job(
     "synthesize_and_filter_shard", selection=dg.AssetSelection.assets(synthetic_videos, filtered_multiview_dataset),
     description="Synthesize one prompt shard's videos, then filter them into posed multi-view samples.")
+ablation_job = dg.define_asset_job(
+    "ablation", selection=dg.AssetSelection.assets(lrm_3d_only, lrm_pretrained, lrm_finetuned, eval_metrics),
+    description="The paper's data-source comparison: train 3D only (lrm_3d_only), synthetic only (lrm_pretrained) "
+                "and synthetic then 3D (lrm_finetuned) from the current data, then score them all (eval_metrics: "
+                "the ablation table). Any preset: set resources.preset.config.name in the launchpad.")
 prompt_set_job = dg.define_asset_job("build_prompt_set", selection=dg.AssetSelection.assets(prompt_set),
                                      description="Build or grow (append-only) the prompt set.")
 
-defs = dg.Definitions(
-    assets=[renders_3d, video_model, synthetic_videos, lrm_pretrained, lrm_finetuned, prompt_set, quality_models,
-            filtered_multiview_dataset],
-    asset_checks=[renders_3d_integrity, synthetic_videos_integrity, prompt_set_integrity, filtered_multiview_integrity],
-    jobs=[all_assets_job, renders_job, synthesis_job, engine_shard_job, prompt_set_job],
-    schedules=[build_synthesis_schedule(SynthesisScheduleSettings.from_env())],
-    sensors=[build_prompt_source_sensor(PromptSourceSettings.from_env())],
-    resources=default_resources(),
-)
+ASSETS = [renders_3d, prompt_set, video_model, quality_models, synthetic_videos, filtered_multiview_dataset,
+          lrm_3d_only, lrm_pretrained, lrm_finetuned, eval_metrics]
+ASSET_CHECKS = [renders_3d_integrity, prompt_set_integrity, synthetic_videos_integrity, filtered_multiview_integrity,
+                eval_heldout_disjoint]
+
+
+def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
+    """The code location with the given resources (default: from the environment, see default_resources)."""
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
+        jobs=[all_assets_job, renders_job, synthesis_job, engine_shard_job, prompt_set_job, ablation_job],
+        schedules=[build_synthesis_schedule(SynthesisScheduleSettings.from_env())],
+        sensors=[build_prompt_source_sensor(PromptSourceSettings.from_env())],
+        resources=resources or default_resources(),
+    )
+
+
+defs = build_definitions()

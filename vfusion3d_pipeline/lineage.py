@@ -10,10 +10,14 @@ import dagster as dg
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion
 
 
+def png_markdown(path: Path, title: str) -> str:
+    """Markdown for an inline PNG (a data URI: the Dagster UI needs no file access to show it)."""
+    return f"![{title}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
 def image_markdown(path: Path, title: str) -> dg.MetadataValue:
     """An inline PNG preview the Dagster UI shows in the asset's metadata."""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return dg.MetadataValue.md(f"**{title}**\n\n![{title}](data:image/png;base64,{data})")
+    return dg.MetadataValue.md(f"**{title}**\n\n{png_markdown(path, title)}")
 
 
 def require_latest(store: ArtifactStore, asset: str, partition: str | None = None) -> ArtifactVersion:

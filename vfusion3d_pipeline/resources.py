@@ -9,7 +9,8 @@ from contextlib import contextmanager
 import dagster as dg
 
 from vfusion3d_core.data import ArtifactStore
-from vfusion3d_pipeline.tracking import MLflowRun, default_tracking_uri, mlflow_run
+from vfusion3d_core.data.audit_cli import default_tracking_uri
+from vfusion3d_pipeline.tracking import MLflowRun, mlflow_run
 
 DEFAULT_ARTIFACT_ROOT = "artifacts"
 PRESETS = ("tiny", "small", "paper")

@@ -8,7 +8,6 @@ produced this". Tracking defaults to a sqlite store under the artifact root; not
 from __future__ import annotations
 
 import fcntl
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,10 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from vfusion3d_core.data import ArtifactVersion
-
-
-def default_tracking_uri(artifact_root: str) -> str:
-    return f"sqlite:///{os.path.abspath(os.path.join(artifact_root, 'mlflow.db'))}"
 
 
 def _dataset(name: str, version: ArtifactVersion):
@@ -61,12 +56,37 @@ class MLflowRun:
         self._mlflow.log_input(_dataset(name, version), context="output")
         self._mlflow.set_tags({"output.digest": version.digest, "output.path": str(version.path)})
 
+    def register_model(self, name: str, artifact_path: str, version: ArtifactVersion) -> str:
+        """Register ``runs:/<run>/<artifact_path>`` as a new version of model ``name``; the version's tags
+        point back at the committed artifact (path + manifest digest), which is what `vfusion3d audit`
+        follows. Returns ``models:/NAME/VERSION``."""
+        client = self._mlflow.MlflowClient()
+        with _store_lock(self._mlflow.get_tracking_uri()):
+            if not _registered(client, name):
+                client.create_registered_model(name, description="vfusion3d LRM checkpoints (Dagster asset "
+                                                                  f"{name}); audit with `vfusion3d audit`")
+        tags = {"vfusion3d.artifact_path": str(version.path), "vfusion3d.digest": version.digest,
+                "vfusion3d.asset": version.manifest.asset, "dagster.run_id": version.manifest.run_id or ""}
+        mv = client.create_model_version(name, f"runs:/{self.run_id}/{artifact_path}", run_id=self.run_id, tags=tags)
+        self._mlflow.set_tag("registered_model", f"models:/{name}/{mv.version}")
+        return f"models:/{name}/{mv.version}"
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file, or a directory's contents, under ``artifact_path``."""
         if Path(path).is_dir():
             self._mlflow.log_artifacts(str(path), artifact_path)
         else:
             self._mlflow.log_artifact(str(path), artifact_path)
+
+
+def _registered(client: Any, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+    except Exception as exc:  # MlflowException RESOURCE_DOES_NOT_EXIST
+        if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
+            return False
+        raise
+    return True
 
 
 @contextmanager

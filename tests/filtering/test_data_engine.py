@@ -6,7 +6,7 @@ import datetime
 import json
 
 import dagster as dg
-from pipeline_utils import MICRO_RENDERS
+from pipeline_utils import MICRO_RENDERS, VIDEO_MICRO
 
 from vfusion3d_core.data import ArtifactStore, iter_samples
 from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
@@ -20,10 +20,6 @@ from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, 
 from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
 from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
 
-# 16x16 frames, 4-frame orbits, a couple of steps per training stage (as tests/video).
-VIDEO_MICRO = dict(resolution=16, num_frames=4, vae_channels=[8, 16], vae_norm_groups=4, vae_steps=2, image_steps=2,
-                   video_steps=2, vae_batch=4, image_batch=4, video_batch=2, sample_steps=3, warmup_steps=1,
-                   sample_batch=4, scheduler="euler")
 PROMPTS = ["a red box", "a glossy blue sphere", "a green cone next to a yellow torus", "a striped purple ring",
            "a metallic white cylinder"]
 

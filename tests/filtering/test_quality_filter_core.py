@@ -17,6 +17,7 @@ from vfusion3d_core.filtering import (
     bootstrap_videos,
     corrupt,
     filter_videos,
+    keep_decisions,
     read_labels_csv,
     train_quality_models,
 )
@@ -82,7 +83,7 @@ def test_filter_keeps_orbits_and_poses_them(models, orbits, tmp_path) -> None:
     videos = [SyntheticVideoSample(f"good{i}", f"object {i}", o.frames, i, "ab" * 8, {}) for i, o in enumerate(held)]
     videos += [SyntheticVideoSample(f"bad{i}", f"broken {i}", corrupt(o.frames, kind, rng), i, "ab" * 8, {})
                for i, (o, kind) in enumerate(zip(held, ["blank", "frozen"] * 5, strict=True))]
-    result = filter_videos(videos, models, tmp_path / "out", "shard-000000", samples_per_shard=4, batch=6)
+    result = filter_videos(lambda: videos, models, tmp_path / "out", "shard-000000", samples_per_shard=4, batch=6)
     kept = {k for k, _, keep, _ in result.scores if keep}
     assert result.counts["videos"] == 20 and result.counts["kept"] + result.counts["rejected"] == 20
     assert not any(k.startswith("bad") for k in kept)
@@ -99,6 +100,16 @@ def test_filter_keeps_orbits_and_poses_them(models, orbits, tmp_path) -> None:
     np.testing.assert_allclose(np.degrees(np.arcsin(heights)), s.meta["elevation_deg"], atol=1e-3)
     assert (tmp_path / "out/score_histogram.png").stat().st_size > 0
     assert (tmp_path / "out/scores.csv").read_text().count("\n") == 21
+
+
+def test_keep_floor_keeps_the_best_scoring_below_threshold() -> None:
+    scores = [-3.0, 0.5, -1.0, -2.0, -0.5, -4.0, -1.5, -2.5]
+    assert keep_decisions(scores, 0.0) == [None, "threshold"] + [None] * 6
+    why = keep_decisions(scores, 0.0, min_keep_fraction=0.3)  # ceil(2.4) = 3 kept: 0.5, then -0.5, -1.0
+    assert why == [None, "threshold", "floor", None, "floor", None, None, None]
+    assert keep_decisions(scores, -10.0, min_keep_fraction=0.3).count("floor") == 0  # floor never removes
+    with pytest.raises(ValueError, match="min_keep_fraction"):
+        keep_decisions(scores, 0.0, min_keep_fraction=1.5)
 
 
 def test_alpha_from_white_and_labels_csv(tmp_path) -> None:

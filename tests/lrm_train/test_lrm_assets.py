@@ -1,4 +1,5 @@
-"""lrm_pretrained and lrm_finetuned through Dagster at a micro size."""
+"""lrm_pretrained (on an external dataset folder), lrm_finetuned and lrm_3d_only through Dagster at a micro size.
+The default lrm_pretrained input, the filtered synthetic dataset, is covered by tests/test_whole_graph.py."""
 
 import json
 import sys
@@ -9,18 +10,16 @@ import mlflow
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline_utils import MICRO_RENDERS  # noqa: E402
+from pipeline_utils import LRM_MICRO, MICRO_RENDERS  # noqa: E402
 
 from vfusion3d_core.data import ArtifactStore  # noqa: E402
 from vfusion3d_core.lrm import LRM  # noqa: E402
 from vfusion3d_core.lrm.train.checkpoint import list_checkpoints  # noqa: E402
-from vfusion3d_pipeline.assets.lrm import lrm_finetuned, lrm_pretrained  # noqa: E402
+from vfusion3d_pipeline.assets.lrm import lrm_3d_only, lrm_finetuned, lrm_pretrained  # noqa: E402
 from vfusion3d_pipeline.assets.renders import renders_3d  # noqa: E402
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource  # noqa: E402
 
-TRAIN = {"steps": 4, "batch_size": 2, "overrides_json": json.dumps(
-    {"views_per_sample": 2, "warmup_steps": 1, "stages": [{"start_step": 0, "render_size": 32}],
-     "checkpoint_every": 2, "log_every": 2, "shuffle_buffer": 2})}
+TRAIN = LRM_MICRO
 
 
 def resources(root: Path) -> dict:
@@ -33,13 +32,14 @@ def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     res = resources(tmp_path)
     assert dg.materialize([renders_3d], resources=res, instance=instance,
                           run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    train_dir = ArtifactStore(tmp_path).latest("renders_3d").path / "train"
     result = dg.materialize([lrm_pretrained, lrm_finetuned], resources=res, instance=instance,
-                            run_config={"ops": {"lrm_pretrained": {"config": TRAIN},
+                            run_config={"ops": {"lrm_pretrained": {"config": {**TRAIN, "dataset_dir": str(train_dir)}},
                                                 "lrm_finetuned": {"config": TRAIN}}})
     assert result.success
     store = ArtifactStore(tmp_path)
     renders, pre, fine = store.latest("renders_3d"), store.latest("lrm_pretrained"), store.latest("lrm_finetuned")
-    assert pre.manifest.inputs == {"renders_3d": renders.digest}
+    assert set(pre.manifest.inputs) == {"renders_3d", f"external:{train_dir}"}
     assert fine.manifest.inputs == {"renders_3d": renders.digest, "lrm_pretrained": pre.digest}
     assert pre.manifest.verify(pre.path) == [] and fine.manifest.verify(fine.path) == []
     a, b = LRM.from_pretrained(pre.path / "model"), LRM.from_pretrained(fine.path / "model")
@@ -60,6 +60,10 @@ def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     artifacts = [a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(
         run.info.run_id, "model")]
     assert "model/model.safetensors" in artifacts
+    registered = mat.metadata["registered_model"].value
+    assert registered == "models:/lrm_finetuned/1"
+    mv = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_model_version("lrm_finetuned", "1")
+    assert mv.tags["vfusion3d.digest"] == fine.digest and mv.run_id == run.info.run_id
     assert not (store.asset_dir("lrm_pretrained") / ".work").exists() or not any(
         (store.asset_dir("lrm_pretrained") / ".work").iterdir())
 
@@ -81,11 +85,11 @@ def test_killed_training_resumes_from_its_work_dir(tmp_path, monkeypatch) -> Non
         raise RuntimeError("worker killed")
 
     monkeypatch.setattr(trainer_module.LRMTrainer, "train", dies_after_step_two)
-    run_config = {"ops": {"lrm_pretrained": {"config": TRAIN}}}
-    failed = dg.materialize([lrm_pretrained], resources=res, instance=instance, run_config=run_config,
+    run_config = {"ops": {"lrm_3d_only": {"config": TRAIN}}}
+    failed = dg.materialize([lrm_3d_only], resources=res, instance=instance, run_config=run_config,
                             raise_on_error=False)
-    assert not failed.success and ArtifactStore(tmp_path).latest("lrm_pretrained") is None
-    work = list((ArtifactStore(tmp_path).asset_dir("lrm_pretrained") / ".work").iterdir())
+    assert not failed.success and ArtifactStore(tmp_path).latest("lrm_3d_only") is None
+    work = list((ArtifactStore(tmp_path).asset_dir("lrm_3d_only") / ".work").iterdir())
     assert len(work) == 1 and [p.name for p in list_checkpoints(work[0])] == ["step-00000002"]
 
     def records_start(self, until_step=None):
@@ -93,7 +97,7 @@ def test_killed_training_resumes_from_its_work_dir(tmp_path, monkeypatch) -> Non
         return original_train(self, until_step)
 
     monkeypatch.setattr(trainer_module.LRMTrainer, "train", records_start)
-    assert dg.materialize([lrm_pretrained], resources=res, instance=instance, run_config=run_config).success
+    assert dg.materialize([lrm_3d_only], resources=res, instance=instance, run_config=run_config).success
     assert starts == [0, 2]
-    version = ArtifactStore(tmp_path).latest("lrm_pretrained")
+    version = ArtifactStore(tmp_path).latest("lrm_3d_only")
     assert version.manifest.counts["steps"] == 4 and not work[0].exists()

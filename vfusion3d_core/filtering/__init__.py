@@ -2,7 +2,7 @@
 posed multi-view extraction."""
 
 from vfusion3d_core.filtering.bootstrap import CORRUPTIONS, bootstrap_videos, corrupt
-from vfusion3d_core.filtering.extract import alpha_from_white, filter_videos, posed_sample
+from vfusion3d_core.filtering.extract import alpha_from_white, filter_videos, keep_decisions, posed_sample
 from vfusion3d_core.filtering.features import DinoConfig, DinoFeaturizer, video_vector
 from vfusion3d_core.filtering.models import (
     LabelsError,
@@ -14,5 +14,5 @@ from vfusion3d_core.filtering.models import (
 )
 
 __all__ = ["CORRUPTIONS", "DinoConfig", "DinoFeaturizer", "LabelsError", "Orbit", "QualityModels",
-           "QualityTrainConfig", "alpha_from_white", "bootstrap_videos", "corrupt", "filter_videos", "posed_sample",
-           "read_labels_csv", "train_quality_models", "video_vector"]
+           "QualityTrainConfig", "alpha_from_white", "bootstrap_videos", "corrupt", "filter_videos", "keep_decisions",
+           "posed_sample", "read_labels_csv", "train_quality_models", "video_vector"]

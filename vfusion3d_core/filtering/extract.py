@@ -9,6 +9,7 @@ levels away. Samples use the renders_3d schema (``data/sample.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from vfusion3d_core.data.shards import ShardWriter
 from vfusion3d_core.data.video_sample import SyntheticVideoSample
 from vfusion3d_core.filtering.models import QualityModels
 
-CODE_VERSION = "filtered_multiview_dataset-v1"
+CODE_VERSION = "filtered_multiview_dataset-v2"
 ALPHA_RAMP = 24.0
 SCORES_FILE = "scores.csv"
 HISTOGRAM_FILE = "score_histogram.png"
@@ -54,51 +55,88 @@ class FilterResult:
     scores: list[tuple[str, float, bool, float]] = field(default_factory=list)  # key, score, kept, elevation
 
 
-def filter_videos(videos: Iterable[SyntheticVideoSample], models: QualityModels, out_dir: str | Path, partition: str,
-                  threshold: float = 0.0, samples_per_shard: int = 64, batch: int = 16,
-                  progress: Callable[[int], None] | None = None) -> FilterResult:
-    """Score every video; write the kept ones (score > threshold) as posed samples; scores.csv, histogram,
-    examples sheet."""
+# Keep floor per scale preset (see keep_decisions): only the CPU `tiny` video model needs one.
+MIN_KEEP_FRACTION = {"tiny": 0.25, "small": 0.0, "paper": 0.0}
+
+
+def keep_decisions(scores: list[float], threshold: float, min_keep_fraction: float = 0.0) -> list[str | None]:
+    """Why each video is kept: "threshold" (score above it), "floor" (among the best ``min_keep_fraction``
+    of the shard although below the threshold), or None (rejected).
+
+    The floor exists for weak video models (the `tiny` preset's CPU-trained one) whose videos all fall
+    below an absolute threshold: it keeps the shard's best-scoring videos so the rest of the graph trains
+    on real synthetic data. Paper-scale runs leave it at 0.
+    """
+    if not 0.0 <= min_keep_fraction <= 1.0:
+        raise ValueError(f"min_keep_fraction must be in [0, 1], got {min_keep_fraction}")
+    why: list[str | None] = ["threshold" if s > threshold else None for s in scores]
+    floor = math.ceil(min_keep_fraction * len(scores))
+    for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):
+        if sum(w is not None for w in why) >= floor:
+            break
+        if why[i] is None:
+            why[i] = "floor"
+    return why
+
+
+def filter_videos(videos: Callable[[], Iterable[SyntheticVideoSample]], models: QualityModels,
+                  out_dir: str | Path, partition: str, threshold: float = 0.0, samples_per_shard: int = 64,
+                  batch: int = 16, progress: Callable[[int], None] | None = None, min_keep_fraction: float = 0.0
+                  ) -> FilterResult:
+    """Score every video, decide which to keep (``keep_decisions``), write the kept ones as posed samples;
+    scores.csv, histogram and examples sheet. ``videos`` is called twice (score pass, write pass), so a
+    shard is never held in memory whole."""
     out = Path(out_dir)
     intr = Intrinsics(*models.info["intrinsics"])
     radius = float(models.info["radius"])
-    scores: list[tuple[str, float, bool, float]] = []
+    keys: list[str] = []
+    raw: list[float] = []
+    elevations: list[float] = []
+    pending: list[SyntheticVideoSample] = []
+
+    def flush() -> None:
+        feats = models.featurizer.video_features([v.frames for v in pending])
+        keys.extend(v.key for v in pending)
+        raw.extend(float(x) for x in models.score(feats))
+        elevations.extend(float(x) for x in models.elevation(feats))
+        if progress:
+            progress(len(raw))
+        pending.clear()
+
+    for v in videos():
+        pending.append(v)
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    why = keep_decisions(raw, threshold, min_keep_fraction)
+    decision = dict(zip(keys, zip(raw, why, elevations, strict=True), strict=True))
     kept_examples: list[np.ndarray] = []
     rejected_examples: list[np.ndarray] = []
-    pending: list[SyntheticVideoSample] = []
-    views = [0]
+    views = 0
     with ShardWriter(out, samples_per_shard) as writer:
-        def flush() -> None:
-            feats = models.featurizer.video_features([v.frames for v in pending])
-            s, elev = models.score(feats), models.elevation(feats)
-            for v, sc, el in zip(pending, s, elev, strict=True):
-                keep = bool(sc > threshold)
-                scores.append((v.key, float(sc), keep, float(el)))
-                (kept_examples if keep else rejected_examples).append(v.frames)
-                if keep:
-                    views[0] += v.num_frames
-                    writer.write(posed_sample(v, float(el), radius, intr,
-                                              {"prompt_shard": partition, "quality_score": float(sc)}))
-            del kept_examples[4:], rejected_examples[4:]
-            if progress:
-                progress(len(scores))
-            pending.clear()
-
-        for v in videos:
-            pending.append(v)
-            if len(pending) >= batch:
-                flush()
-        if pending:
-            flush()
+        for v in videos():
+            if v.key not in decision:
+                raise ValueError(f"{partition}: video {v.key} appeared only in the second pass; input is unstable")
+            score, reason, elevation = decision[v.key]
+            examples = kept_examples if reason else rejected_examples
+            if len(examples) < 4:
+                examples.append(v.frames)
+            if reason:
+                views += v.num_frames
+                writer.write(posed_sample(v, elevation, radius, intr, {"prompt_shard": partition,
+                                                                       "quality_score": score, "kept_by": reason}))
     files = [p.relative_to(out).as_posix() for p in writer.shards]
+    scores = [(k, s, r is not None, e) for k, s, r, e in zip(keys, raw, why, elevations, strict=True)]
     with open(out / SCORES_FILE, "w", encoding="utf-8") as fh:
-        fh.write("video_key,score,kept,elevation_deg\n")
-        fh.writelines(f"{k},{s:.6f},{int(kp)},{e:.4f}\n" for k, s, kp, e in scores)
-    score_histogram([s for _, s, _, _ in scores], threshold).save(out / HISTOGRAM_FILE)
+        fh.write("video_key,score,kept,elevation_deg,kept_by\n")
+        fh.writelines(f"{k},{s:.6f},{int(r is not None)},{e:.4f},{r or ''}\n"
+                      for k, s, r, e in zip(keys, raw, why, elevations, strict=True))
+    score_histogram(raw, threshold).save(out / HISTOGRAM_FILE)
     example_sheet(kept_examples, rejected_examples).save(out / EXAMPLES_FILE)
-    kept = sum(1 for _, _, k, _ in scores if k)
-    counts = {"videos": len(scores), "kept": kept, "rejected": len(scores) - kept, "shards": len(files),
-              "views": views[0]}
+    counts = {"videos": len(raw), "kept": sum(r is not None for r in why), "rejected": why.count(None),
+              "kept_by_threshold": why.count("threshold"), "kept_by_floor": why.count("floor"),
+              "shards": len(files), "views": views}
     return FilterResult(files + [SCORES_FILE, HISTOGRAM_FILE, EXAMPLES_FILE], counts, scores)
 
 

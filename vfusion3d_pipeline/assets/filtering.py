@@ -15,7 +15,7 @@ from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, Manife
 from vfusion3d_core.data.manifest import sha256_file
 from vfusion3d_core.data.video_sample import SyntheticVideoSample, iter_video_samples
 from vfusion3d_core.filtering.extract import CODE_VERSION as FILTER_CODE_VERSION
-from vfusion3d_core.filtering.extract import EXAMPLES_FILE, HISTOGRAM_FILE, filter_videos
+from vfusion3d_core.filtering.extract import EXAMPLES_FILE, HISTOGRAM_FILE, MIN_KEEP_FRACTION, filter_videos
 from vfusion3d_core.filtering.features import DinoConfig, DinoFeaturizer
 from vfusion3d_core.filtering.models import (
     LabelsError,
@@ -29,7 +29,7 @@ from vfusion3d_core.video.data import composite_on_white
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.lineage import image_markdown, materialize_result, require_latest
 from vfusion3d_pipeline.partitions import prompt_shards
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
 QUALITY = "quality_models"
 FILTERED = "filtered_multiview_dataset"
@@ -157,6 +157,8 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
 
 class FilteredDatasetConfig(dg.Config):
     threshold: float = 0.0  # keep a video when its SVM decision value is above this
+    # also keep the shard's best videos up to this fraction (unset: the preset's, 0.25 at tiny, else 0)
+    min_keep_fraction: float | None = None
     samples_per_shard: int = 64
     torch_threads: int | None = None
 
@@ -184,8 +186,10 @@ def load_quality_models(store: ArtifactStore) -> tuple[ArtifactVersion, QualityM
                 "intrinsics) in the renders_3d WebDataset schema; scores.csv, histogram, examples.",
 )
 def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: FilteredDatasetConfig,
-                               artifacts: ArtifactStoreResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+                               artifacts: ArtifactStoreResource, preset: PresetResource, mlflow: MLflowResource
+                               ) -> dg.MaterializeResult:
     key = context.partition_key
+    floor = config.min_keep_fraction if config.min_keep_fraction is not None else MIN_KEEP_FRACTION[preset.validated()]
     set_threads(config.torch_threads)
     store = artifacts.store()
     synth = store.latest(SYNTHETIC, key)
@@ -197,10 +201,11 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
     models_version, models = load_quality_models(store)
     store.clean_staging(FILTERED, key)
     with mlflow.run_for(context) as run, store.staging(FILTERED, key) as staging:
-        result = filter_videos(iter_partition_videos(synth), models, staging, key, config.threshold,
+        result = filter_videos(lambda: iter_partition_videos(synth), models, staging, key, config.threshold,
                                config.samples_per_shard,
-                               progress=lambda n: context.log.info(f"{key}: scored {n} videos"))
-        run_config = {**config.model_dump(), "partition": key}
+                               progress=lambda n: context.log.info(f"{key}: scored {n} videos"),
+                               min_keep_fraction=floor)
+        run_config = {**config.model_dump(), "min_keep_fraction": floor, "partition": key}
         run_config.pop("torch_threads")
         manifest = Manifest(FILTERED, file_entries(staging, result.files), result.counts, run_config,
                             inputs={QUALITY: models_version.digest, f"{SYNTHETIC}/{key}": synth.digest},
@@ -212,12 +217,13 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
         run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
         run.log_output(FILTERED, version)
     c = result.counts
-    context.log.info(f"committed {FILTERED}/{key} {version.path.name}: kept {c['kept']}, rejected {c['rejected']}")
+    context.log.info(f"committed {FILTERED}/{key} {version.path.name}: kept {c['kept']} ({c['kept_by_floor']} by the "
+                     f"{floor:.0%} floor), rejected {c['rejected']}")
     metrics = models.info["metrics"]
     kept = [k for k, _, keep, _ in result.scores if keep]
     rejected = [k for k, _, keep, _ in result.scores if not keep]
     return materialize_result(version, {
-        "partition": key, "kept": c["kept"], "rejected": c["rejected"],
+        "partition": key, "kept": c["kept"], "rejected": c["rejected"], "kept_by_floor": c["kept_by_floor"],
         "classifier_heldout_accuracy": metrics.get("heldout_accuracy", float("nan")),
         "classifier_heldout_balanced_accuracy": metrics.get("heldout_balanced_accuracy", float("nan")),
         "score_histogram": image_markdown(version.path / HISTOGRAM_FILE, "SVM score histogram (line: threshold)"),

@@ -1,4 +1,8 @@
-"""`lrm_pretrained` (LRM trained on multi-view data) and `lrm_finetuned` (then fine-tuned on renders_3d).
+"""The LRM checkpoints of the paper's data-source comparison:
+
+- `lrm_pretrained`: trained on the filtered synthetic multi-view dataset (every partition) — "synthetic only";
+- `lrm_finetuned`: lrm_pretrained fine-tuned on the renders_3d train split — "synthetic then 3D";
+- `lrm_3d_only`: the same recipe trained on the renders_3d train split alone — the "3D only" baseline.
 
 Training runs in-process (one CPU/GPU) or as a `torchrun` subprocess for several GPUs; checkpoints go
 to a work directory keyed by config + inputs, so a killed run resumes where it stopped when re-run.
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from vfusion3d_core.data import ArtifactVersion, Manifest, file_entries, sha256_file
+from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, file_entries, sha256_file
 from vfusion3d_core.lrm import LRM
 from vfusion3d_core.lrm.generate import load_model
 from vfusion3d_core.lrm.train import LRMTrainConfig, LRMTrainer
@@ -28,6 +32,8 @@ from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, 
 
 PRETRAINED = "lrm_pretrained"
 FINETUNED = "lrm_finetuned"
+THREE_D_ONLY = "lrm_3d_only"
+FILTERED = "filtered_multiview_dataset"
 CODE_VERSION = "lrm_train-v1"
 MODEL_DIR = "model"
 EVAL_OBJECTS = 8  # held-out objects scored after training
@@ -43,6 +49,7 @@ class LRMTrainAssetConfig(dg.Config):
     init_official: str | None = None  # start from a released VFusion3D weight file instead of the upstream
     official_config: str | None = None  # its config.json (default: the released `paper` config)
     dataset_dir: str | None = None  # lrm_pretrained: train on shards in this folder (any multi-view dataset)
+    min_samples: int = 8  # lrm_pretrained: fail unless the filtered dataset holds at least this many samples
     num_processes: int = 1  # >1: torchrun --nproc_per_node N (DDP)
 
     def recipe(self, preset: str) -> LRMTrainConfig:
@@ -109,6 +116,7 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
             version = store.commit(staging, manifest, asset)
         run.log_output(asset, version)
         run.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        registered = run.register_model(asset, "model", version)
     shutil.rmtree(work, ignore_errors=True)
     table = "| model | held-out novel-view PSNR (dB) |\n|---|---|\n" + "\n".join(
         f"| {name} | {evaluation[key]:.2f} |" for name, key in
@@ -117,7 +125,8 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
     return materialize_result(version, {"final_metrics": dg.MetadataValue.json(metrics),
                                         "heldout_psnr": evaluation["heldout_psnr"],
                                         "heldout_evaluation": dg.MetadataValue.md(table),
-                                        "mlflow_run_id": run.run_id})
+                                        "mlflow_run_id": run.run_id,
+                                        "registered_model": dg.MetadataValue.text(registered)})
 
 
 def _evaluate(context: dg.AssetExecutionContext, model_dir: Path, heldout: list[Path], recipe: LRMTrainConfig
@@ -172,28 +181,75 @@ def _train_torchrun(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, s
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def filtered_training_data(store: ArtifactStore, min_samples: int
+                           ) -> tuple[list[Path], dict[str, str], dict[str, ArtifactVersion]]:
+    """Kept-sample shards of every committed filtered_multiview_dataset partition, with their digests."""
+    base = store.asset_dir(FILTERED)
+    shards: list[Path] = []
+    inputs: dict[str, str] = {}
+    versions: dict[str, ArtifactVersion] = {}
+    kept = 0
+    for d in sorted(base.iterdir()) if base.is_dir() else []:
+        version = store.latest(FILTERED, d.name) if d.is_dir() and not d.name.startswith(".") else None
+        if version is None:
+            continue
+        name = f"{FILTERED}/{d.name}"
+        inputs[name], versions[name] = version.digest, version
+        shards += sorted(version.path / f.path for f in version.manifest.files if f.path.endswith(".tar"))
+        kept += int(version.manifest.counts.get("kept", 0))
+    if not inputs:
+        raise dg.Failure(f"{FILTERED} has no committed partition; synthesize and filter at least one prompt shard "
+                         f"(job synthesize_and_filter_shard), or set dataset_dir")
+    if kept < min_samples:
+        raise dg.Failure(f"{FILTERED}: {kept} kept sample(s) over {len(inputs)} partition(s), fewer than "
+                         f"min_samples={min_samples}; synthesize more shards or lower the filter threshold")
+    return shards, inputs, versions
+
+
 @dg.asset(
     name=PRETRAINED,
+    group_name="lrm",
+    deps=[FILTERED, RENDERS],
+    pool="gpu",
+    kinds={"pytorch"},
+    code_version=CODE_VERSION,
+    description="Triplane LRM trained on the filtered synthetic multi-view dataset, every partition (or any "
+                "shards in the shared schema via dataset_dir): the 'synthetic only' arm of the ablation.",
+)
+def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
+                   preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    store = artifacts.store()
+    renders = require_latest(store, RENDERS)  # its held-out split scores every model
+    versions: dict[str, ArtifactVersion] = {RENDERS: renders}
+    if config.dataset_dir:
+        shards, inputs = _external_shards(config.dataset_dir)
+    else:
+        shards, inputs, filtered = filtered_training_data(store, config.min_samples)
+        versions.update(filtered)
+        context.log.info(f"training on {len(filtered)} filtered partition(s): {sorted(filtered)}")
+    init, init_inputs = _initial_model(config, None)
+    return train_lrm_asset(context, PRETRAINED, config, config.recipe(preset.validated()), shards,
+                           renders.files_under("heldout"), {**inputs, RENDERS: renders.digest, **init_inputs},
+                           versions, init, artifacts, mlflow)
+
+
+@dg.asset(
+    name=THREE_D_ONLY,
     group_name="lrm",
     deps=[RENDERS],
     pool="gpu",
     kinds={"pytorch"},
     code_version=CODE_VERSION,
-    description="Triplane LRM trained on multi-view data (any shards in the shared schema; default the "
-                "renders_3d train split until the filtered synthetic dataset is materialized).",
+    description="The same LRM recipe as lrm_pretrained trained on the renders_3d train split only: the paper's "
+                "'3D only' baseline of the data-source ablation.",
 )
-def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
-                   preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
-    renders = require_latest(artifacts.store(), RENDERS)  # its held-out split scores every model
-    versions: dict[str, ArtifactVersion] = {}
-    if config.dataset_dir:
-        shards, inputs = _external_shards(config.dataset_dir)
-    else:
-        shards, inputs, versions = renders.files_under("train"), {RENDERS: renders.digest}, {RENDERS: renders}
+def lrm_3d_only(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
+                preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    renders = require_latest(artifacts.store(), RENDERS)
     init, init_inputs = _initial_model(config, None)
-    return train_lrm_asset(context, PRETRAINED, config, config.recipe(preset.validated()), shards,
-                           renders.files_under("heldout"), {**inputs, **init_inputs}, versions, init, artifacts,
-                           mlflow)
+    return train_lrm_asset(context, THREE_D_ONLY, config, config.recipe(preset.validated()),
+                           renders.files_under("train"), renders.files_under("heldout"),
+                           {RENDERS: renders.digest, **init_inputs}, {RENDERS: renders}, init, artifacts, mlflow)
 
 
 @dg.asset(
@@ -208,17 +264,15 @@ def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfi
 def lrm_finetuned(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
                   preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
     store = artifacts.store()
-    renders = store.latest(RENDERS)
-    pretrained = store.latest(PRETRAINED)
-    if renders is None or (pretrained is None and not config.init_official):
-        raise dg.Failure("lrm_finetuned needs committed renders_3d and lrm_pretrained versions")
+    renders = require_latest(store, RENDERS)
+    pretrained = None if config.init_official else require_latest(store, PRETRAINED)
     recipe = config.recipe(preset.validated())
     if config.steps is None:
         recipe.steps = max(1, recipe.steps // 2)  # fine-tuning is the shorter second stage
         recipe.stages = [s for s in recipe.stages if s.start_step < recipe.steps]
     recipe.seed += 1  # a different data order / noise stream than the pretraining run
     init, init_inputs = _initial_model(config, pretrained)
-    versions = {RENDERS: renders, **({PRETRAINED: pretrained} if pretrained and not config.init_official else {})}
+    versions = {RENDERS: renders, **({PRETRAINED: pretrained} if pretrained else {})}
     return train_lrm_asset(context, FINETUNED, config, recipe, renders.files_under("train"),
                            renders.files_under("heldout"), {RENDERS: renders.digest, **init_inputs}, versions, init,
                            artifacts, mlflow)
