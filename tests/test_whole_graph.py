@@ -69,6 +69,16 @@ def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
         assert "RANDOM" in evaluation.metadata["clip_model"].value
         assert "synthetic then 3D fine-tune" in evaluation.metadata["ablation"].value
 
+        # the ablation job (one click in the UI) retrains the three arms and rewrites the comparison table
+        config = micro_run_config(prompts)
+        ablation = defs.resolve_job_def("ablation").execute_in_process(
+            instance=instance, run_config={"ops": {k: v for k, v in config["ops"].items()
+                                                   if k.startswith(("lrm_", "eval_"))}})
+        assert ablation.success
+        assert {e.asset_key.to_user_string() for e in ablation.get_asset_materialization_events()} == {
+            "lrm_3d_only", "lrm_pretrained", "lrm_finetuned", "eval_metrics"}
+        assert all(e.passed for e in ablation.get_asset_check_evaluations())
+
     store = ArtifactStore(root)
     fine, pre = store.latest("lrm_finetuned"), store.latest("lrm_pretrained")
     assert set(pre.manifest.inputs) == {"renders_3d", *(f"filtered_multiview_dataset/{k}" for k in SHARDS)}
@@ -92,7 +102,9 @@ def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
 
     # audit by registered model version
     client = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db")
-    latest = max(client.search_model_versions("name='lrm_finetuned'"), key=lambda v: int(v.version))
+    versions = client.search_model_versions("name='lrm_finetuned'")
+    assert len(versions) == 2  # run_all, then the ablation job
+    latest = max(versions, key=lambda v: int(v.version))
     by_model = audit(f"models:/lrm_finetuned/{latest.version}", "--artifact-root", str(root), "--json")
     assert by_model.returncode == 0, by_model.stderr
     assert json.loads(by_model.stdout)["tree"]["digest"] == fine.digest

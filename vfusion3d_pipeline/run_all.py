@@ -39,6 +39,10 @@ def phases(defs: dg.Definitions | None = None) -> tuple[list[str], list[str], li
     return names(set(before)), names(partitioned), names(downstream_of_partitioned)
 
 
+# Progress at INFO (the in-process default logs every Dagster event at DEBUG).
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: list[str],
                 partition: str | None = None, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
     """One run of the asset job for ``selection`` (and their checks); raises SystemExit naming what failed."""
@@ -48,7 +52,7 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: l
     start = time.perf_counter()
     job = defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(s) for s in selection],
-                                    partition_key=partition, run_config={"ops": ops}, raise_on_error=False,
+                                    partition_key=partition, run_config={"ops": ops, **QUIET}, raise_on_error=False,
                                     tags={"vfusion3d/run_all": "1"})
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
