@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,3 +59,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def dagster_dev(env: dict[str, str], log_path: Path, timeout: float = 120) -> Iterator[int]:
+    """A real `dagster dev` (webserver + daemon) on a free loopback port; yields the port once it serves."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).read()
+                    break
+                except OSError:
+                    assert server.poll() is None and time.time() < deadline, log_path.read_text()[-5000:]
+                    time.sleep(1)
+            yield port
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)

@@ -3,9 +3,7 @@
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +13,7 @@ import trimesh
 from pipeline_utils import (
     MICRO_RENDERS,
     REPO,
-    free_port,
+    dagster_dev,
     latest_pointer,
     materialize_cmd,
     pipeline_env,
@@ -146,19 +144,7 @@ def test_tiny_renders_from_dagster_dev(tmp_path) -> None:
     from dagster_graphql import DagsterGraphQLClient
 
     env = pipeline_env(tmp_path, "dev")
-    port = free_port()
-    log = open(tmp_path / "dagster_dev.log", "w")  # noqa: SIM115
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, (tmp_path / "dagster_dev.log").read_text()
-                time.sleep(1)
+    with dagster_dev(env, tmp_path / "dagster_dev.log") as port:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
         run_id = client.submit_job_execution("renders", run_config={})
         started = time.time()
@@ -173,10 +159,3 @@ def test_tiny_renders_from_dagster_dev(tmp_path) -> None:
         assert pointer["run_id"] == run_id
         version = ArtifactStore(env["VFUSION3D_ARTIFACT_ROOT"]).latest("renders_3d")
         assert version.manifest.counts["train_objects"] == 64 and version.manifest.counts["heldout_objects"] == 16
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()

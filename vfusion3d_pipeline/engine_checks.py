@@ -35,8 +35,7 @@ def prompt_set_problems(store: ArtifactStore) -> tuple[list[str], dict]:
     if dupes:
         problems.append(f"{len(dupes)} prompt id(s) in more than one place, e.g. {dupes[:3]}")
     seen: dict[str, set[str]] = defaultdict(set)
-    versions_dir = store.asset_dir(PROMPT_SET) / "versions"
-    for d in sorted(versions_dir.iterdir()) if versions_dir.is_dir() else []:
+    for d in store.version_dirs(PROMPT_SET):
         try:
             m = Manifest.read(d / MANIFEST_NAME)
         except ManifestError as exc:
@@ -100,8 +99,7 @@ def filtered_partition_problems(store: ArtifactStore, key: str) -> tuple[list[st
     mine = set(keys)
     if len(mine) != len(keys):
         problems.append("duplicate sample keys inside the partition")
-    base = store.asset_dir(FILTERED)
-    for other in sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for other in store.partitions(FILTERED):
         if other == key:
             continue
         ov = store.latest(FILTERED, other)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from vfusion3d_core.data.manifest import MANIFEST_NAME, Manifest, ManifestError, atomic_write_bytes
+from vfusion3d_core.data.manifest import MANIFEST_NAME, Manifest, ManifestError, atomic_write_bytes, pid_alive
 
 LATEST_NAME = "LATEST.json"
 
@@ -114,6 +114,20 @@ class ArtifactStore:
                                 f"{manifest.digest[:12]}")
         return ArtifactVersion(path, manifest)
 
+    def partitions(self, asset: str) -> list[str]:
+        """Partition keys of ``asset`` that have a committed version, sorted."""
+        base = self.asset_dir(asset)
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and p.name != "versions"
+                      and (p / LATEST_NAME).is_file())
+
+    def version_dirs(self, asset: str, partition: str | None = None) -> list[Path]:
+        """Every committed version directory of ``asset`` (or one partition), sorted by name."""
+        base = self.asset_dir(asset, partition) / "versions"
+        return sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
     def version(self, asset: str, digest: str, partition: str | None = None) -> ArtifactVersion:
         """A specific version by (a prefix of at least 16 chars of) its digest."""
         path = self.asset_dir(asset, partition) / "versions" / digest[:16]
@@ -149,16 +163,3 @@ def clean_dead_hidden(directory: Path, prefixes: tuple[str, ...] = (".tmp-", ".t
             p.unlink(missing_ok=True)
         removed += 1
     return removed
-
-
-def pid_alive(pid: str) -> bool:
-    """Whether a process with this (decimal string) id runs on this machine; False for a non-number."""
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return int(pid) != 0

@@ -132,8 +132,7 @@ class LineageAuditor:
     def _file_node(self, name: str, sha: str, asset: str) -> AuditNode:
         """A file of some version of ``asset`` identified by its sha256 (e.g. one prompt shard)."""
         stem = name.split("/", 1)[1]
-        versions = sorted((self.store.root / asset / "versions").iterdir())
-        for version_dir in versions:
+        for version_dir in self.store.version_dirs(asset):
             try:
                 manifest = Manifest.read(version_dir / MANIFEST_NAME)
             except ManifestError:

@@ -68,12 +68,8 @@ def label(artifact_root: str, labels_csv: Path, partitions: tuple[str, ...], pre
           relabel: bool) -> None:
     """Review synthetic orbit videos and append good/bad labels for the quality classifier."""
     store = ArtifactStore(artifact_root)
-    base = store.asset_dir(SYNTHETIC)
-    if partitions:
-        keys = list(partitions)
-    elif base.is_dir():
-        keys = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
-    else:
+    keys = list(partitions) or store.partitions(SYNTHETIC)
+    if not keys:
         raise click.ClickException(f"no {SYNTHETIC} under {artifact_root}; synthesize a prompt shard first")
     previews = previews or labels_csv.parent / "previews"
     previews.mkdir(parents=True, exist_ok=True)

@@ -81,12 +81,10 @@ def render_orbits(version: ArtifactVersion, split: str) -> list[Orbit]:
 
 def synthetic_partitions(store: ArtifactStore) -> Iterator[tuple[str, ArtifactVersion]]:
     """(partition key, latest version) of every synthesized prompt shard, in key order."""
-    base = store.asset_dir(SYNTHETIC)
-    for d in sorted(base.iterdir()) if base.is_dir() else []:
-        if d.is_dir() and not d.name.startswith("."):
-            version = store.latest(SYNTHETIC, d.name)
-            if version is not None:
-                yield d.name, version
+    for key in store.partitions(SYNTHETIC):
+        version = store.latest(SYNTHETIC, key)
+        if version is not None:
+            yield key, version
 
 
 def iter_partition_videos(version: ArtifactVersion) -> Iterator[SyntheticVideoSample]:

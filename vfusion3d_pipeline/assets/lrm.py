@@ -184,16 +184,15 @@ def _train_torchrun(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, s
 def filtered_training_data(store: ArtifactStore, min_samples: int
                            ) -> tuple[list[Path], dict[str, str], dict[str, ArtifactVersion]]:
     """Kept-sample shards of every committed filtered_multiview_dataset partition, with their digests."""
-    base = store.asset_dir(FILTERED)
     shards: list[Path] = []
     inputs: dict[str, str] = {}
     versions: dict[str, ArtifactVersion] = {}
     kept = 0
-    for d in sorted(base.iterdir()) if base.is_dir() else []:
-        version = store.latest(FILTERED, d.name) if d.is_dir() and not d.name.startswith(".") else None
+    for key in store.partitions(FILTERED):
+        version = store.latest(FILTERED, key)
         if version is None:
             continue
-        name = f"{FILTERED}/{d.name}"
+        name = f"{FILTERED}/{key}"
         inputs[name], versions[name] = version.digest, version
         shards += sorted(version.path / f.path for f in version.manifest.files if f.path.endswith(".tar"))
         kept += int(version.manifest.counts.get("kept", 0))
