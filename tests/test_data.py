@@ -151,3 +151,18 @@ def test_artifact_store_publishes_whole_versions_only(tmp_path) -> None:
     assert store.clean_staging("thing") == 1 and not leftover.exists()
     with pytest.raises(ValueError):
         store.asset_dir("../escape")
+
+
+def test_artifact_store_lists_committed_partitions_and_versions(tmp_path) -> None:
+    store = ArtifactStore(tmp_path)
+    assert store.partitions("synth") == [] and store.version_dirs("synth") == []
+    for key, text in [("shard-000001", "b"), ("shard-000000", "a"), ("shard-000000", "c")]:
+        with store.staging("synth", key) as d:
+            (d / "f.txt").write_text(text)
+            store.commit(d, Manifest("synth", file_entries(d, ["f.txt"]), {}, {}), "synth", key)
+    with pytest.raises(RuntimeError), store.staging("synth", "shard-000002") as d:
+        raise RuntimeError("never committed")
+    assert store.partitions("synth") == ["shard-000000", "shard-000001"]  # uncommitted shard-000002 not listed
+    assert len(store.version_dirs("synth", "shard-000000")) == 2
+    assert [p.name for p in store.version_dirs("synth", "shard-000001")] == [store.latest("synth", "shard-000001")
+                                                                             .path.name]
