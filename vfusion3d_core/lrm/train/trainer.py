@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from vfusion3d_core.data.artifacts import clean_dead_hidden
 from vfusion3d_core.lrm.model import LRM
 from vfusion3d_core.lrm.presets import get_preset
 from vfusion3d_core.lrm.train.checkpoint import (
@@ -92,6 +93,8 @@ class LRMTrainer:
         self.autocast = self.device.type == "cuda" and cfg.bf16
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None, find_unused_parameters=True) if self.world > 1 else None)
+        if self.rank == 0:
+            clean_dead_hidden(self.out_dir / "checkpoints")  # temporaries / trash of killed runs
         if resume and list_checkpoints(self.out_dir):
             self.load(list_checkpoints(self.out_dir)[-1])
 
