@@ -11,6 +11,7 @@ from types import TracebackType
 import webdataset as wds
 
 from vfusion3d_core.data.artifacts import pid_alive
+from vfusion3d_core.data.s3_store import register_webdataset_scheme, remote_tar_problem
 from vfusion3d_core.data.sample import MultiviewSample, SampleError
 
 SHARD_PATTERN = "shard-{index:06d}.tar"
@@ -121,8 +122,10 @@ def _raise_shard_error(exc: Exception) -> bool:
 def iter_raw_samples(urls: Iterable[str | Path]) -> Iterator[dict]:
     """Raw samples (member suffix -> bytes) of shards in order, through WebDataset.
 
-    Truncated or malformed tars raise ShardError naming the shard.
+    Truncated or malformed tars raise ShardError naming the shard. ``s3://`` URLs are streamed through
+    boto3 (vfusion3d_core/data/s3_store.py).
     """
+    register_webdataset_scheme()
     for url in urls:
         url = str(url)
         _check_tar(url)
@@ -142,7 +145,13 @@ def iter_samples(urls: Iterable[str | Path]) -> Iterator[MultiviewSample]:
 
 
 def _check_tar(path: str) -> None:
-    """Reject truncated/malformed tars and unsafe members before streaming them (local files only)."""
+    """Reject truncated/malformed tars and unsafe members before streaming them. Remote ``s3://`` shards
+    get the cheap checks (whole blocks, end-of-archive marker); WebDataset refuses bad members as it reads."""
+    if path.startswith("s3://"):
+        problem = remote_tar_problem(path)
+        if problem:
+            raise ShardError(f"{path}: {problem}")
+        return
     if "://" in path:
         return
     try:
