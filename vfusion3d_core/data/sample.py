@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 VIEW_SUFFIX = ".png"
+SAMPLE_KEY_RE = re.compile(r"[A-Za-z0-9-][A-Za-z0-9_-]*")
 # Refuse absurd images before decoding (decompression bombs).
 MAX_VIEW_PIXELS = 4096 * 4096
 
@@ -109,8 +111,9 @@ def check_cameras(key: str, c2w: np.ndarray, intrinsics: np.ndarray, tol: float 
 
 
 def check_sample_key(key: str) -> None:
-    """Sample keys become tar member prefixes: no dots, slashes or leading underscore."""
-    if not key or any(c in key for c in "./\\") or key.startswith("_"):
+    """Sample keys become tar member prefixes and file names: ASCII letters, digits, ``_`` and ``-`` only (no
+    dots, slashes, spaces or control characters), not starting with ``_``."""
+    if not SAMPLE_KEY_RE.fullmatch(key):
         raise SampleError(f"invalid sample key {key!r}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,13 @@ def read_labels_csv(path: str | Path) -> dict[str, int]:
                               f"{partitions[key]!r} earlier; a prompt id belongs to one partition")
         out[key] = LABELS[label]  # a later row for the same key overrides (relabelling appends)
     return out
+
+
+def match_labels(labels: dict[str, int], available: Iterable[str]) -> tuple[dict[str, int], list[str]]:
+    """(the labels of videos that exist, the sorted keys labelled but not found): unknown keys are reported by
+    name, never trained on."""
+    have = set(available)
+    return {k: v for k, v in labels.items() if k in have}, sorted(set(labels) - have)
 
 
 def train_quality_models(featurizer: DinoFeaturizer, train: list[Orbit], heldout: list[Orbit],
