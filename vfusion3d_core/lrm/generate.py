@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from vfusion3d_core.cameras import default_source_camera, turntable_cameras
 
 from .checkpoint import read_weight_file
 from .config import LRMConfig
+from .inference import InferenceOptions
 from .mesh import EmptyMeshError, extract_mesh, save_mesh
 from .model import LRM
 from .preprocess import DEFAULT_MAX_PIXELS, prepare_image
@@ -25,7 +26,11 @@ from .video import write_video
 
 @dataclass
 class GenerateOptions:
-    """Output settings of ``generate``; ``render_size`` None means the model config's default."""
+    """Output settings of ``generate``; ``render_size`` None means the model config's default.
+
+    ``inference``: the fast path by default; ``InferenceOptions.exact()`` is the reference fp32 path
+    (``--exact``). ``chunk_rays`` / ``chunk_points`` None: sized from ``inference.max_memory_gb``.
+    """
 
     render_size: int | None = None
     num_views: int = 160
@@ -37,8 +42,9 @@ class GenerateOptions:
     border_ratio: float = 0.15
     remove_background: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
-    chunk_rays: int = 8192
-    chunk_points: int = 1 << 18
+    chunk_rays: int | None = None
+    chunk_points: int | None = None
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -72,13 +78,15 @@ def load_model(checkpoint: str | Path | None = None, official: str | Path | None
 
 
 @torch.no_grad()
-def render_turntable(model: LRM, planes: torch.Tensor, size: int, num_views: int, chunk_rays: int,
-                     progress: Callable | None = None) -> np.ndarray:
-    """planes [1, 3, C, H, W] -> uint8 frames [V, size, size, 3] of the default turntable, one view per call."""
+def render_turntable(model: LRM, planes: torch.Tensor, size: int, num_views: int, chunk_rays: int | None = None,
+                     progress: Callable | None = None, options: InferenceOptions | None = None) -> np.ndarray:
+    """planes [1, 3, C, H, W] -> uint8 frames [V, size, size, 3] of the default turntable, one view per call
+    (``options`` None: the exact renderer with ``chunk_rays`` default 4096)."""
     cams = turntable_cameras(num_views).render_vectors().to(planes.device)  # [V, 25]
     frames = []
     for v in range(num_views):
-        out = model.render(planes, cams[v][None, None], size, deterministic=True, chunk_rays=chunk_rays)
+        out = model.render(planes, cams[v][None, None], size, deterministic=True, chunk_rays=chunk_rays,
+                           options=options)
         frames.append((out["rgb"][0, 0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
         if progress is not None:
             progress()
@@ -99,14 +107,15 @@ def generate_one(model: LRM, image_path: str | Path, outdir: str | Path, opts: G
     prepared.to_pil().save(written["input"])
     image = prepared.image[None].to(device)  # [1, 3, S, S]
     source = default_source_camera()[None].to(device)  # [1, 16]
-    planes = model.encode(image, source)
+    planes = model.encode(image, source, opts.inference)
     size = opts.render_size or model.config.render_size
     with tqdm(total=opts.num_views, desc=f"turntable {Path(image_path).name}", unit="view",
               disable=not progress_bar, leave=False) as bar:
-        frames = render_turntable(model, planes, size, opts.num_views, opts.chunk_rays, bar.update)
+        frames = render_turntable(model, planes, size, opts.num_views, opts.chunk_rays, bar.update, opts.inference)
     written["video"] = write_video(frames, out / "turntable", opts.fps, opts.video_format)
     try:
-        mesh = extract_mesh(model, planes, opts.mesh_resolution, opts.mesh_level, opts.chunk_points)
+        mesh = extract_mesh(model, planes, opts.mesh_resolution, opts.mesh_level, opts.chunk_points,
+                            options=opts.inference)
     except EmptyMeshError as err:
         log(f"{image_path}: no mesh written: {err}")
     else:

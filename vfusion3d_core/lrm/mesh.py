@@ -4,6 +4,12 @@ Grid vertex (a, b, c) of an n^3 grid sits at -1 + 2 * (a, b, c) / (n - 1); the s
 level set density = 1.0 (DESIGN.md). The grid is evaluated in slabs of x so memory stays bounded
 (the grid itself is n^3 float32: 64 MiB at 256, 512 MiB at 512). Vertex colours are queried from
 the same field at the mesh vertices. Coordinates stay in the project's z-up world frame.
+
+Coarse-to-fine (``coarse_to_fine_grid``, the fast path): the density is evaluated on every
+``stride``-th grid vertex first (plus the last one); coarse cells whose corner values straddle the
+level, dilated by ``dilate`` cells, are evaluated at every fine vertex, and all other fine vertices
+get the trilinear interpolation of the coarse corners. An interpolated cell lies entirely on one
+side of the level, so it adds no surface; the surface comes from exactly evaluated vertices only.
 """
 
 from __future__ import annotations
@@ -14,7 +20,11 @@ from pathlib import Path
 import mcubes
 import numpy as np
 import torch
+import torch.nn.functional as F
 import trimesh
+
+from .decoder import activate_density
+from .inference import BYTES_PER_POINT_EXACT, BYTES_PER_POINT_FUSED, InferenceOptions, working_memory_bytes
 
 PointFn = Callable[[torch.Tensor], torch.Tensor]  # points [P, 3] -> values [P, K]
 MESH_FORMATS = ("glb", "obj", "ply")
@@ -43,6 +53,92 @@ def density_grid(density_fn: PointFn, resolution: int, chunk_points: int = 1 << 
         points = torch.cat([xs.repeat_interleave(yz.shape[0])[:, None], yz.repeat(len(xs), 1)], dim=1)
         values = density_fn(points).reshape(len(xs), resolution, resolution)
         grid[start:start + len(xs)] = values.float().cpu().numpy()
+    return grid
+
+
+def _coarse_indices(resolution: int, stride: int) -> np.ndarray:
+    """Fine-grid indices of the coarse vertices: 0, stride, 2 stride, ... and always n - 1."""
+    idx = np.arange(0, resolution, stride)
+    return idx if idx[-1] == resolution - 1 else np.append(idx, resolution - 1)
+
+
+def _cells_and_weights(resolution: int, coarse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each fine index: the coarse cell it lies in (0 .. nc-2) and its position t in [0, 1] there."""
+    fine = np.arange(resolution)
+    cell = np.clip(np.searchsorted(coarse, fine, side="right") - 1, 0, len(coarse) - 2)
+    t = (fine - coarse[cell]) / (coarse[cell + 1] - coarse[cell])
+    return cell, t.astype(np.float32)
+
+
+def _lerp_axis(values: torch.Tensor, axis: int, cell: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation along ``axis`` from coarse samples to fine indices."""
+    shape = [1] * values.dim()
+    shape[axis] = -1
+    lo, hi = values.index_select(axis, cell), values.index_select(axis, cell + 1)
+    return torch.lerp(lo, hi, t.view(shape))
+
+
+@torch.no_grad()
+def coarse_to_fine_grid(density_fn: PointFn, resolution: int, level: float = 1.0, stride: int = 4,
+                        dilate: int = 1, chunk_points: int = 1 << 18, device: torch.device | str = "cpu",
+                        stats: dict | None = None) -> np.ndarray:
+    """Density on the n^3 grid (same layout as ``density_grid``), evaluated exactly only near the level.
+
+    ``stats`` (optional) receives ``evaluated`` (density evaluations) and ``vertices`` (n^3).
+    """
+    n = resolution
+    assert n >= 2 and stride >= 1, (n, stride)
+    coords = grid_coordinates(n, device)
+    cidx = _coarse_indices(n, stride)
+    ccoords = coords[torch.from_numpy(cidx).to(coords.device)]
+    coarse = torch.from_numpy(density_grid_at(density_fn, ccoords, chunk_points))  # [nc, nc, nc]
+    nc = len(cidx)
+    if nc < 3:
+        raise ValueError(f"stride {stride} too large for resolution {n}")
+    # coarse cells whose corners straddle the level, dilated
+    corners = torch.stack([coarse[a:nc - 1 + a, b:nc - 1 + b, c:nc - 1 + c]
+                           for a in (0, 1) for b in (0, 1) for c in (0, 1)])
+    marked = (corners.amin(0) <= level) & (corners.amax(0) >= level)
+    if dilate:
+        marked = F.max_pool3d(marked[None, None].float(), 2 * dilate + 1, 1, dilate)[0, 0] > 0
+    cell_np, t_np = _cells_and_weights(n, cidx)
+    cell, t = torch.from_numpy(cell_np), torch.from_numpy(t_np)
+    # interpolate along z then y once ([nc, n, n]); along x slab by slab
+    coarse_yz = _lerp_axis(_lerp_axis(coarse, 2, cell, t), 1, cell, t)
+    marked_yz = marked[:, cell][:, :, cell]  # [nc-1, n, n]: is the cell of each fine (y, z) marked, per x cell
+    grid = np.empty((n, n, n), dtype=np.float32)
+    slab = max(1, chunk_points // (n * n))
+    evaluated = nc ** 3
+    for start in range(0, n, slab):
+        xs = slice(start, min(n, start + slab))
+        values = _lerp_axis(coarse_yz, 0, cell[xs], t[xs])  # [s, n, n]
+        need = marked_yz[cell[xs]]  # [s, n, n]
+        index = need.nonzero()  # [K, 3], C order like boolean-mask assignment
+        if len(index):
+            index[:, 0] += start
+            points = coords[index.to(coords.device)]
+            out = []
+            for lo in range(0, len(points), chunk_points):
+                out.append(density_fn(points[lo:lo + chunk_points]).reshape(-1).float().cpu())
+            values[need] = torch.cat(out)
+            evaluated += len(index)
+        grid[xs] = values.numpy()
+    if stats is not None:
+        stats.update(evaluated=evaluated, vertices=n ** 3)
+    return grid
+
+
+@torch.no_grad()
+def density_grid_at(density_fn: PointFn, coords: torch.Tensor, chunk_points: int = 1 << 18) -> np.ndarray:
+    """``density_fn`` on the tensor grid coords x coords x coords -> float32 [m, m, m] indexed [x, y, z]."""
+    m = len(coords)
+    yz = torch.stack(torch.meshgrid(coords, coords, indexing="ij"), -1).reshape(-1, 2)
+    grid = np.empty((m, m, m), dtype=np.float32)
+    slab = max(1, chunk_points // (m * m))
+    for start in range(0, m, slab):
+        xs = coords[start:start + slab]
+        points = torch.cat([xs.repeat_interleave(yz.shape[0])[:, None], yz.repeat(len(xs), 1)], dim=1)
+        grid[start:start + len(xs)] = density_fn(points).reshape(len(xs), m, m).float().cpu().numpy()
     return grid
 
 
@@ -83,17 +179,59 @@ def mesh_from_fields(density_fn: PointFn, rgb_fn: PointFn | None, resolution: in
 
 
 def extract_mesh(model, planes: torch.Tensor, resolution: int = 256, level: float = 1.0,
-                 chunk_points: int = 1 << 18) -> trimesh.Trimesh:
-    """Mesh of one object's planes [1, 3, C, H, W] through ``model.query_density``."""
+                 chunk_points: int | None = None, options: InferenceOptions | None = None,
+                 stats: dict | None = None) -> trimesh.Trimesh:
+    """Mesh of one object's planes [1, 3, C, H, W].
+
+    Without ``options``: the exact path (``model.query_density`` on the dense grid, ``chunk_points``
+    default 2^18). With ``options``: the field of ``model.fast_field`` and, when
+    ``options.mesh_stride`` > 1, the coarse-to-fine grid; chunk sizes from ``options.max_memory_gb``
+    unless ``chunk_points`` is given. ``stats`` receives the grid's evaluation counts.
+    """
     assert planes.dim() == 5 and planes.shape[:2] == (1, 3), f"planes must be [1, 3, C, H, W], got {planes.shape}"
+    if options is None or options.is_exact:
+        if chunk_points is None:
+            chunk_points = 1 << 18 if options is None else grid_chunk_points(planes.device, options, fused=False)
 
-    def density(points: torch.Tensor) -> torch.Tensor:
-        return model.query_density(planes, points[None].to(planes.device))[0][0, :, 0]
+        def density(points: torch.Tensor) -> torch.Tensor:
+            return model.query_density(planes, points[None].to(planes.device))[0][0, :, 0]
 
-    def colour(points: torch.Tensor) -> torch.Tensor:
-        return model.query_density(planes, points[None].to(planes.device))[1][0]
+        def colour(points: torch.Tensor) -> torch.Tensor:
+            return model.query_density(planes, points[None].to(planes.device))[1][0]
 
-    return mesh_from_fields(density, colour, resolution, level, chunk_points, planes.device)
+        mesh = mesh_from_fields(density, colour, resolution, level, chunk_points, planes.device)
+        if stats is not None:
+            stats.update(evaluated=resolution ** 3, vertices=resolution ** 3)
+        return mesh
+    if chunk_points is None:
+        chunk_points = grid_chunk_points(planes.device, options, options.fused_field)
+    field = model.fast_field(planes, options, min(chunk_points, 1 << 16) if planes.device.type == "cpu"
+                             else chunk_points)
+
+    def fast_density(points: torch.Tensor) -> torch.Tensor:
+        return activate_density(field(points.to(planes.device))[0])[:, 0]
+
+    def fast_colour(points: torch.Tensor) -> torch.Tensor:
+        return field(points.to(planes.device))[1]
+
+    if options.mesh_stride > 1:
+        grid = coarse_to_fine_grid(fast_density, resolution, level, options.mesh_stride, options.mesh_dilate,
+                                   chunk_points, planes.device, stats)
+    else:
+        grid = density_grid(fast_density, resolution, chunk_points, planes.device)
+        if stats is not None:
+            stats.update(evaluated=resolution ** 3, vertices=resolution ** 3)
+    vertices, faces = marching_cubes(grid, level)
+    del grid
+    colours = vertex_colours(fast_colour, vertices, chunk_points, planes.device)
+    return trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colours, process=False)
+
+
+def grid_chunk_points(device: torch.device | str, options: InferenceOptions, fused: bool) -> int:
+    """Points per density evaluation within the working-memory budget (half of it; the grid itself,
+    n^3 float32, is allocated separately)."""
+    per_point = BYTES_PER_POINT_FUSED if fused else BYTES_PER_POINT_EXACT
+    return int(max(1 << 12, working_memory_bytes(device, options.max_memory_gb) // 2 // per_point))
 
 
 def save_mesh(mesh: trimesh.Trimesh, path: str | Path) -> Path:

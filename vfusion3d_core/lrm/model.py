@@ -16,6 +16,9 @@ from .config import LRMConfig
 from .convert import CheckpointMismatchError, check_state_dict, convert_official_state_dict
 from .decoder import TriplaneDecoder, activate_density, mask_out_of_box
 from .encoder import DinoEncoder
+from .fast_render import render_rays_skipping
+from .fused_field import FusedField
+from .inference import InferenceOptions, chunk_sizes
 from .renderer import RenderOptions, render_rays
 from .transformer import TriplaneTransformer
 from .triplane import TriplaneUpsampler, sample_triplane
@@ -36,12 +39,23 @@ class LRM(nn.Module):
         self.decoder = TriplaneDecoder(3 * config.triplane_dim, config.decoder_hidden_dim, config.decoder_layers)
 
     # --- image -> planes ----------------------------------------------------------------------------
-    def encode(self, image: torch.Tensor, source_camera: torch.Tensor) -> torch.Tensor:
-        """image [N, 3, H, W] in [0, 1], source_camera [N, 16] -> planes [N, 3, C, H', W']."""
+    def encode(self, image: torch.Tensor, source_camera: torch.Tensor,
+               options: InferenceOptions | None = None) -> torch.Tensor:
+        """image [N, 3, H, W] in [0, 1], source_camera [N, 16] -> planes [N, 3, C, H', W'].
+
+        With ``options`` whose compute dtype is bf16 the forward pass runs under bf16 autocast and
+        the planes come back in float32; otherwise (and without options) it runs in the model's dtype.
+        """
         n = image.shape[0]
         assert image.dim() == 4 and image.shape[1] == 3, f"image must be [N, 3, H, W], got {tuple(image.shape)}"
         assert source_camera.shape == (n, self.config.source_camera_dim), (
             f"source_camera must be [N, {self.config.source_camera_dim}], got {tuple(source_camera.shape)}")
+        if options is not None and options.compute_dtype(image.device) == torch.bfloat16:
+            with torch.autocast(image.device.type, dtype=torch.bfloat16):
+                return self._encode(image, source_camera).float()
+        return self._encode(image, source_camera)
+
+    def _encode(self, image: torch.Tensor, source_camera: torch.Tensor) -> torch.Tensor:
         cond = self.encoder(image)  # [N, 1 + patches, Dc]
         mod = self.camera_embedder(source_camera.to(cond.dtype))  # [N, E]
         tokens = self.transformer(cond, mod)  # [N, 3 * R * R, D]
@@ -67,12 +81,18 @@ class LRM(nn.Module):
     def render(self, planes: torch.Tensor, cameras: torch.Tensor, size: int, deterministic: bool = True,
                crop: tuple[int, int, int, int] | None = None,
                background: float | tuple[float, float, float] | torch.Tensor = 1.0,
-               chunk_rays: int = 4096, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+               chunk_rays: int | None = None, generator: torch.Generator | None = None,
+               options: InferenceOptions | None = None, stats: dict | None = None) -> dict[str, torch.Tensor]:
         """Volume-render M views per triplane.
 
         planes [N, 3, C, H, W]; cameras [N, M, 25] render vectors; ``crop`` = (top, left, h, w) of
         the size x size pixel grid (default: the full image, h = w = size); background: scalar, RGB,
         or [N, M, 3]. Returns rgb [N, M, 3, h, w], depth [N, M, 1, h, w], alpha [N, M, 1, h, w].
+
+        Without ``options`` this is the exact reference renderer (``chunk_rays`` default 4096).
+        With ``options`` (see ``InferenceOptions``) the fast switches apply and ``chunk_rays``
+        defaults to a size derived from ``options.max_memory_gb``. ``stats``, if given, receives
+        ``evaluated`` (field evaluations) and ``samples`` (rays x samples per ray).
         """
         n, m = cameras.shape[:2]
         assert planes.dim() == 5 and planes.shape[:2] == (n, 3), (planes.shape, cameras.shape)
@@ -80,9 +100,24 @@ class LRM(nn.Module):
         c2w, intrinsics = from_render_vector(cameras.reshape(n * m, 25).float())
         origins, dirs = rays_from_cameras(c2w, intrinsics, size, crop)  # [N*M, h, w, 3]
         h, w = origins.shape[1:3]
-        fields = [self._field(planes[i:i + 1]) for i in range(n)]
-        opts = RenderOptions(self.config.rendering_samples_per_ray, deterministic, chunk_rays, generator)
-        rgb, depth, alpha = render_rays(fields, origins.reshape(n, -1, 3), dirs.reshape(n, -1, 3), opts)
+        samples = self.config.rendering_samples_per_ray
+        origins, dirs = origins.reshape(n, -1, 3), dirs.reshape(n, -1, 3)
+        if options is None or options.is_exact:
+            if chunk_rays is None:
+                chunk_rays = 4096 if options is None else chunk_sizes(
+                    planes.device, options.max_memory_gb, samples, fused=False)[0]
+            fields = [self._field(planes[i:i + 1]) for i in range(n)]
+            opts = RenderOptions(samples, deterministic, chunk_rays, generator)
+            rgb, depth, alpha = render_rays(fields, origins, dirs, opts)
+            evaluated = origins.shape[0] * origins.shape[1] * samples
+        else:
+            auto_rays, chunk_points = chunk_sizes(planes.device, options.max_memory_gb, samples, options.fused_field)
+            fields = [self.fast_field(planes[i:i + 1], options, chunk_points) for i in range(n)]
+            rgb, depth, alpha, evaluated = render_rays_skipping(
+                fields, origins, dirs, samples, chunk_rays or auto_rays,
+                options.weight_eps if options.skip_empty else None, deterministic, generator)
+        if stats is not None:
+            stats.update(evaluated=evaluated, samples=origins.shape[0] * origins.shape[1] * samples)
         bg = torch.as_tensor(background, dtype=rgb.dtype, device=rgb.device)
         bg = bg.expand(n, m, 3) if bg.dim() < 3 else bg
         rgb = rgb.reshape(n, m, h, w, 3) + (1 - alpha.reshape(n, m, h, w, 1)) * bg[:, :, None, None, :]
@@ -97,6 +132,21 @@ class LRM(nn.Module):
         def field(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             raw, rgb = self.query_raw(plane, points[None])
             return raw[0], rgb[0]
+        return field
+
+    def fast_field(self, plane: torch.Tensor, options: InferenceOptions, chunk_points: int = 1 << 16):
+        """Field of one item's planes [1, 3, C, H, W] under ``options``: the fused decoder
+        (``FusedField``) in the compute dtype, or ``query_raw`` under autocast when not fused."""
+        dtype = options.compute_dtype(plane.device)
+        if options.fused_field:
+            return FusedField(self.decoder, plane, dtype, chunk_points)
+        if dtype == torch.float32:
+            return self._field(plane)
+        exact = self._field(plane.to(dtype))
+
+        def field(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.autocast(plane.device.type, dtype=dtype):
+                return exact(points)
         return field
 
     def forward(self, image: torch.Tensor, source_camera: torch.Tensor, render_cameras: torch.Tensor,

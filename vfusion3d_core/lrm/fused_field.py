@@ -1,0 +1,100 @@
+"""The decoder with its first layer folded into the planes (fast inference field).
+
+The first decoder layer is linear and bilinear sampling is linear in the plane values, so
+``W1 @ concat_p(bilinear(plane_p, uv_p)) = sum_p bilinear(W1_p @ plane_p, uv_p)``. Projecting each
+plane once (``[C, H, W] -> [H, W, hidden]``) turns the per-point work of ``grid_sample`` over
+3 x C channels followed by a (3C -> hidden) matmul into a 12-tap weighted gather of hidden-sized
+rows (``F.embedding_bag``, mode sum), which is the same algebra with different rounding. Zero
+padding of ``grid_sample`` is reproduced by a zero border around each projected plane.
+
+The remaining MLP runs in the compute dtype (bf16 on hardware with fast bf16); raw density and rgb
+come back in float32 and out-of-box points are masked exactly as in ``LRM.query_raw``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .decoder import TriplaneDecoder, activate_density, mask_out_of_box
+from .triplane import PLANE_AXES
+
+_UV_COLUMNS = [axis for axes in PLANE_AXES for axis in axes]  # (u0, v0, u1, v1, u2, v2)
+
+
+class FusedField:
+    """Field over one object's planes [1, 3, C, H, W] (or [3, C, H, W]):
+    points [P, 3] -> (raw density [P, 1], rgb [P, 3]), float32, out-of-box masked."""
+
+    def __init__(self, decoder: TriplaneDecoder, planes: torch.Tensor, dtype: torch.dtype = torch.float32,
+                 chunk_points: int = 1 << 17):
+        planes = planes[0] if planes.dim() == 5 else planes
+        assert planes.dim() == 4 and planes.shape[0] == 3, f"planes must be [3, C, H, W], got {tuple(planes.shape)}"
+        _, c, h, w = planes.shape
+        first = decoder.layers[0]
+        assert first.in_features == 3 * c, (first.in_features, planes.shape)
+        weight = first.weight.detach().float()  # [hidden, 3C]
+        with torch.no_grad():
+            projected = torch.stack([
+                torch.einsum("oc,chw->hwo", weight[:, p * c:(p + 1) * c], planes[p].detach().float())
+                for p in range(3)])  # [3, H, W, hidden]
+            table = F.pad(projected, (0, 0, 1, 1, 1, 1))  # zero border: [3, H+2, W+2, hidden]
+        self.dtype = dtype
+        self.chunk_points = max(1, int(chunk_points))
+        self.table = table.reshape(-1, weight.shape[0]).to(dtype).contiguous()
+        self.bias = first.bias.detach().to(dtype)
+        self.layers = [(layer.weight.detach().to(dtype), layer.bias.detach().to(dtype))
+                       for layer in decoder.layers[1:]]
+        dev = planes.device
+        self.half_size = torch.tensor([w / 2, h / 2], device=dev).repeat(3)  # (W/2, H/2) per plane
+        self.row = w + 2
+        self.base = torch.arange(3, device=dev) * (h + 2) * (w + 2)  # first row of each padded plane
+        self.columns = torch.tensor(_UV_COLUMNS, device=dev)
+
+    def _taps(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """points [n, 3] -> (indices [n, 12] into the padded table, bilinear weights [n, 12])."""
+        n = points.shape[0]
+        # align_corners=False pixel coordinate, +1 for the zero border; out-of-box points are clamped
+        # to the box here and masked afterwards.
+        pix = (points.index_select(1, self.columns).clamp(-1, 1) + 1) * self.half_size + 0.5  # [n, 6]
+        lo = pix.floor()
+        frac = (pix - lo).view(n, 3, 2)
+        lo = lo.long().view(n, 3, 2)
+        top_left = self.base + lo[..., 1] * self.row + lo[..., 0]  # [n, 3]
+        index = torch.stack([top_left, top_left + 1, top_left + self.row, top_left + self.row + 1], dim=-1)
+        fx, fy = frac.unbind(-1)
+        gx, gy = 1 - fx, 1 - fy
+        weight = torch.stack([gx * gy, fx * gy, gx * fy, fx * fy], dim=-1)  # [n, 3, 4]
+        return index.view(n, 12), weight.view(n, 12)
+
+    def _mlp(self, points: torch.Tensor) -> torch.Tensor:
+        index, weight = self._taps(points)
+        x = F.embedding_bag(index, self.table, mode="sum", per_sample_weights=weight.to(self.dtype))
+        x = F.relu_(x + self.bias)
+        for i, (w, b) in enumerate(self.layers):
+            x = F.linear(x, w, b)
+            if i < len(self.layers) - 1:
+                x = F.relu_(x)
+        return x.float()  # [n, 4]
+
+    @torch.no_grad()
+    def __call__(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """points [P, 3] -> raw density [P, 1], rgb [P, 3] (float32), out-of-box masked."""
+        assert points.dim() == 2 and points.shape[-1] == 3, points.shape
+        points = points.float()
+        raw = torch.empty(points.shape[0], 1, device=points.device)
+        rgb = torch.empty(points.shape[0], 3, device=points.device)
+        for start in range(0, points.shape[0], self.chunk_points):
+            sl = slice(start, start + self.chunk_points)
+            out = self._mlp(points[sl])
+            raw[sl], rgb[sl] = mask_out_of_box(points[sl], out[:, :1],
+                                               torch.sigmoid(out[:, 1:]) * (1 + 2 * 0.001) - 0.001)
+        return raw, rgb
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        """points [P, 3] -> activated density [P]."""
+        return activate_density(self(points)[0])[:, 0]
+
+    def colour(self, points: torch.Tensor) -> torch.Tensor:
+        """points [P, 3] -> rgb [P, 3]."""
+        return self(points)[1]

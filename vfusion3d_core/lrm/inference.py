@@ -1,0 +1,166 @@
+"""Fast-inference options: compute dtype, empty-space skipping, coarse-to-fine meshing, memory budget.
+
+``InferenceOptions()`` is the fast path (what ``vfusion3d generate`` uses by default);
+``InferenceOptions.exact()`` — or passing no options at all — is the exact fp32 path, which is
+bit-for-bit the reference implementation (``LRM.render`` / ``extract_mesh`` without options).
+
+Memory: ``max_memory_gb`` bounds the whole process (CPU: resident set; GPU: allocated memory).
+Chunk sizes are derived from the part of it not yet in use (model weights, planes, ...) and from
+what the machine still has available, see ``working_memory_bytes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
+MIN_WORKING_BYTES = 64 << 20  # never plan chunks below 64 MiB, whatever the budget says
+CPU_FIELD_CHUNK = 1 << 16  # fused-field points per call on CPU: larger chunks fall out of cache (measured)
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """Switches of the fast inference path.
+
+    dtype: "auto" (bf16 where the device has fast bf16 matmuls: AMX / AVX512-BF16 CPUs, GPUs with
+      bf16 tensor cores; else fp32), "bfloat16" or "float32". Applies to encode (autocast) and to
+      the decoder field (bf16 projected planes + MLP, fp32 compositing).
+    fused_field: decoder's first layer folded into the planes (a 12-tap weighted gather instead of
+      ``grid_sample`` + a 3C x hidden matmul; exact algebra, different rounding).
+    skip_empty: fine (importance) samples that land in an interval whose coarse weight, max-pooled
+      over the neighbouring intervals, is below ``weight_eps`` are not evaluated; their raw density
+      and colour are linearly interpolated from the two enclosing coarse samples.
+    mesh_stride: coarse-to-fine meshing evaluates a grid ``mesh_stride`` times coarser first and the
+      full grid only in coarse cells (dilated by ``mesh_dilate``) whose corner densities straddle
+      the level; 0 or 1 evaluates the dense grid.
+    max_memory_gb: process memory bound used to size chunks (rays, points, grid slabs).
+    """
+
+    dtype: str = "auto"
+    fused_field: bool = True
+    skip_empty: bool = True
+    weight_eps: float = 1e-4
+    mesh_stride: int = 4
+    mesh_dilate: int = 1
+    max_memory_gb: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; use one of {tuple(DTYPES)}")
+        if self.weight_eps < 0 or self.mesh_stride < 0 or self.mesh_dilate < 0 or self.max_memory_gb <= 0:
+            raise ValueError(f"invalid InferenceOptions: {self}")
+
+    @classmethod
+    def exact(cls, max_memory_gb: float = 4.0) -> InferenceOptions:
+        """fp32, unfused field, no skipping, dense mesh grid: the reference path (memory bound only
+        changes chunk sizes, which never changes results)."""
+        return cls(dtype="float32", fused_field=False, skip_empty=False, mesh_stride=0, max_memory_gb=max_memory_gb)
+
+    @property
+    def is_exact(self) -> bool:
+        """True when every switch is on its reference setting."""
+        return (self.dtype == "float32" and not self.fused_field and not self.skip_empty
+                and self.mesh_stride <= 1)
+
+    def replace(self, **changes) -> InferenceOptions:
+        """Copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def compute_dtype(self, device: torch.device | str) -> torch.dtype:
+        """The dtype this option set computes in on ``device``."""
+        chosen = DTYPES[self.dtype]
+        if chosen is None:
+            return torch.bfloat16 if fast_bf16(torch.device(device)) else torch.float32
+        return chosen
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls are natively fast on ``device``: CUDA with bf16 support (tensor cores,
+    sm80+), or a CPU with AMX-BF16 or AVX512-BF16 that oneDNN can use. Elsewhere bf16 is emulated
+    and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        flags = _cpu_flags()
+        native = bool({"amx_bf16", "avx512_bf16"} & flags)
+        return native and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def process_rss_bytes() -> int:
+    """Current resident set size of this process (0 where /proc is unavailable)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def working_memory_bytes(device: torch.device | str, max_memory_gb: float = 4.0) -> int:
+    """Bytes that chunked work may use now: the process bound minus what is already in use, and at
+    most half of what the device still has free; never below ``MIN_WORKING_BYTES``."""
+    device = torch.device(device)
+    bound = int(max_memory_gb * (1 << 30))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = min(bound - torch.cuda.memory_allocated(device), free // 2)
+    else:
+        budget = bound - process_rss_bytes()
+        available = _meminfo_available()
+        if available is not None:
+            budget = min(budget, available // 2)
+    return max(MIN_WORKING_BYTES, budget)
+
+
+# Measured working-set bytes per unit (see docs/lrm.md, "Memory"); generous by design.
+BYTES_PER_POINT_FUSED = 1200  # fused field: 12 indices + weights, 3 hidden activations, outputs
+BYTES_PER_POINT_EXACT = 5200  # exact field: grid_sample output + permuted copy (3C floats each), MLP
+BYTES_PER_SAMPLE = 160  # compositing: depths, raw, rgb (unsorted + sorted), weights, indices
+
+
+def chunk_sizes(device: torch.device | str, max_memory_gb: float, samples_per_ray: int, fused: bool
+                ) -> tuple[int, int]:
+    """(rays per chunk, points per field call) within the current working-memory budget.
+
+    Half the budget goes to the per-ray compositing arrays, the other half to one field evaluation
+    (the exact field evaluates all of a chunk's samples of one pass at once, so its ray chunk is
+    sized by the field cost instead)."""
+    budget = working_memory_bytes(device, max_memory_gb)
+    if fused:
+        points = max(4096, budget // 2 // BYTES_PER_POINT_FUSED)
+        if torch.device(device).type == "cpu":
+            points = min(points, CPU_FIELD_CHUNK)
+        rays = max(256, budget // 2 // (BYTES_PER_SAMPLE * samples_per_ray))
+    else:
+        per_ray = (samples_per_ray // 2) * BYTES_PER_POINT_EXACT + BYTES_PER_SAMPLE * samples_per_ray
+        rays = max(64, budget // per_ray)
+        points = rays * samples_per_ray
+    return int(rays), int(points)
