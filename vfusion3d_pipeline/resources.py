@@ -10,6 +10,7 @@ import dagster as dg
 
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_core.data.audit_cli import default_tracking_uri
+from vfusion3d_pipeline.gpu_steps import GpuStepsConfig
 from vfusion3d_pipeline.tracking import MLflowRun, mlflow_run
 
 DEFAULT_ARTIFACT_ROOT = "artifacts"
@@ -17,18 +18,48 @@ PRESETS = ("tiny", "small", "paper")
 
 
 class ArtifactStoreResource(dg.ConfigurableResource):
-    """The artifact root every asset writes its immutable versions under (a local directory)."""
+    """The artifact root every asset writes its immutable versions under: a local directory, or
+    ``s3://s3_bucket/s3_prefix`` when ``s3_bucket`` is set (then ``root`` is the local cache and work
+    directory: staging, resumable ``.work`` / ``.checkpoints`` and verified copies of versions read).
+    S3 credentials come from the environment only (boto3's chain), never from this config."""
 
     root: str = DEFAULT_ARTIFACT_ROOT
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None  # an S3-compatible server (MinIO, moto, ...); unset = AWS
+    s3_region: str | None = None
 
     def store(self) -> ArtifactStore:
-        return ArtifactStore(os.path.abspath(self.root))
+        root = os.path.abspath(self.root)
+        if not self.s3_bucket:
+            return ArtifactStore(root)
+        from dagster_aws.s3 import S3Resource
+
+        from vfusion3d_core.data.s3_store import S3ArtifactStore
+
+        client = S3Resource(endpoint_url=self.s3_endpoint_url, region_name=self.s3_region).get_client()
+        return S3ArtifactStore(client, self.s3_bucket, self.s3_prefix, root)
+
+    def subprocess_env(self) -> dict[str, str]:
+        """Where a child process (Pipes step, torchrun) finds the store: the S3 location, never credentials
+        (the child inherits those from the environment like any boto3 program)."""
+        from vfusion3d_core.data import s3_store
+
+        if not self.s3_bucket:
+            return {}
+        env = {s3_store.ENV_BUCKET: self.s3_bucket, s3_store.ENV_PREFIX: self.s3_prefix}
+        env.update({k: v for k, v in {s3_store.ENV_ENDPOINT: self.s3_endpoint_url,
+                                      s3_store.ENV_REGION: self.s3_region}.items() if v})
+        return env
 
 
 class PresetResource(dg.ConfigurableResource):
-    """Scale preset (tiny | small | paper) that supplies every default an asset config leaves unset."""
+    """Scale preset (tiny | small | paper) that supplies every default an asset config leaves unset, and
+    where GPU steps with ``execution: pipes`` run (``gpu_steps``: a local subprocess by default, or a
+    Kubernetes pod / ECS task; docs/scaling.md)."""
 
     name: str = "tiny"
+    gpu_steps: GpuStepsConfig = GpuStepsConfig()
 
     def validated(self) -> str:
         if self.name not in PRESETS:
@@ -61,11 +92,18 @@ class MLflowResource(dg.ConfigurableResource):
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources from the environment: VFUSION3D_ARTIFACT_ROOT (default ./artifacts), VFUSION3D_PRESET,
-    MLFLOW_TRACKING_URI (default: sqlite under the artifact root)."""
+    """Resources from the environment: VFUSION3D_ARTIFACT_ROOT (default ./artifacts; the local cache when on
+    S3), VFUSION3D_S3_BUCKET / _PREFIX / _ENDPOINT_URL / _REGION (artifacts on S3 when the bucket is set),
+    VFUSION3D_PRESET, MLFLOW_TRACKING_URI (default: sqlite under the artifact root), VFUSION3D_GPU_STEPS (where
+    execution=pipes steps run: subprocess | k8s | ecs; cluster settings in docs/scaling.md)."""
     root = os.environ.get("VFUSION3D_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT)
+    env = os.environ.get
     return {
-        "artifacts": ArtifactStoreResource(root=root),
-        "preset": PresetResource(name=os.environ.get("VFUSION3D_PRESET", "tiny")),
+        "artifacts": ArtifactStoreResource(root=root, s3_bucket=env("VFUSION3D_S3_BUCKET") or None,
+                                           s3_prefix=env("VFUSION3D_S3_PREFIX", ""),
+                                           s3_endpoint_url=env("VFUSION3D_S3_ENDPOINT_URL") or None,
+                                           s3_region=env("VFUSION3D_S3_REGION") or None),
+        "preset": PresetResource(name=os.environ.get("VFUSION3D_PRESET", "tiny"),
+                                 gpu_steps=GpuStepsConfig(backend=env("VFUSION3D_GPU_STEPS", "subprocess"))),
         "mlflow": MLflowResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), artifact_root=root),
     }

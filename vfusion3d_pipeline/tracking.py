@@ -17,13 +17,23 @@ from typing import Any
 from vfusion3d_core.data import ArtifactVersion
 
 
+def is_remote(version: ArtifactVersion) -> bool:
+    return bool(getattr(version, "url", ""))
+
+
+def location(version: ArtifactVersion) -> str:
+    """Where a committed version lives: its s3:// URL on an S3 artifact root, else its local directory."""
+    return version.url if is_remote(version) else str(version.path)
+
+
 def _dataset(name: str, version: ArtifactVersion):
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        source = resolve_dataset_source(Path(version.path).resolve().as_uri())
+        uri = location(version) if is_remote(version) else Path(version.path).resolve().as_uri()
+        source = resolve_dataset_source(uri)
     return MetaDataset(source, name=name, digest=version.digest[:32])
 
 
@@ -54,7 +64,7 @@ class MLflowRun:
 
     def log_output(self, name: str, version: ArtifactVersion) -> None:
         self._mlflow.log_input(_dataset(name, version), context="output")
-        self._mlflow.set_tags({"output.digest": version.digest, "output.path": str(version.path)})
+        self._mlflow.set_tags({"output.digest": version.digest, "output.path": location(version)})
 
     def register_model(self, name: str, artifact_path: str, version: ArtifactVersion) -> str:
         """Register ``runs:/<run>/<artifact_path>`` as a new version of model ``name``; the version's tags
@@ -65,7 +75,7 @@ class MLflowRun:
             if not _registered(client, name):
                 client.create_registered_model(name, description="vfusion3d LRM checkpoints (Dagster asset "
                                                                   f"{name}); audit with `vfusion3d audit`")
-        tags = {"vfusion3d.artifact_path": str(version.path), "vfusion3d.digest": version.digest,
+        tags = {"vfusion3d.artifact_path": location(version), "vfusion3d.digest": version.digest,
                 "vfusion3d.asset": version.manifest.asset, "dagster.run_id": version.manifest.run_id or ""}
         mv = client.create_model_version(name, f"runs:/{self.run_id}/{artifact_path}", run_id=self.run_id, tags=tags)
         self._mlflow.set_tag("registered_model", f"models:/{name}/{mv.version}")

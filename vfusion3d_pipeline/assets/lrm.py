@@ -22,11 +22,13 @@ from pathlib import Path
 import dagster as dg
 
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, file_entries, sha256_file
+from vfusion3d_core.data.s3_store import S3ArtifactStore, shard_locations
 from vfusion3d_core.lrm import LRM
 from vfusion3d_core.lrm.generate import load_model
 from vfusion3d_core.lrm.train import LRMTrainConfig, LRMTrainer
 from vfusion3d_core.lrm.train.evaluate import evaluate_novel_views
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.gpu_steps import GpuStepsConfig, step_report
 from vfusion3d_pipeline.lineage import materialize_result, require_latest
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
@@ -51,6 +53,7 @@ class LRMTrainAssetConfig(dg.Config):
     dataset_dir: str | None = None  # lrm_pretrained: train on shards in this folder (any multi-view dataset)
     min_samples: int = 8  # lrm_pretrained: fail unless the filtered dataset holds at least this many samples
     num_processes: int = 1  # >1: torchrun --nproc_per_node N (DDP)
+    execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
 
     def recipe(self, preset: str) -> LRMTrainConfig:
         fields = {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "seed": self.seed}.items()
@@ -82,10 +85,14 @@ def _initial_model(config: LRMTrainAssetConfig, upstream: ArtifactVersion | None
 
 
 def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTrainAssetConfig,
-                    recipe: LRMTrainConfig, shards: list[Path], heldout: list[Path], inputs: dict[str, str],
+                    recipe: LRMTrainConfig, shards: list[str], heldout: list[Path], inputs: dict[str, str],
                     input_versions: dict[str, ArtifactVersion], init: Path | None,
-                    artifacts: ArtifactStoreResource, mlflow: MLflowResource) -> dg.MaterializeResult:
-    """Shared body of both LRM assets: train (resumably), publish the model, log lineage."""
+                    artifacts: ArtifactStoreResource, mlflow: MLflowResource,
+                    gpu_steps: GpuStepsConfig | None = None) -> dg.MaterializeResult:
+    """Shared body of the LRM assets: train (resumably), publish the model, log lineage. ``shards`` are
+    local paths or s3:// URLs (streamed)."""
+    if config.execution not in ("in_process", "pipes"):
+        raise dg.Failure(f"execution must be in_process or pipes, got {config.execution!r}")
     store = artifacts.store()
     store.clean_staging(asset)
     run_key = hashlib.sha256(json.dumps([recipe.to_dict(), inputs, CODE_VERSION, config.init_official],
@@ -96,8 +103,13 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
         run.log_params({**recipe.to_dict(), "num_processes": config.num_processes, "init": str(init)})
         for name, version in input_versions.items():
             run.log_input(name, version)
-        if config.num_processes > 1:
-            metrics = _train_torchrun(context, recipe, shards, work, init, config.num_processes)
+        pipes_metadata: dict = {}
+        if config.execution == "pipes":
+            metrics, pipes_metadata = _train_pipes(context, gpu_steps or GpuStepsConfig(), recipe, shards, work,
+                                                   init, config, artifacts.subprocess_env(), run.metric_logger())
+        elif config.num_processes > 1:
+            metrics = _train_torchrun(context, recipe, shards, work, init, config.num_processes,
+                                      artifacts.subprocess_env())
         else:
             metrics = _train_in_process(context, recipe, shards, work, init, config, run.metric_logger())
         evaluation = _evaluate(context, work / "final", heldout, recipe)
@@ -126,7 +138,30 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
                                         "heldout_psnr": evaluation["heldout_psnr"],
                                         "heldout_evaluation": dg.MetadataValue.md(table),
                                         "mlflow_run_id": run.run_id,
-                                        "registered_model": dg.MetadataValue.text(registered)})
+                                        "registered_model": dg.MetadataValue.text(registered),
+                                        "execution": config.execution, **pipes_metadata})
+
+
+def _train_pipes(context: dg.AssetExecutionContext, gpu_steps: GpuStepsConfig, recipe: LRMTrainConfig,
+                 shards: list[str], work: Path, init: Path | None, config: LRMTrainAssetConfig, env: dict[str, str],
+                 log_fn) -> tuple[dict[str, float], dict]:
+    """Train in an external process (vfusion3d_core.lrm.train.pipes_entry) launched through Dagster Pipes; its
+    per-step metrics go to MLflow, its final metrics onto this materialization."""
+    extras = {"recipe": recipe.to_dict(), "shards": [str(s) for s in shards], "work_dir": str(work),
+              "init": str(init) if init else None, "init_official": bool(config.init_official),
+              "official_config": config.official_config}
+    invocation = gpu_steps.run(context, "vfusion3d_core.lrm.train.pipes_entry", extras, env, config.num_processes)
+    messages, reported = step_report(invocation)
+    for message in messages:
+        log_fn(message["metrics"], message["step"])
+    if "final_metrics" not in reported or not (work / "final").is_dir():
+        raise dg.Failure("the Pipes training step ended without reporting its final metrics and model")
+    curve = [{"step": m["step"], **{k: round(v, 6) for k, v in m["metrics"].items() if k in ("loss", "lr")}}
+             for m in messages]
+    metadata = {"pipes/reported_steps": len(messages), "pipes/step": reported.get("step"),
+                "pipes/resumed_from_step": reported.get("resumed_from_step"),
+                "pipes/world_size": reported.get("world_size"), "pipes/training_curve": dg.MetadataValue.json(curve)}
+    return dict(reported["final_metrics"]), metadata
 
 
 def _evaluate(context: dg.AssetExecutionContext, model_dir: Path, heldout: list[Path], recipe: LRMTrainConfig
@@ -166,8 +201,8 @@ def _train_in_process(context: dg.AssetExecutionContext, recipe: LRMTrainConfig,
     return result.last_metrics
 
 
-def _train_torchrun(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, shards: list[Path], work: Path,
-                    init: Path | None, nproc: int) -> dict[str, float]:
+def _train_torchrun(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, shards: list[str], work: Path,
+                    init: Path | None, nproc: int, env: dict[str, str]) -> dict[str, float]:
     overrides = [f"{k}={json.dumps(v)}" for k, v in recipe.to_dict().items()]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "vfusion3d_core.lrm.train", "--shards", *map(str, shards), "--out", str(work),
@@ -175,26 +210,34 @@ def _train_torchrun(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, s
     if init is not None:
         cmd += ["--init-from", str(init)]
     context.log.info("launching " + " ".join(cmd[:8]) + " ...")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
     if proc.returncode != 0:
         raise dg.Failure(f"torchrun failed ({proc.returncode})", metadata={"stderr": proc.stderr[-5000:]})
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _latest_streamed(store: ArtifactStore, asset: str, partition: str | None = None) -> ArtifactVersion | None:
+    """The latest version; on S3 without a local copy of its files (its shards are streamed by URL)."""
+    if isinstance(store, S3ArtifactStore):
+        return store.latest(asset, partition, materialize=False)
+    return store.latest(asset, partition)
+
+
 def filtered_training_data(store: ArtifactStore, min_samples: int
-                           ) -> tuple[list[Path], dict[str, str], dict[str, ArtifactVersion]]:
-    """Kept-sample shards of every committed filtered_multiview_dataset partition, with their digests."""
-    shards: list[Path] = []
+                           ) -> tuple[list[str], dict[str, str], dict[str, ArtifactVersion]]:
+    """Kept-sample shards (paths, or s3:// URLs on S3) of every committed filtered_multiview_dataset partition,
+    with their digests."""
+    shards: list[str] = []
     inputs: dict[str, str] = {}
     versions: dict[str, ArtifactVersion] = {}
     kept = 0
     for key in store.partitions(FILTERED):
-        version = store.latest(FILTERED, key)
+        version = _latest_streamed(store, FILTERED, key)
         if version is None:
             continue
         name = f"{FILTERED}/{key}"
         inputs[name], versions[name] = version.digest, version
-        shards += sorted(version.path / f.path for f in version.manifest.files if f.path.endswith(".tar"))
+        shards += shard_locations(version)
         kept += int(version.manifest.counts.get("kept", 0))
     if not inputs:
         raise dg.Failure(f"{FILTERED} has no committed partition; synthesize and filter at least one prompt shard "
@@ -229,7 +272,7 @@ def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfi
     init, init_inputs = _initial_model(config, None)
     return train_lrm_asset(context, PRETRAINED, config, config.recipe(preset.validated()), shards,
                            renders.files_under("heldout"), {**inputs, RENDERS: renders.digest, **init_inputs},
-                           versions, init, artifacts, mlflow)
+                           versions, init, artifacts, mlflow, preset.gpu_steps)
 
 
 @dg.asset(
@@ -247,8 +290,9 @@ def lrm_3d_only(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, 
     renders = require_latest(artifacts.store(), RENDERS)
     init, init_inputs = _initial_model(config, None)
     return train_lrm_asset(context, THREE_D_ONLY, config, config.recipe(preset.validated()),
-                           renders.files_under("train"), renders.files_under("heldout"),
-                           {RENDERS: renders.digest, **init_inputs}, {RENDERS: renders}, init, artifacts, mlflow)
+                           shard_locations(renders, "train"), renders.files_under("heldout"),
+                           {RENDERS: renders.digest, **init_inputs}, {RENDERS: renders}, init, artifacts, mlflow,
+                           preset.gpu_steps)
 
 
 @dg.asset(
@@ -272,6 +316,6 @@ def lrm_finetuned(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig
     recipe.seed += 1  # a different data order / noise stream than the pretraining run
     init, init_inputs = _initial_model(config, pretrained)
     versions = {RENDERS: renders, **({PRETRAINED: pretrained} if pretrained else {})}
-    return train_lrm_asset(context, FINETUNED, config, recipe, renders.files_under("train"),
+    return train_lrm_asset(context, FINETUNED, config, recipe, shard_locations(renders, "train"),
                            renders.files_under("heldout"), {RENDERS: renders.digest, **init_inputs}, versions, init,
-                           artifacts, mlflow)
+                           artifacts, mlflow, preset.gpu_steps)

@@ -8,6 +8,7 @@ annotations at decoration time.)
 import hashlib
 import json
 import shutil
+from types import SimpleNamespace
 
 import dagster as dg
 import torch
@@ -20,8 +21,9 @@ from vfusion3d_core.video.finetune import finetune_video_model
 from vfusion3d_core.video.model import OrbitVideoModel
 from vfusion3d_core.video.sampler import SampleSettings
 from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
-from vfusion3d_core.video.synthesis import synthesize_shard
+from vfusion3d_core.video.synthesis import SynthesisResult, synthesize_shard
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.gpu_steps import step_report
 from vfusion3d_pipeline.lineage import materialize_result, require_latest
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
@@ -136,6 +138,7 @@ class SyntheticVideosConfig(dg.Config):
     batch_size: int | None = None
     samples_per_shard: int = 64
     torch_threads: int | None = None  # CPU threads (1 is fastest on an oversubscribed machine)
+    execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
 
     def settings(self, model: OrbitVideoModel) -> SampleSettings:
         s = SampleSettings.from_model(model)
@@ -160,7 +163,8 @@ class SyntheticVideosConfig(dg.Config):
                 "WebDataset shards of frames + prompt + seed + model digest.",
 )
 def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosConfig,
-                     artifacts: ArtifactStoreResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+                     artifacts: ArtifactStoreResource, mlflow: MLflowResource, preset: PresetResource
+                     ) -> dg.MaterializeResult:
     key = context.partition_key
     set_threads(config.torch_threads)
     store = artifacts.store()
@@ -179,7 +183,12 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
     removed = store.clean_staging(SYNTHETIC, key)
     if removed:
         context.log.info(f"removed {removed} staging dir(s) left by interrupted runs")
-    model = OrbitVideoModel.from_pretrained(model_version.path / MODEL_DIR)
+    if config.execution not in ("in_process", "pipes"):
+        raise dg.Failure(f"execution must be in_process or pipes, got {config.execution!r}")
+    if config.execution == "pipes":  # the external step loads the weights; here only the sampler defaults
+        model = SimpleNamespace(config=VideoModelConfig.load(model_version.path / MODEL_DIR / "vfusion3d_config.json"))
+    else:
+        model = OrbitVideoModel.from_pretrained(model_version.path / MODEL_DIR)
     settings = config.settings(model)
     inputs = {MODEL: model_version.digest, f"{PROMPT_SET}/{key}": entry.sha256}
 
@@ -192,8 +201,27 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
                       "base_seed": config.base_seed, "samples_per_shard": config.samples_per_shard}
         run.log_params(run_config)
         run.log_input(MODEL, model_version)
-        result = synthesize_shard(model, model_version.digest, records, key, staging, settings, config.base_seed,
-                                  config.samples_per_shard, config.batch_size, progress)
+        pipes_metadata: dict = {}
+        if config.execution == "pipes":
+            extras = {"model_dir": str(model_version.path / MODEL_DIR), "model_digest": model_version.digest,
+                      "prompt_shard": str(shard_path), "shard": key, "out_dir": str(staging),
+                      "settings": {"scheduler": settings.scheduler, "steps": settings.steps,
+                                   "image_guidance": settings.image_guidance,
+                                   "video_guidance": list(settings.video_guidance)},
+                      "base_seed": config.base_seed, "samples_per_shard": config.samples_per_shard,
+                      "batch_size": config.batch_size, "torch_threads": config.torch_threads}
+            invocation = preset.gpu_steps.run(context, "vfusion3d_core.video.pipes_entry", extras,
+                                              artifacts.subprocess_env())
+            messages, reported = step_report(invocation)
+            if "files" not in reported:
+                raise dg.Failure("the Pipes synthesis step ended without reporting its files")
+            result = SynthesisResult(list(reported["files"]), dict(reported["counts"]))
+            run.log_metrics({"seconds_per_video": float(reported["seconds_per_video"])})
+            pipes_metadata = {"execution": "pipes", "pipes/seconds_per_video": reported["seconds_per_video"],
+                              "pipes/progress_messages": len(messages)}
+        else:
+            result = synthesize_shard(model, model_version.digest, records, key, staging, settings,
+                                      config.base_seed, config.samples_per_shard, config.batch_size, progress)
         manifest = Manifest(SYNTHETIC, file_entries(staging, result.files), result.counts, run_config, inputs=inputs,
                             code_version=SYNTH_CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, SYNTHETIC, key)
@@ -201,4 +229,4 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
         run.log_output(SYNTHETIC, version)
     context.log.info(f"committed {SYNTHETIC}/{key} version {version.path.name} ({result.counts['videos']} videos)")
     return materialize_result(version, {"partition": key, "mlflow_run_id": run.run_id,
-                                        "prompt_shard_sha256": entry.sha256})
+                                        "prompt_shard_sha256": entry.sha256, **pipes_metadata})

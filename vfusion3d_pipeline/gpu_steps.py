@@ -1,0 +1,90 @@
+"""Where `execution: pipes` steps run (the preset resource's ``gpu_steps``): a local subprocess, a
+Kubernetes pod or an ECS task, through Dagster Pipes (PipesSubprocessClient / PipesK8sClient /
+PipesECSClient). The step itself is a core module (``vfusion3d_core.lrm.train.pipes_entry``,
+``vfusion3d_core.video.pipes_entry``) that needs only ``dagster-pipes``; it reports log lines, per-step
+metrics (custom messages) and its final metrics (materialization metadata) back to the asset.
+Configuration for clusters: docs/scaling.md.
+
+(No `from __future__ import annotations` in Dagster modules: Dagster resolves config annotations.)
+"""
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+BACKENDS = ("subprocess", "k8s", "ecs")
+
+
+def step_command(module: str, nproc: int = 1, python: str = "python") -> list[str]:
+    """The command of one step: the module, or torchrun over ``nproc`` local ranks of it."""
+    if nproc > 1:
+        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", module]
+    return [python, "-m", module]
+
+
+def ecs_run_task_params(base: Mapping[str, Any], container: str, command: list[str], env: Mapping[str, str]
+                        ) -> dict[str, Any]:
+    """RunTask parameters: ``base`` (cluster, taskDefinition, launchType, networkConfiguration, ...) with the
+    step's command and environment set on ``container``'s override (other overrides kept)."""
+    params = json.loads(json.dumps(dict(base)))
+    overrides = params.setdefault("overrides", {}).setdefault("containerOverrides", [])
+    mine = next((o for o in overrides if o.get("name") == container), None)
+    if mine is None:
+        mine = {"name": container}
+        overrides.append(mine)
+    mine["command"] = command
+    kept = [e for e in mine.get("environment", []) if e.get("name") not in env]
+    mine["environment"] = kept + [{"name": k, "value": v} for k, v in sorted(env.items())]
+    return params
+
+
+class GpuStepsConfig(dg.Config):
+    """How `execution: pipes` steps are launched (``PresetResource.gpu_steps``).
+
+    ``backend``: subprocess (default: this machine, this interpreter) | k8s (a pod from ``image``; needs
+    `pip install dagster-k8s`) | ecs (a task of an existing task definition). The step reads and writes
+    the paths it is given (the work/staging directory under the artifact cache, shard paths or URLs): on
+    a cluster, put the artifacts on S3 and mount the artifact cache (VFUSION3D_ARTIFACT_ROOT) as a shared
+    volume at the same path in the pod/task.
+    """
+
+    backend: str = "subprocess"
+    python: str | None = None  # subprocess: interpreter (default: the one running Dagster)
+    image: str | None = None  # k8s: image with this project installed
+    namespace: str | None = None  # k8s
+    base_pod_spec_json: str = "{}"  # k8s: PodSpec fields (GPU limits, volumes, nodeSelector, ...)
+    ecs_run_task_json: str = "{}"  # ecs: RunTask parameters (cluster, taskDefinition, launchType, ...)
+    ecs_container: str = "vfusion3d"  # ecs: the container that runs the step
+
+    def run(self, context: dg.AssetExecutionContext, module: str, extras: dict[str, Any],
+            env: Mapping[str, str], nproc: int = 1) -> dg.PipesClientCompletedInvocation:
+        if self.backend not in BACKENDS:
+            raise dg.Failure(f"unknown gpu_steps backend {self.backend!r}; choose one of {BACKENDS}")
+        context.log.info(f"launching {module} through Dagster Pipes ({self.backend}, {nproc} process(es))")
+        if self.backend == "subprocess":
+            command = step_command(module, nproc, self.python or sys.executable)
+            return dg.PipesSubprocessClient().run(context=context, command=command, extras=extras, env=dict(env))
+        command = step_command(module, nproc)
+        if self.backend == "k8s":
+            from dagster_k8s import PipesK8sClient
+
+            return PipesK8sClient().run(context=context, extras=extras, image=self.image, command=command,
+                                        namespace=self.namespace, env=dict(env),
+                                        base_pod_spec=json.loads(self.base_pod_spec_json))
+        from dagster_aws.pipes import PipesECSClient
+
+        params = ecs_run_task_params(json.loads(self.ecs_run_task_json), self.ecs_container, command, env)
+        return PipesECSClient().run(context=context, run_task_params=params, extras=extras,  # type: ignore[arg-type]
+                                    pipes_container_name=self.ecs_container)
+
+
+def step_report(invocation: dg.PipesClientCompletedInvocation) -> tuple[list[dict], dict[str, Any]]:
+    """(per-step metric messages, final metadata as plain values) reported by a Pipes step."""
+    messages = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "metrics" in m]
+    metadata: dict[str, Any] = {}
+    for result in invocation.get_results():
+        metadata.update({k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()})
+    return messages, metadata
