@@ -10,6 +10,7 @@ import dagster as dg
 
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_core.data.audit_cli import default_tracking_uri
+from vfusion3d_core.redact import redact_text
 from vfusion3d_pipeline.gpu_steps import GpuStepsConfig
 from vfusion3d_pipeline.tracking import MLflowRun, mlflow_run
 
@@ -87,7 +88,7 @@ class MLflowResource(dg.ConfigurableResource):
             tags["dagster.partition_key"] = context.partition_key
         location = "file://" + os.path.abspath(os.path.join(self.artifact_root, "mlflow-artifacts"))
         with mlflow_run(self.uri(), self.experiment, run_name or keys, tags, location) as run:
-            context.log.info(f"MLflow run {run.run_id} ({self.uri()})")
+            context.log.info(f"MLflow run {run.run_id} ({redact_text(self.uri())})")  # no password in logs
             yield run
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vfusion3d_core.data import ArtifactVersion
+from vfusion3d_core.redact import redact
 
 
 def is_remote(version: ArtifactVersion) -> bool:
@@ -49,7 +50,8 @@ class MLflowRun:
         return self.run.info.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self._mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        """Params as strings; credential-like keys, URL passwords and env secret values become ``***``."""
+        self._mlflow.log_params({k: str(v)[:500] for k, v in redact(params).items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)

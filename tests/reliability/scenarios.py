@@ -29,7 +29,8 @@ def _fail_final(report: FaultReport, problem: str) -> None:
 
 
 # --- ShardWriter ------------------------------------------------------------------------------------------
-def shard_writer_scenario(tmp: Path, n: int, seed: int = 0, samples: int = 40, per_shard: int = 4) -> FaultReport:
+def shard_writer_scenario(tmp: Path, n: int, seed: int = 0, samples: int = 40, per_shard: int = 4,
+                          size: int = 32) -> FaultReport:
     from workloads import sample_keys
 
     from vfusion3d_core.data import iter_samples
@@ -38,7 +39,7 @@ def shard_writer_scenario(tmp: Path, n: int, seed: int = 0, samples: int = 40, p
 
     def cmd(d: Path) -> list[str]:
         return python_cmd("shards", str(d), "--samples", str(samples), "--per-shard", str(per_shard),
-                          "--seed", str(seed), "--size", "32")
+                          "--seed", str(seed), "--size", str(size))
 
     cal = calibrate(cmd(ref))
     expected = {p.name: p.read_bytes() for p in sorted(ref.glob("shard-*.tar"))}
@@ -71,14 +72,14 @@ def _versions(root: Path) -> dict[str, str]:
     return {d.name: Manifest.read(d / "manifest.json").digest for d in sorted(base.iterdir())} if base.is_dir() else {}
 
 
-def artifact_commit_scenario(tmp: Path, n: int, seed: int = 0) -> FaultReport:
+def artifact_commit_scenario(tmp: Path, n: int, seed: int = 0, samples: int = 12) -> FaultReport:
     from vfusion3d_core.data import ArtifactStore, Manifest
 
     ref, work = tmp / "ref", tmp / "work"
     seeds = [str(seed), str(seed + 1)]
 
     def cmd(root: Path) -> list[str]:
-        return python_cmd("commit", str(root), "--seeds", *seeds)
+        return python_cmd("commit", str(root), "--seeds", *seeds, "--samples", str(samples))
 
     cal = calibrate(cmd(ref))
     ref_versions = _versions(ref)
@@ -126,7 +127,7 @@ def make_training_shards(directory: Path, seed: int = 0) -> list[str]:
     return [str(p) for p in write_shards(directory, 8, 4, seed + 7)]
 
 
-def checkpoint_scenario(tmp: Path, n: int, seed: int = 0, steps: int = 8) -> FaultReport:
+def checkpoint_scenario(tmp: Path, n: int, seed: int = 0, steps: int = 8, mode: str = "mixed") -> FaultReport:
     import torch
 
     from vfusion3d_core.lrm.checkpoint import read_checkpoint
@@ -158,7 +159,7 @@ def checkpoint_scenario(tmp: Path, n: int, seed: int = 0, steps: int = 8) -> Fau
         shutil.rmtree(work, ignore_errors=True)
 
     report = kill_at_random_points(cmd(work), n, calibration=cal, seed=seed, check=check, on_complete=reset,
-                                   event_fraction=0.5)
+                                   event_fraction=0.5, mode=mode)
     if report.final_ok:
         ckpts = list_checkpoints(work)
         if not ckpts or ckpts[-1].name != ref_ckpt.name:
