@@ -22,6 +22,7 @@ from vfusion3d_core.filtering.models import (
     Orbit,
     QualityModels,
     QualityTrainConfig,
+    match_labels,
     read_labels_csv,
     train_quality_models,
 )
@@ -115,7 +116,7 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
         except LabelsError as exc:
             raise dg.Failure(f"bad labels file: {exc}") from exc
         inputs["labels_csv"] = sha256_file(config.labels_csv)
-    user_videos, user_labels = [], []
+    user_videos, user_labels, found_keys = [], [], []
     for key, version in synthetic_partitions(store) if labels else []:
         found = [v for v in iter_partition_videos(version) if v.key in labels]
         if found:
@@ -123,8 +124,10 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
         for v in found:
             user_videos.append(v.frames)
             user_labels.append(labels[v.key])
-    if len(user_videos) < len(labels):
-        context.log.warning(f"{len(labels) - len(user_videos)} labelled video key(s) not found in synthetic_videos")
+            found_keys.append(v.key)
+    _, unknown = match_labels(labels, found_keys)
+    if unknown:  # named, never trained on
+        context.log.warning(f"{len(unknown)} labelled video key(s) not found in synthetic_videos: {unknown[:10]}")
     train, heldout = render_orbits(renders, "train"), render_orbits(renders, "heldout")
     rc = renders.manifest.config
     elevation_range = (float(rc.get("elevation_min_deg", 0.0)), float(rc.get("elevation_max_deg", 45.0)))
