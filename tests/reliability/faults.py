@@ -21,8 +21,11 @@ as a kill; ``on_complete`` may then reset the state (e.g. delete a finished trai
 kill lands in real work again. At the end the command runs once more uninterrupted and must succeed.
 
 Any command works (a workload script here, ``dagster asset materialize`` for the pipeline); the child only
-needs to print a line ``READY`` when its work starts (``ready()`` does this and arms the event counter).
-Commands that never print it are timed from their start (``ready_marker=None``).
+needs to print a line containing ``ready_marker`` (default ``READY``) when its work starts (``ready()`` does
+this and arms the event counter; for the Dagster CLI a log line such as ``STEP_START`` can serve). Commands
+that print no marker are timed and event-counted from their start (``ready_marker=None``). Event kills hit
+the process whose k-th event it is (each process counts its own): for multi-process commands, kill points
+by time (the whole process group is killed) are the simpler choice.
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ class _Child:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
-            if self._marker is not None and line.strip() == self._marker:
+            if self._marker is not None and self._marker in line:
                 self.ready.set()
             if line.strip() == DONE and self.done_at is None:
                 self.done_at = time.monotonic()
