@@ -42,5 +42,7 @@ def materialize_result(version: ArtifactVersion, extra: dict | None = None) -> d
         "bytes": sum(f.bytes for f in m.files),
         **{f"count/{k}": v for k, v in m.counts.items()},
     }
+    if getattr(version, "url", ""):  # an S3 artifact root: where the version lives (path is its local cache copy)
+        metadata["url"] = dg.MetadataValue.text(version.url)
     metadata.update(extra or {})
     return dg.MaterializeResult(data_version=dg.DataVersion(m.digest), metadata=metadata)

@@ -1,48 +1,12 @@
-"""GPU steps through Dagster Pipes: lrm_3d_only with execution=pipes trains in an external process
-(vfusion3d_core.lrm.train.pipes_entry, which imports dagster-pipes only) that reports its per-step and final
-metrics back onto the asset materialization and into MLflow."""
+"""GPU steps through Dagster Pipes: the core entries need dagster-pipes only; cluster launch parameters.
+A Pipes-launched training step reporting its metrics onto the asset: tests/scaling/test_scaled_graph.py."""
 
-import json
 import subprocess
 import sys
 
-import dagster as dg
-import mlflow
-from pipeline_utils import LRM_MICRO, MICRO_RENDERS, REPO
+from pipeline_utils import REPO
 
-from vfusion3d_core.data import ArtifactStore
-from vfusion3d_pipeline.assets.lrm import lrm_3d_only
-from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.gpu_steps import ecs_run_task_params, step_command
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
-
-
-def test_pipes_training_step_reports_metrics_onto_the_asset(tmp_path) -> None:
-    res = {"artifacts": ArtifactStoreResource(root=str(tmp_path)), "preset": PresetResource(name="tiny"),
-           "mlflow": MLflowResource(artifact_root=str(tmp_path))}  # preset.gpu_steps: a local subprocess
-    instance = dg.DagsterInstance.ephemeral()
-    assert dg.materialize([renders_3d], resources=res, instance=instance,
-                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
-    result = dg.materialize([lrm_3d_only], resources=res, instance=instance,
-                            selection=[lrm_3d_only], run_config={"ops": {"lrm_3d_only": {"config": {
-                                **LRM_MICRO, "execution": "pipes"}}}})
-    assert result.success
-    version = ArtifactStore(tmp_path).latest("lrm_3d_only")
-    trained = json.loads((version.path / "metrics.json").read_text())["train"]
-    mat = result.asset_materializations_for_node("lrm_3d_only")[0]
-    md = mat.metadata
-    assert md["execution"].value == "pipes" and mat.tags["dagster/data_version"] == version.digest
-    # the final metrics came back from the external process onto the materialization
-    assert md["final_metrics"].value == trained and trained["loss"] > 0 and trained["samples_per_s"] > 0
-    assert md["pipes/step"].value == 4 and md["pipes/reported_steps"].value == 2 and md["pipes/world_size"].value == 1
-    assert [p["step"] for p in md["pipes/training_curve"].value] == [2, 4]
-    # its per-step metrics went to the materialization's MLflow run, the log lines to Dagster's event log
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    history = client.get_metric_history(md["mlflow_run_id"].value, "loss")
-    assert [m.step for m in history] == [2, 4] and history[-1].value == trained["loss"]
-    logs = [e.message for e in instance.all_logs(result.run_id) if e.user_message]
-    assert any("step 4/4" in m for m in logs)
-    assert not (tmp_path / "lrm_3d_only" / ".work").exists() or not any((tmp_path / "lrm_3d_only" / ".work").iterdir())
 
 
 def test_pipes_entries_import_dagster_pipes_but_not_dagster() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vfusion3d_core.data.artifacts import ArtifactStore
 from vfusion3d_core.data.manifest import MANIFEST_NAME, Manifest, ManifestError, sha256_file
@@ -76,9 +77,25 @@ def artifact_root_of(version_dir: Path, manifest: Manifest) -> Path:
 class LineageAuditor:
     """Builds and verifies lineage trees over one artifact root."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, remote: Any = None) -> None:
+        """``remote``: an S3ArtifactStore whose versions are mirrored as they are (unverified) into ``root``
+        when the tree reaches them, then verified like local ones."""
         self.store = ArtifactStore(root)
+        self.remote = remote
         self._seen: dict[tuple[str, str], AuditNode] = {}
+        self._fetched: set[Path] = set()
+
+    def _fetch(self, version_dir: Path) -> None:
+        """Mirror a remote version into ``root`` (once) so it can be verified like a local one."""
+        if self.remote is not None and version_dir not in self._fetched:
+            self._fetched.add(version_dir)
+            if not (version_dir / MANIFEST_NAME).is_file():
+                self.remote.mirror(version_dir.relative_to(self.store.root).as_posix(), version_dir)
+
+    def _is_unpartitioned(self, asset: str) -> bool:
+        if self.remote is not None:
+            return bool(self.remote.version_names(asset))
+        return (self.store.root / asset / "versions").is_dir()
 
     def audit_dir(self, path: str | Path) -> AuditNode:
         """Audit the version that holds ``path`` (a version dir or a file/folder inside one)."""
@@ -96,6 +113,7 @@ class LineageAuditor:
                              first.problems, seen_before=True)
         node = AuditNode(name, digest, path=str(version_dir))
         self._seen[key] = node
+        self._fetch(version_dir)
         if not (version_dir / MANIFEST_NAME).is_file():
             node.status, node.problems = MISSING, [f"no version directory {version_dir}"]
             return node
@@ -125,13 +143,15 @@ class LineageAuditor:
         asset_dir = self.store.root / asset
         if not rest:
             return self._version_node(name, digest, asset_dir / "versions" / digest[:16])
-        if (asset_dir / "versions").is_dir():  # an unpartitioned asset: ``rest`` names one of its files
+        if self._is_unpartitioned(asset):  # an unpartitioned asset: ``rest`` names one of its files
             return self._file_node(name, digest, asset)
         return self._version_node(name, digest, asset_dir / rest / "versions" / digest[:16])
 
     def _file_node(self, name: str, sha: str, asset: str) -> AuditNode:
         """A file of some version of ``asset`` identified by its sha256 (e.g. one prompt shard)."""
         stem = name.split("/", 1)[1]
+        for version_name in self.remote.version_names(asset) if self.remote is not None else []:
+            self._fetch(self.store.root / asset / "versions" / version_name)
         for version_dir in self.store.version_dirs(asset):
             try:
                 manifest = Manifest.read(version_dir / MANIFEST_NAME)

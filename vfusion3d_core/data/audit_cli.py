@@ -17,8 +17,9 @@ def default_tracking_uri(artifact_root: str | Path) -> str:
     return f"sqlite:///{os.path.abspath(os.path.join(artifact_root, 'mlflow.db'))}"
 
 
-def resolve_registered_model(uri: str, tracking_uri: str) -> tuple[Path, str]:
-    """``models:/NAME/VERSION`` -> (committed artifact directory, manifest digest) from the version's tags."""
+def resolve_registered_model(uri: str, tracking_uri: str) -> tuple[str, str]:
+    """``models:/NAME/VERSION`` -> (committed artifact directory or s3:// URL, manifest digest) from the
+    version's tags."""
     import mlflow
 
     parts = uri[len("models:/"):].split("/")
@@ -32,7 +33,51 @@ def resolve_registered_model(uri: str, tracking_uri: str) -> tuple[Path, str]:
     path, digest = mv.tags.get("vfusion3d.artifact_path"), mv.tags.get("vfusion3d.digest")
     if not path or not digest:
         raise click.ClickException(f"{uri} was not registered by vfusion3d (no vfusion3d.artifact_path tag)")
-    return Path(path), digest
+    return path, digest
+
+
+def audit_s3(url: str):
+    """Audit a version on an S3 artifact root, ``s3://BUCKET/PREFIX/ASSET[/PARTITION]/versions/<v>[/...]``:
+    the lineage tree's versions are mirrored as they are into a temporary directory and verified there;
+    reported paths are the s3:// URLs. The S3 endpoint and region come from VFUSION3D_S3_ENDPOINT_URL /
+    VFUSION3D_S3_REGION, credentials from the environment."""
+    import tempfile
+
+    from vfusion3d_core.data.s3_store import S3ArtifactStore, client_for, split_url
+
+    bucket, key = split_url(url)
+    parts = key.strip("/").split("/")
+    if "versions" not in parts[:-1]:
+        raise ManifestError(f"{url} is not inside a committed artifact version (no versions/<digest>)")
+    at = len(parts) - 1 - parts[::-1].index("versions")
+    if at + 1 >= len(parts):
+        raise ManifestError(f"{url} names no version")
+    owner, version = parts[:at], parts[at + 1]
+    client = client_for(bucket)
+    manifest_key = "/".join([*owner, "versions", version, MANIFEST_NAME])
+    try:
+        data = client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
+    except Exception as exc:
+        raise ManifestError(f"s3://{bucket}/{manifest_key}: no manifest ({exc})") from exc
+    asset = Manifest.from_json(data, f"s3://{bucket}/{manifest_key}").asset
+    if owner[-1:] == [asset]:
+        prefix = owner[:-1]
+    elif owner[-2:-1] == [asset]:
+        prefix = owner[:-2]
+    else:
+        raise ManifestError(f"{url} is not laid out as PREFIX/{asset}[/PARTITION]/versions/<digest>")
+    with tempfile.TemporaryDirectory(prefix="vfusion3d-audit-") as tmp_dir:
+        tmp = str(Path(tmp_dir).resolve())
+        remote = S3ArtifactStore(client, bucket, "/".join(prefix), tmp)
+        version_dir = Path(tmp, *owner[len(prefix):], "versions", version)
+        auditor = LineageAuditor(tmp, remote=remote)
+        auditor._fetch(version_dir)
+        tree = auditor.audit_dir(version_dir)
+        base = remote.url
+        for node in tree.walk():  # report where the data lives, not the temporary mirror
+            node.path = node.path.replace(tmp, base, 1) if node.path else node.path
+            node.problems = [p.replace(tmp, base) for p in node.problems]
+    return tree
 
 
 @click.command()
@@ -48,8 +93,8 @@ def audit(target: str, as_json: bool, artifact_root: str | None, tracking_uri: s
     """Print the tree of data that produced TARGET, re-verifying every digest.
 
     TARGET is a committed artifact directory (e.g. artifacts/lrm_finetuned/versions/<digest> or its
-    model/ folder) or a registered model, models:/NAME/VERSION. Exits 1 naming every changed or
-    missing artifact.
+    model/ folder), the same on an S3 artifact root (s3://BUCKET/PREFIX/lrm_finetuned/versions/<digest>),
+    or a registered model, models:/NAME/VERSION. Exits 1 naming every changed or missing artifact.
     """
     expected = None
     if target.startswith("models:/"):
@@ -57,12 +102,15 @@ def audit(target: str, as_json: bool, artifact_root: str | None, tracking_uri: s
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
         path, expected = resolve_registered_model(target, uri)
     else:
-        path = Path(target)
+        path = target
     try:
-        version_dir = find_version_dir(path)
-        root_path = Path(artifact_root) if artifact_root else artifact_root_of(
-            version_dir, Manifest.read(version_dir / MANIFEST_NAME))
-        tree = LineageAuditor(root_path).audit_dir(version_dir)
+        if str(path).startswith("s3://"):
+            tree = audit_s3(str(path))
+        else:
+            version_dir = find_version_dir(path)
+            root_path = Path(artifact_root) if artifact_root else artifact_root_of(
+                version_dir, Manifest.read(version_dir / MANIFEST_NAME))
+            tree = LineageAuditor(root_path).audit_dir(version_dir)
     except ManifestError as exc:
         raise click.ClickException(str(exc)) from exc
     failures = tree.failures()

@@ -98,7 +98,8 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
     run_key = hashlib.sha256(json.dumps([recipe.to_dict(), inputs, CODE_VERSION, config.init_official],
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
     work = store.asset_dir(asset) / ".work" / run_key
-    context.log.info(f"training {asset}: {recipe.steps} steps on {len(shards)} shard(s), work dir {work}")
+    context.log.info(f"training {asset}: {recipe.steps} steps on {len(shards)} shard(s) (first {shards[0]}), "
+                     f"work dir {work}")
     with mlflow.run_for(context) as run:
         run.log_params({**recipe.to_dict(), "num_processes": config.num_processes, "init": str(init)})
         for name, version in input_versions.items():
