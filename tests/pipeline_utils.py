@@ -47,7 +47,10 @@ def run_materialize(env: dict[str, str], select: str, config: dict, timeout: flo
                     ) -> subprocess.CompletedProcess:
     proc = subprocess.run(materialize_cmd(select, config), cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if proc.returncode != 0:  # the failing step's error, not just the executor's summary at the end
+        lines = (proc.stdout + proc.stderr).splitlines()
+        first = next((i for i, line in enumerate(lines) if "STEP_FAILURE" in line or "Traceback" in line), 0)
+        raise AssertionError("\n".join(lines[first:first + 60]) + "\n...\n" + "\n".join(lines[-20:]))
     return proc
 
 
