@@ -2,10 +2,11 @@
 
 The first decoder layer is linear and bilinear sampling is linear in the plane values, so
 ``W1 @ concat_p(bilinear(plane_p, uv_p)) = sum_p bilinear(W1_p @ plane_p, uv_p)``. Projecting each
-plane once (``[C, H, W] -> [H, W, hidden]``) turns the per-point work of ``grid_sample`` over
-3 x C channels followed by a (3C -> hidden) matmul into a 12-tap weighted gather of hidden-sized
-rows (``F.embedding_bag``, mode sum), which is the same algebra with different rounding. Zero
-padding of ``grid_sample`` is reproduced by a zero border around each projected plane.
+plane once (``[C, H, W] -> [H, W, hidden]``, plus a third of the first bias) turns the per-point
+work of ``grid_sample`` over 3 x C channels followed by a (3C -> hidden) matmul into a 12-tap
+weighted gather of hidden-sized rows (``F.embedding_bag``, mode sum): the same algebra with
+different rounding. Zero padding of ``grid_sample`` is reproduced by a zero border around each
+projected plane.
 
 The remaining MLP runs in the compute dtype (bf16 on hardware with fast bf16); raw density and rgb
 come back in float32 and out-of-box points are masked exactly as in ``LRM.query_raw``.
@@ -39,10 +40,12 @@ class FusedField:
                 torch.einsum("oc,chw->hwo", weight[:, p * c:(p + 1) * c], planes[p].detach().float())
                 for p in range(3)])  # [3, H, W, hidden]
             table = F.pad(projected, (0, 0, 1, 1, 1, 1))  # zero border: [3, H+2, W+2, hidden]
+            # the 4 bilinear weights of each plane sum to 1, so a third of the bias in every row
+            # (border included) adds the bias exactly once over the 3 planes
+            table = table + first.bias.detach().float() / 3
         self.dtype = dtype
         self.chunk_points = max(1, int(chunk_points))
         self.table = table.reshape(-1, weight.shape[0]).to(dtype).contiguous()
-        self.bias = first.bias.detach().to(dtype)
         self.layers = [(layer.weight.detach().to(dtype), layer.bias.detach().to(dtype))
                        for layer in decoder.layers[1:]]
         dev = planes.device
@@ -69,8 +72,7 @@ class FusedField:
 
     def _mlp(self, points: torch.Tensor) -> torch.Tensor:
         index, weight = self._taps(points)
-        x = F.embedding_bag(index, self.table, mode="sum", per_sample_weights=weight.to(self.dtype))
-        x = F.relu_(x + self.bias)
+        x = F.relu_(F.embedding_bag(index, self.table, mode="sum", per_sample_weights=weight.to(self.dtype)))
         for i, (w, b) in enumerate(self.layers):
             x = F.linear(x, w, b)
             if i < len(self.layers) - 1:
@@ -87,8 +89,10 @@ class FusedField:
         for start in range(0, points.shape[0], self.chunk_points):
             sl = slice(start, start + self.chunk_points)
             out = self._mlp(points[sl])
-            raw[sl], rgb[sl] = mask_out_of_box(points[sl], out[:, :1],
-                                               torch.sigmoid(out[:, 1:]) * (1 + 2 * 0.001) - 0.001)
+            raw[sl] = out[:, :1]
+            rgb[sl] = torch.sigmoid(out[:, 1:]) * (1 + 2 * 0.001) - 0.001
+        if bool((points.abs() > 1).any()):  # renderer samples lie inside the box: usually nothing to mask
+            raw, rgb = mask_out_of_box(points, raw, rgb)
         return raw, rgb
 
     def density(self, points: torch.Tensor) -> torch.Tensor:

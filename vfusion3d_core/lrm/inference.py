@@ -28,9 +28,10 @@ CPU_FIELD_CHUNK = 1 << 16  # fused-field points per call on CPU: larger chunks f
 class InferenceOptions:
     """Switches of the fast inference path.
 
-    dtype: "auto" (bf16 where the device has fast bf16 matmuls: AMX / AVX512-BF16 CPUs, GPUs with
-      bf16 tensor cores; else fp32), "bfloat16" or "float32". Applies to encode (autocast) and to
-      the decoder field (bf16 projected planes + MLP, fp32 compositing).
+    dtype: compute dtype of encode (autocast): "auto" (bf16 where the device has fast bf16 matmuls:
+      AMX / AVX512-BF16 CPUs, GPUs with bf16 tensor cores; else fp32), "bfloat16" or "float32".
+    field_dtype: the same choice for the decoder field used by rendering and meshing (bf16
+      projected planes + MLP; sampling, compositing and marching cubes stay fp32).
     fused_field: decoder's first layer folded into the planes (a 12-tap weighted gather instead of
       ``grid_sample`` + a 3C x hidden matmul; exact algebra, different rounding).
     skip_empty: fine (importance) samples that land in an interval whose coarse weight, max-pooled
@@ -43,6 +44,7 @@ class InferenceOptions:
     """
 
     dtype: str = "auto"
+    field_dtype: str = "auto"
     fused_field: bool = True
     skip_empty: bool = True
     weight_eps: float = 1e-4
@@ -51,8 +53,9 @@ class InferenceOptions:
     max_memory_gb: float = 4.0
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; use one of {tuple(DTYPES)}")
+        for value in (self.dtype, self.field_dtype):
+            if value not in DTYPES:
+                raise ValueError(f"unknown dtype {value!r}; use one of {tuple(DTYPES)}")
         if self.weight_eps < 0 or self.mesh_stride < 0 or self.mesh_dilate < 0 or self.max_memory_gb <= 0:
             raise ValueError(f"invalid InferenceOptions: {self}")
 
@@ -60,21 +63,22 @@ class InferenceOptions:
     def exact(cls, max_memory_gb: float = 4.0) -> InferenceOptions:
         """fp32, unfused field, no skipping, dense mesh grid: the reference path (memory bound only
         changes chunk sizes, which never changes results)."""
-        return cls(dtype="float32", fused_field=False, skip_empty=False, mesh_stride=0, max_memory_gb=max_memory_gb)
+        return cls(dtype="float32", field_dtype="float32", fused_field=False, skip_empty=False, mesh_stride=0,
+                   max_memory_gb=max_memory_gb)
 
     @property
     def is_exact(self) -> bool:
         """True when every switch is on its reference setting."""
-        return (self.dtype == "float32" and not self.fused_field and not self.skip_empty
-                and self.mesh_stride <= 1)
+        return (self.dtype == "float32" and self.field_dtype == "float32" and not self.fused_field
+                and not self.skip_empty and self.mesh_stride <= 1)
 
     def replace(self, **changes) -> InferenceOptions:
         """Copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
-    def compute_dtype(self, device: torch.device | str) -> torch.dtype:
-        """The dtype this option set computes in on ``device``."""
-        chosen = DTYPES[self.dtype]
+    def compute_dtype(self, device: torch.device | str, field: bool = False) -> torch.dtype:
+        """The dtype encode (or, with ``field``, the decoder field) computes in on ``device``."""
+        chosen = DTYPES[self.field_dtype if field else self.dtype]
         if chosen is None:
             return torch.bfloat16 if fast_bf16(torch.device(device)) else torch.float32
         return chosen

@@ -14,6 +14,7 @@ side of the level, so it adds no surface; the surface comes from exactly evaluat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,13 @@ import torch.nn.functional as F
 import trimesh
 
 from .decoder import activate_density
-from .inference import BYTES_PER_POINT_EXACT, BYTES_PER_POINT_FUSED, InferenceOptions, working_memory_bytes
+from .inference import (
+    BYTES_PER_POINT_EXACT,
+    BYTES_PER_POINT_FUSED,
+    CPU_FIELD_CHUNK,
+    InferenceOptions,
+    working_memory_bytes,
+)
 
 PointFn = Callable[[torch.Tensor], torch.Tensor]  # points [P, 3] -> values [P, K]
 MESH_FORMATS = ("glb", "obj", "ply")
@@ -170,11 +177,29 @@ def vertex_colours(rgb_fn: PointFn, vertices: np.ndarray, chunk_points: int = 1 
 
 
 def mesh_from_fields(density_fn: PointFn, rgb_fn: PointFn | None, resolution: int = 256, level: float = 1.0,
-                     chunk_points: int = 1 << 18, device: torch.device | str = "cpu") -> trimesh.Trimesh:
-    """Marching-cubes mesh of ``density_fn`` with optional vertex colours from ``rgb_fn``."""
-    grid = density_grid(density_fn, resolution, chunk_points, device)
+                     chunk_points: int = 1 << 18, device: torch.device | str = "cpu",
+                     coarse_stride: int = 0, dilate: int = 1, stats: dict | None = None) -> trimesh.Trimesh:
+    """Marching-cubes mesh of ``density_fn`` with optional vertex colours from ``rgb_fn``.
+
+    ``coarse_stride`` > 1 evaluates the grid coarse-to-fine (``coarse_to_fine_grid``). ``stats``
+    receives ``evaluated`` / ``vertices`` (density evaluations / grid vertices) and the seconds of
+    the grid, marching cubes and colour stages.
+    """
+    stats = {} if stats is None else stats
+    start = time.perf_counter()
+    if coarse_stride > 1:
+        grid = coarse_to_fine_grid(density_fn, resolution, level, coarse_stride, dilate, chunk_points, device, stats)
+    else:
+        grid = density_grid(density_fn, resolution, chunk_points, device)
+        stats.update(evaluated=resolution ** 3, vertices=resolution ** 3)
+    stats["grid_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
     vertices, faces = marching_cubes(grid, level)
+    del grid
+    stats["marching_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
     colours = vertex_colours(rgb_fn, vertices, chunk_points, device) if rgb_fn is not None else None
+    stats["colour_seconds"] = time.perf_counter() - start
     return trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colours, process=False)
 
 
@@ -186,7 +211,7 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int = 256, level: floa
     Without ``options``: the exact path (``model.query_density`` on the dense grid, ``chunk_points``
     default 2^18). With ``options``: the field of ``model.fast_field`` and, when
     ``options.mesh_stride`` > 1, the coarse-to-fine grid; chunk sizes from ``options.max_memory_gb``
-    unless ``chunk_points`` is given. ``stats`` receives the grid's evaluation counts.
+    unless ``chunk_points`` is given. ``stats``: see ``mesh_from_fields``.
     """
     assert planes.dim() == 5 and planes.shape[:2] == (1, 3), f"planes must be [1, 3, C, H, W], got {planes.shape}"
     if options is None or options.is_exact:
@@ -199,13 +224,10 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int = 256, level: floa
         def colour(points: torch.Tensor) -> torch.Tensor:
             return model.query_density(planes, points[None].to(planes.device))[1][0]
 
-        mesh = mesh_from_fields(density, colour, resolution, level, chunk_points, planes.device)
-        if stats is not None:
-            stats.update(evaluated=resolution ** 3, vertices=resolution ** 3)
-        return mesh
+        return mesh_from_fields(density, colour, resolution, level, chunk_points, planes.device, stats=stats)
     if chunk_points is None:
         chunk_points = grid_chunk_points(planes.device, options, options.fused_field)
-    field = model.fast_field(planes, options, min(chunk_points, 1 << 16) if planes.device.type == "cpu"
+    field = model.fast_field(planes, options, min(chunk_points, CPU_FIELD_CHUNK) if planes.device.type == "cpu"
                              else chunk_points)
 
     def fast_density(points: torch.Tensor) -> torch.Tensor:
@@ -214,17 +236,8 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int = 256, level: floa
     def fast_colour(points: torch.Tensor) -> torch.Tensor:
         return field(points.to(planes.device))[1]
 
-    if options.mesh_stride > 1:
-        grid = coarse_to_fine_grid(fast_density, resolution, level, options.mesh_stride, options.mesh_dilate,
-                                   chunk_points, planes.device, stats)
-    else:
-        grid = density_grid(fast_density, resolution, chunk_points, planes.device)
-        if stats is not None:
-            stats.update(evaluated=resolution ** 3, vertices=resolution ** 3)
-    vertices, faces = marching_cubes(grid, level)
-    del grid
-    colours = vertex_colours(fast_colour, vertices, chunk_points, planes.device)
-    return trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colours, process=False)
+    return mesh_from_fields(fast_density, fast_colour, resolution, level, chunk_points, planes.device,
+                            options.mesh_stride, options.mesh_dilate, stats)
 
 
 def grid_chunk_points(device: torch.device | str, options: InferenceOptions, fused: bool) -> int:

@@ -137,7 +137,7 @@ class LRM(nn.Module):
     def fast_field(self, plane: torch.Tensor, options: InferenceOptions, chunk_points: int = 1 << 16):
         """Field of one item's planes [1, 3, C, H, W] under ``options``: the fused decoder
         (``FusedField``) in the compute dtype, or ``query_raw`` under autocast when not fused."""
-        dtype = options.compute_dtype(plane.device)
+        dtype = options.compute_dtype(plane.device, field=True)
         if options.fused_field:
             return FusedField(self.decoder, plane, dtype, chunk_points)
         if dtype == torch.float32:
