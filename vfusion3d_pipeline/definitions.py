@@ -12,6 +12,7 @@ from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.checks import renders_3d_integrity, synthetic_videos_integrity
 from vfusion3d_pipeline.engine_checks import filtered_multiview_integrity, prompt_set_integrity
+from vfusion3d_pipeline.recovery import recover_dead_runs_sensor
 from vfusion3d_pipeline.resources import default_resources
 from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
 from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
@@ -50,7 +51,7 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
         asset_checks=ASSET_CHECKS,
         jobs=[all_assets_job, renders_job, synthesis_job, engine_shard_job, prompt_set_job, ablation_job],
         schedules=[build_synthesis_schedule(SynthesisScheduleSettings.from_env())],
-        sensors=[build_prompt_source_sensor(PromptSourceSettings.from_env())],
+        sensors=[build_prompt_source_sensor(PromptSourceSettings.from_env()), recover_dead_runs_sensor],
         resources=resources or default_resources(),
     )
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 
 from vfusion3d_pipeline.partitions import prompt_shards
+from vfusion3d_pipeline.recovery import recover_dead_runs
 
 
 def phases(defs: dg.Definitions | None = None) -> tuple[list[str], list[str], list[str]]:
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     run_config = json.loads(Path(args.config).read_text()) if args.config else None
     start = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
+        recovered = recover_dead_runs(instance, defs.resources["mlflow"].uri())
+        if any(recovered.values()):
+            print(f"[run_all] recovered from killed runs: {recovered}", flush=True)
         run_graph(defs, instance, run_config)
     print(f"[run_all] whole graph materialized in {time.perf_counter() - start:.0f} s", flush=True)
 
