@@ -66,8 +66,11 @@ def recover_dead_runs(instance: dg.DagsterInstance, tracking_uri: str | None = N
 def _kill_orphan_mlflow_runs(instance: dg.DagsterInstance, tracking_uri: str) -> list[str]:
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
+    from vfusion3d_pipeline.tracking import store_lock
+
+    with store_lock(tracking_uri):  # the first use of a sqlite store migrates its schema: one process at a time
+        client = mlflow.MlflowClient(tracking_uri)
+        experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []
     killed = []

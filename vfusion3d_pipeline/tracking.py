@@ -73,7 +73,7 @@ class MLflowRun:
         point back at the committed artifact (path + manifest digest), which is what `vfusion3d audit`
         follows. Returns ``models:/NAME/VERSION``."""
         client = self._mlflow.MlflowClient()
-        with _store_lock(self._mlflow.get_tracking_uri()):
+        with store_lock(self._mlflow.get_tracking_uri()):
             if not _registered(client, name):
                 client.create_registered_model(name, description="vfusion3d LRM checkpoints (Dagster asset "
                                                                   f"{name}); audit with `vfusion3d audit`")
@@ -102,7 +102,7 @@ def _registered(client: Any, name: str) -> bool:
 
 
 @contextmanager
-def _store_lock(tracking_uri: str) -> Iterator[None]:
+def store_lock(tracking_uri: str) -> Iterator[None]:
     """An exclusive file lock next to a sqlite tracking store (no-op for other stores)."""
     if not tracking_uri.startswith("sqlite:///"):
         yield
@@ -124,7 +124,7 @@ def mlflow_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    with _store_lock(tracking_uri):
+    with store_lock(tracking_uri):
         # First use of a sqlite store runs schema migrations; two steps of one run (the multiprocess
         # executor) creating it at once collide ("table _alembic_tmp_experiments already exists").
         client = mlflow.MlflowClient(tracking_uri)

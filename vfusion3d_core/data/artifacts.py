@@ -15,6 +15,7 @@ same digest and so the same version directory.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -83,21 +84,28 @@ class ArtifactStore:
 
     def commit(self, staging_dir: Path, manifest: Manifest, asset: str, partition: str | None = None
                ) -> ArtifactVersion:
-        """Write the manifest into ``staging_dir``, publish it as a version and point LATEST at it."""
+        """Write the manifest into ``staging_dir``, publish it as a version and point LATEST at it.
+
+        Commits of one asset/partition are serialized by an exclusive file lock, so two runs materializing
+        the same partition at once publish whole versions one after the other (the same content twice
+        gives one version), never an interleaving of both.
+        """
         base = self.asset_dir(asset, partition)
         manifest.write(staging_dir)
         target = base / "versions" / manifest.digest[:16]
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            # Same content already published (identical re-run): keep the existing, verified copy.
-            existing = Manifest.read(target / MANIFEST_NAME)
-            if existing.digest != manifest.digest or existing.verify(target):
-                raise ManifestError(f"{target} exists but does not match the new version; refusing to overwrite")
-            shutil.rmtree(staging_dir, ignore_errors=True)
-        else:
-            os.replace(staging_dir, target)
-        pointer = {"version": target.name, "digest": manifest.digest, "run_id": manifest.run_id}
-        atomic_write_bytes(base / LATEST_NAME, json.dumps(pointer, indent=2).encode())
+        with open(base / ".commit.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if target.exists():
+                # Same content already published (identical re-run): keep the existing, verified copy.
+                existing = Manifest.read(target / MANIFEST_NAME)
+                if existing.digest != manifest.digest or existing.verify(target):
+                    raise ManifestError(f"{target} exists but does not match the new version; refusing to overwrite")
+                shutil.rmtree(staging_dir, ignore_errors=True)
+            else:
+                os.replace(staging_dir, target)
+            pointer = {"version": target.name, "digest": manifest.digest, "run_id": manifest.run_id}
+            atomic_write_bytes(base / LATEST_NAME, json.dumps(pointer, indent=2).encode())
         return ArtifactVersion(target, Manifest.read(target / MANIFEST_NAME))
 
     def latest(self, asset: str, partition: str | None = None) -> ArtifactVersion | None:
