@@ -12,10 +12,10 @@ from scenarios import SCENARIOS, _versions
 from vfusion3d_core.data import ArtifactStore, Manifest
 
 
-# the reduced CI set: small workloads, few kills (the runner uses more of both)
+# the reduced CI set: small workloads, few kills (the runner uses more of both, and the random-point commit
+# scenario, whose protocol steps the named-point test below covers deterministically here)
 @pytest.mark.parametrize(("name", "kills", "size"), [
     ("shards", 2, {"samples": 16, "size": 16}),
-    ("commit", 2, {"samples": 6}),
     # events mode: the first kill lands inside a fresh run's checkpoint writes (no wasted launch)
     pytest.param("checkpoint", 1, {"steps": 6, "mode": "events"}, marks=pytest.mark.slow),
 ])
