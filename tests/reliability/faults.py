@@ -173,16 +173,17 @@ def calibrate(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Pat
     log = Path(log_dir or "/tmp") / f"vfusion3d-fault-count-{os.getpid()}-{time.monotonic_ns()}.log"
     env = child_env(dict(env or {}, VFUSION3D_FAULT_MODE="count", VFUSION3D_FAULT_LOG=str(log),
                          VFUSION3D_FAULT_ARM="ready" if ready_marker else "start"), inject=True)
-    child = _Child(cmd, env, cwd, ready_marker)
-    child.ready.wait(timeout)
-    start = time.monotonic()
-    rc = child.wait(timeout)
-    seconds = (child.done_at or time.monotonic()) - start
-    if rc != 0:
-        raise RuntimeError(f"calibration run failed (exit {rc}):\n{child.output[-3000:]}")
-    events = sum(int(line.split()[1]) for line in _event_log(log))
-    log.unlink(missing_ok=True)
-    return Calibration(seconds, events)
+    try:
+        child = _Child(cmd, env, cwd, ready_marker)
+        child.ready.wait(timeout)
+        start = time.monotonic()
+        rc = child.wait(timeout)
+        seconds = (child.done_at or time.monotonic()) - start
+        if rc != 0:
+            raise RuntimeError(f"calibration run failed (exit {rc}):\n{child.output[-3000:]}")
+        return Calibration(seconds, sum(int(line.split()[1]) for line in _event_log(log)))
+    finally:
+        log.unlink(missing_ok=True)
 
 
 def run_with_kill(cmd: Sequence[str], *, at_event: int | None = None, after_seconds: float | None = None,
@@ -219,10 +220,12 @@ def trace_events(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: 
     log = Path("/tmp") / f"vfusion3d-fault-trace-{os.getpid()}-{time.monotonic_ns()}.log"
     extra = dict(env or {}, VFUSION3D_FAULT_MODE="trace", VFUSION3D_FAULT_LOG=str(log),
                  VFUSION3D_FAULT_ARM="ready" if ready_marker else "start")
-    child = _Child(cmd, child_env(extra, inject=True), cwd, ready_marker)
-    rc = child.wait(timeout)
-    lines = _event_log(log)
-    log.unlink(missing_ok=True)
+    try:
+        child = _Child(cmd, child_env(extra, inject=True), cwd, ready_marker)
+        rc = child.wait(timeout)
+        lines = _event_log(log)
+    finally:
+        log.unlink(missing_ok=True)
     if rc != 0:
         raise RuntimeError(f"trace run failed (exit {rc}):\n{child.output[-3000:]}")
     return [line.split(" ", 2)[2] for line in lines]
