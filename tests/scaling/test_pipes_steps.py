@@ -1,12 +1,38 @@
-"""GPU steps through Dagster Pipes: the core entries need dagster-pipes only; cluster launch parameters.
-A Pipes-launched training step reporting its metrics onto the asset: tests/scaling/test_scaled_graph.py."""
+"""GPU steps through Dagster Pipes: a torchrun-wrapped (2 CPU ranks, gloo) Pipes training step reports once, from
+rank 0, onto the asset; the core entries need dagster-pipes only; cluster launch parameters. The single-process
+Pipes steps on S3 + PostgreSQL: tests/scaling/test_scaled_graph.py."""
 
+import json
 import subprocess
 import sys
 
-from pipeline_utils import REPO
+import dagster as dg
+from pipeline_utils import LRM_MICRO, MICRO_RENDERS, REPO
 
+from vfusion3d_core.data import ArtifactStore
+from vfusion3d_pipeline.assets.lrm import lrm_3d_only
+from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.gpu_steps import ecs_run_task_params, step_command
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+
+
+def test_pipes_step_under_torchrun_reports_from_rank_zero(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(REPO)  # `python -m vfusion3d_core...` in the step resolves this checkout
+    res = {"artifacts": ArtifactStoreResource(root=str(tmp_path)), "preset": PresetResource(name="tiny"),
+           "mlflow": MLflowResource(artifact_root=str(tmp_path))}  # preset.gpu_steps: a local subprocess
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([renders_3d], resources=res, instance=instance,
+                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    result = dg.materialize([lrm_3d_only], resources=res, instance=instance, selection=[lrm_3d_only],
+                            run_config={"ops": {"lrm_3d_only": {"config": {**LRM_MICRO, "execution": "pipes",
+                                                                            "num_processes": 2}}}})
+    assert result.success
+    version = ArtifactStore(tmp_path).latest("lrm_3d_only")
+    trained = json.loads((version.path / "metrics.json").read_text())["train"]
+    md = result.asset_materializations_for_node("lrm_3d_only")[0].metadata
+    assert md["execution"].value == "pipes" and md["final_metrics"].value == trained and trained["loss"] > 0
+    assert md["pipes/world_size"].value == 2 and md["pipes/step"].value == 4
+    assert [p["step"] for p in md["pipes/training_curve"].value] == [2, 4]  # one report per step, not per rank
 
 
 def test_pipes_entries_import_dagster_pipes_but_not_dagster() -> None:
