@@ -24,6 +24,7 @@ passes in the boto3 client built by dagster-aws's S3Resource.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -193,34 +194,43 @@ class S3ArtifactStore(ArtifactStore):
     def commit(self, staging_dir: Path, manifest: Manifest, asset: str, partition: str | None = None
                ) -> S3ArtifactVersion:
         """Upload the staged files, then manifest.json, then LATEST.json (the commit point); the staged
-        directory becomes the version's local cache copy."""
+        directory becomes the version's local cache copy.
+
+        Commits of one asset/partition on this machine are serialized by the local store's lock file.
+        Across machines, object PUTs are atomic and every version has its own key prefix, so concurrent
+        commits each publish a whole version and the last pointer written wins (the same content twice
+        writes the same bytes to the same keys)."""
         manifest.write(staging_dir)
         name = manifest.digest[:16]
         base = self.key(asset, partition, "versions", name)
-        existing = self._get(f"{base}/{MANIFEST_NAME}")
-        if existing is not None:
-            # Same content already published (identical re-run): keep it, after checking it is that content.
-            if Manifest.from_json(existing, f"s3://{self.bucket}/{base}/{MANIFEST_NAME}").digest != manifest.digest:
-                raise ManifestError(f"s3://{self.bucket}/{base} exists but does not match the new version; "
-                                    "refusing to overwrite")
-        else:
-            def upload(relpath: str, sha: str) -> None:
-                self.client.upload_file(str(staging_dir / relpath), self.bucket, f"{base}/{relpath}",
-                                        ExtraArgs={"Metadata": {"sha256": sha}})
-
-            with ThreadPoolExecutor(self.workers) as pool:
-                list(pool.map(lambda f: upload(f.path, f.sha256), manifest.files))
-            self.client.put_object(Bucket=self.bucket, Key=f"{base}/{MANIFEST_NAME}", Body=manifest.to_json(),
-                                   ContentType="application/json")
-        pointer = {"version": name, "digest": manifest.digest, "run_id": manifest.run_id}
-        self.client.put_object(Bucket=self.bucket, Key=self.key(asset, partition, LATEST_NAME),
-                               Body=json.dumps(pointer, indent=2).encode(), ContentType="application/json")
-        target = self.asset_dir(asset, partition) / "versions" / name
+        local_base = self.asset_dir(asset, partition)
+        target = local_base / "versions" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(staging_dir, ignore_errors=True)
-        else:
-            os.replace(staging_dir, target)
+        with open(local_base / ".commit.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            existing = self._get(f"{base}/{MANIFEST_NAME}")
+            if existing is not None:
+                # Same content already published (identical re-run): keep it, after checking it is that content.
+                url = f"s3://{self.bucket}/{base}/{MANIFEST_NAME}"
+                if Manifest.from_json(existing, url).digest != manifest.digest:
+                    raise ManifestError(f"s3://{self.bucket}/{base} exists but does not match the new version; "
+                                        "refusing to overwrite")
+            else:
+                def upload(relpath: str, sha: str) -> None:
+                    self.client.upload_file(str(staging_dir / relpath), self.bucket, f"{base}/{relpath}",
+                                            ExtraArgs={"Metadata": {"sha256": sha}})
+
+                with ThreadPoolExecutor(self.workers) as pool:
+                    list(pool.map(lambda f: upload(f.path, f.sha256), manifest.files))
+                self.client.put_object(Bucket=self.bucket, Key=f"{base}/{MANIFEST_NAME}", Body=manifest.to_json(),
+                                       ContentType="application/json")
+            pointer = {"version": name, "digest": manifest.digest, "run_id": manifest.run_id}
+            self.client.put_object(Bucket=self.bucket, Key=self.key(asset, partition, LATEST_NAME),
+                                   Body=json.dumps(pointer, indent=2).encode(), ContentType="application/json")
+            if target.exists():
+                shutil.rmtree(staging_dir, ignore_errors=True)
+            else:
+                os.replace(staging_dir, target)
         return self._version(asset, partition, name, manifest)
 
     # --- reading ---------------------------------------------------------------------------------------
