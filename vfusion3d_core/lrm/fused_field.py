@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .decoder import TriplaneDecoder, activate_density, mask_out_of_box
+from .decoder import OUT_OF_BOX_DENSITY, TriplaneDecoder, activate_density
 from .triplane import PLANE_AXES
 
 _UV_COLUMNS = [axis for axes in PLANE_AXES for axis in axes]  # (u0, v0, u1, v1, u2, v2)
@@ -53,21 +53,21 @@ class FusedField:
         self.row = w + 2
         self.base = torch.arange(3, device=dev) * (h + 2) * (w + 2)  # first row of each padded plane
         self.columns = torch.tensor(_UV_COLUMNS, device=dev)
+        self.corner_offsets = torch.tensor([0, 1, self.row, self.row + 1], device=dev)
 
     def _taps(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """points [n, 3] -> (indices [n, 12] into the padded table, bilinear weights [n, 12])."""
         n = points.shape[0]
         # align_corners=False pixel coordinate, +1 for the zero border; out-of-box points are clamped
         # to the box here and masked afterwards.
-        pix = (points.index_select(1, self.columns).clamp(-1, 1) + 1) * self.half_size + 0.5  # [n, 6]
+        pix = (points.index_select(1, self.columns).clamp_(-1, 1) + 1).mul_(self.half_size).add_(0.5)  # [n, 6]
         lo = pix.floor()
-        frac = (pix - lo).view(n, 3, 2)
+        frac = pix.sub_(lo).view(n, 3, 2)  # (fx, fy) per plane
         lo = lo.long().view(n, 3, 2)
         top_left = self.base + lo[..., 1] * self.row + lo[..., 0]  # [n, 3]
-        index = torch.stack([top_left, top_left + 1, top_left + self.row, top_left + self.row + 1], dim=-1)
-        fx, fy = frac.unbind(-1)
-        gx, gy = 1 - fx, 1 - fy
-        weight = torch.stack([gx * gy, fx * gy, gx * fy, fx * fy], dim=-1)  # [n, 3, 4]
+        index = top_left[..., None] + self.corner_offsets  # [n, 3, 4]: (y0,x0) (y0,x1) (y1,x0) (y1,x1)
+        w = torch.stack([1 - frac, frac], dim=-1)  # [n, 3, 2 (x, y), 2 (lo, hi)]
+        weight = w[:, :, 1, :, None] * w[:, :, 0, None, :]  # [n, 3, 2 (y), 2 (x)]
         return index.view(n, 12), weight.view(n, 12)
 
     def _mlp(self, points: torch.Tensor) -> torch.Tensor:
@@ -80,20 +80,25 @@ class FusedField:
         return x.float()  # [n, 4]
 
     @torch.no_grad()
-    def __call__(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """points [P, 3] -> raw density [P, 1], rgb [P, 3] (float32), out-of-box masked."""
+    def values(self, points: torch.Tensor) -> torch.Tensor:
+        """points [P, 3] -> [P, 4] float32: raw density, then rgb; out-of-box masked."""
         assert points.dim() == 2 and points.shape[-1] == 3, points.shape
         points = points.float()
-        raw = torch.empty(points.shape[0], 1, device=points.device)
-        rgb = torch.empty(points.shape[0], 3, device=points.device)
+        out = torch.empty(points.shape[0], 4, device=points.device)
         for start in range(0, points.shape[0], self.chunk_points):
-            sl = slice(start, start + self.chunk_points)
-            out = self._mlp(points[sl])
-            raw[sl] = out[:, :1]
-            rgb[sl] = torch.sigmoid(out[:, 1:]) * (1 + 2 * 0.001) - 0.001
-        if bool((points.abs() > 1).any()):  # renderer samples lie inside the box: usually nothing to mask
-            raw, rgb = mask_out_of_box(points, raw, rgb)
-        return raw, rgb
+            chunk = out[start:start + self.chunk_points]
+            chunk.copy_(self._mlp(points[start:start + self.chunk_points]))
+            torch.sigmoid_(chunk[:, 1:]).mul_(1 + 2 * 0.001).sub_(0.001)
+        outside = (points.abs() > 1).any(dim=-1)
+        if bool(outside.any()):  # renderer samples lie inside the box: usually nothing to mask
+            out[outside, 0] = OUT_OF_BOX_DENSITY
+            out[outside, 1:] = 0
+        return out
+
+    def __call__(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """points [P, 3] -> raw density [P, 1], rgb [P, 3] (float32), out-of-box masked."""
+        out = self.values(points)
+        return out[:, :1], out[:, 1:]
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """points [P, 3] -> activated density [P]."""

@@ -34,9 +34,12 @@ class InferenceOptions:
       projected planes + MLP; sampling, compositing and marching cubes stay fp32).
     fused_field: decoder's first layer folded into the planes (a 12-tap weighted gather instead of
       ``grid_sample`` + a 3C x hidden matmul; exact algebra, different rounding).
-    skip_empty: fine (importance) samples that land in an interval whose coarse weight, max-pooled
-      over the neighbouring intervals, is below ``weight_eps`` are not evaluated; their raw density
-      and colour are linearly interpolated from the two enclosing coarse samples.
+    skip_empty: empty-space skipping (see ``fast_render``): fine (importance) samples that land in
+      an interval whose coarse weight, max-pooled over the neighbouring intervals, is below
+      ``weight_eps`` are not evaluated (raw density and colour are linearly interpolated from the
+      two enclosing coarse samples); with ``occupancy_resolution`` > 0, samples in cells of an
+      occupancy grid (that resolution, built once per planes) whose corner densities are all below
+      ``density_eps`` (dilated by one cell) are answered by the grid instead of the decoder.
     mesh_stride: coarse-to-fine meshing evaluates a grid ``mesh_stride`` times coarser first and the
       full grid only in coarse cells (dilated by ``mesh_dilate``) whose corner densities straddle
       the level; 0 or 1 evaluates the dense grid.
@@ -48,6 +51,8 @@ class InferenceOptions:
     fused_field: bool = True
     skip_empty: bool = True
     weight_eps: float = 1e-4
+    occupancy_resolution: int = 64
+    density_eps: float = 1e-3
     mesh_stride: int = 4
     mesh_dilate: int = 1
     max_memory_gb: float = 4.0
@@ -56,7 +61,8 @@ class InferenceOptions:
         for value in (self.dtype, self.field_dtype):
             if value not in DTYPES:
                 raise ValueError(f"unknown dtype {value!r}; use one of {tuple(DTYPES)}")
-        if self.weight_eps < 0 or self.mesh_stride < 0 or self.mesh_dilate < 0 or self.max_memory_gb <= 0:
+        if min(self.weight_eps, self.density_eps, self.occupancy_resolution, self.mesh_stride,
+               self.mesh_dilate) < 0 or self.max_memory_gb <= 0:
             raise ValueError(f"invalid InferenceOptions: {self}")
 
     @classmethod

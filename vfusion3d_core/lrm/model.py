@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,13 +11,14 @@ from torch import nn
 
 from vfusion3d_core.cameras import from_render_vector, rays_from_cameras
 
+from .attention import blocked_attention
 from .checkpoint import read_checkpoint, save_checkpoint
 from .conditioning import CameraEmbedder
 from .config import LRMConfig
 from .convert import CheckpointMismatchError, check_state_dict, convert_official_state_dict
 from .decoder import TriplaneDecoder, activate_density, mask_out_of_box
 from .encoder import DinoEncoder
-from .fast_render import render_rays_skipping
+from .fast_render import Occupancy, PreparedField, render_rays_skipping
 from .fused_field import FusedField
 from .inference import InferenceOptions, chunk_sizes
 from .renderer import RenderOptions, render_rays
@@ -51,7 +53,7 @@ class LRM(nn.Module):
         assert source_camera.shape == (n, self.config.source_camera_dim), (
             f"source_camera must be [N, {self.config.source_camera_dim}], got {tuple(source_camera.shape)}")
         if options is not None and options.compute_dtype(image.device) == torch.bfloat16:
-            with torch.autocast(image.device.type, dtype=torch.bfloat16):
+            with torch.autocast(image.device.type, dtype=torch.bfloat16), blocked_attention():
                 return self._encode(image, source_camera).float()
         return self._encode(image, source_camera)
 
@@ -112,7 +114,7 @@ class LRM(nn.Module):
             evaluated = origins.shape[0] * origins.shape[1] * samples
         else:
             auto_rays, chunk_points = chunk_sizes(planes.device, options.max_memory_gb, samples, options.fused_field)
-            fields = [self.fast_field(planes[i:i + 1], options, chunk_points) for i in range(n)]
+            fields = [self.prepared_field(planes, i, options, chunk_points) for i in range(n)]
             rgb, depth, alpha, evaluated = render_rays_skipping(
                 fields, origins, dirs, samples, chunk_rays or auto_rays,
                 options.weight_eps if options.skip_empty else None, deterministic, generator)
@@ -133,6 +135,33 @@ class LRM(nn.Module):
             raw, rgb = self.query_raw(plane, points[None])
             return raw[0], rgb[0]
         return field
+
+    def prepared_field(self, planes: torch.Tensor, index: int, options: InferenceOptions,
+                       chunk_points: int = 1 << 16) -> PreparedField:
+        """``fast_field`` of item ``index`` of planes [N, 3, C, H, W] plus, with ``options.skip_empty``
+        and ``occupancy_resolution`` > 0, its occupancy grid. Results are cached for as long as
+        ``planes`` is alive and neither it nor the decoder was modified in place (a turntable renders
+        one view per call)."""
+        key = (planes._version, planes.shape, planes.device, options, chunk_points,
+               tuple(p._version for p in self.decoder.parameters()))
+        cached = self.__dict__.get("_prepared_cache")
+        if cached is None or cached[0]() is not planes or cached[1] != key:
+            cached = (weakref.ref(planes), key, {})
+            self.__dict__["_prepared_cache"] = cached
+        if index not in cached[2]:
+            plane = planes[index:index + 1]
+            field = self.fast_field(plane, options, chunk_points)
+            occupancy = None
+            if options.skip_empty and options.occupancy_resolution > 0:
+                occupancy = Occupancy(field, options.occupancy_resolution, options.density_eps, 1, chunk_points,
+                                      plane.device)
+            cached[2][index] = PreparedField(field, occupancy)
+        return cached[2][index]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_prepared_cache", None)  # weak references; rebuilt on demand
+        return state
 
     def fast_field(self, plane: torch.Tensor, options: InferenceOptions, chunk_points: int = 1 << 16):
         """Field of one item's planes [1, 3, C, H, W] under ``options``: the fused decoder
