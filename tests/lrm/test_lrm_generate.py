@@ -7,6 +7,7 @@ import json
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 import trimesh
 from click.testing import CliRunner
 from PIL import Image
@@ -90,3 +91,37 @@ def test_generate_clear_errors(tmp_path, checkpoint, images):
     result = run([images[0], "--checkpoint", wrong, "-o", tmp_path / "o"])
     assert result.exit_code != 0 and "missing keys" in result.output and "transformer.blocks.2" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_generate_exact_flag_matches_the_exact_api_path(tmp_path, checkpoint, images, shaped_tiny_model):
+    """--exact writes what the exact API path gives (mesh within float rounding of the chunking);
+    the default fast path writes a mesh of the same surface."""
+    from vfusion3d_core.cameras import default_source_camera
+    from vfusion3d_core.lrm.mesh import extract_mesh
+    from vfusion3d_core.lrm.preprocess import DEFAULT_MAX_PIXELS, prepare_image
+
+    args = [images[0], "--checkpoint", checkpoint, "--views", 2, "--mesh-resolution", 24, "--video-format", "gif",
+            "--mesh-format", "ply", "--remove-background", "never"]
+    assert run([*args, "-o", tmp_path / "exact", "--exact"]).exit_code == 0
+    assert run([*args, "-o", tmp_path / "fast", "--max-memory-gb", 2]).exit_code == 0
+    prepared = prepare_image(images[0], 64, 0.15, "never", DEFAULT_MAX_PIXELS)
+    with torch.no_grad():
+        planes = shaped_tiny_model.encode(prepared.image[None], default_source_camera()[None])
+        reference = extract_mesh(shaped_tiny_model, planes, resolution=24)
+    exact = trimesh.load(tmp_path / "exact" / "object" / "mesh.ply", force="mesh", process=False)
+    fast = trimesh.load(tmp_path / "fast" / "object" / "mesh.ply", force="mesh", process=False)
+    assert len(exact.faces) == len(reference.faces)
+    np.testing.assert_allclose(exact.vertices, reference.vertices, atol=1e-5)
+    assert abs(len(fast.faces) - len(reference.faces)) < 0.05 * len(reference.faces)
+
+
+def test_render_turntable_exact_options_equal_default(shaped_tiny_model, tiny_planes):
+    from vfusion3d_core.lrm.generate import render_turntable
+    from vfusion3d_core.lrm.inference import InferenceOptions
+
+    with torch.no_grad():
+        ref = render_turntable(shaped_tiny_model, tiny_planes[:1], 20, 3)
+        exact = render_turntable(shaped_tiny_model, tiny_planes[:1], 20, 3, options=InferenceOptions.exact())
+        fast = render_turntable(shaped_tiny_model, tiny_planes[:1], 20, 3, options=InferenceOptions())
+    assert np.array_equal(ref, exact)
+    assert np.abs(fast.astype(int) - ref.astype(int)).mean() < 3
