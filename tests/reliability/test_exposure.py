@@ -125,6 +125,21 @@ def test_manifests_and_mlflow_params_hold_no_credentials(tmp_path, secret_env) -
         assert needle.encode() not in written, f"{needle} was written under the artifact root"
 
 
+def test_audit_error_names_the_tracking_store_without_its_password(monkeypatch) -> None:
+    """`vfusion3d audit models:/...` against an unreachable tracking server: the error names the store, with its
+    password redacted (MLflow's own message repeats the URI)."""
+    import click
+
+    from vfusion3d_core.data.audit_cli import resolve_registered_model
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with pytest.raises(click.ClickException) as info:
+        resolve_registered_model("models:/lrm_finetuned/1", f"http://alice:{SECRET}@127.0.0.1:9/")
+    assert SECRET not in info.value.message
+    assert f"http://alice:{REDACTED}@127.0.0.1:9" in info.value.message, info.value.message
+
+
 def test_credentials_are_read_from_the_environment_only() -> None:
     """No credential is a config field or a literal in the code: resources read the environment at start-up."""
     pattern = re.compile(r"""(?i)(password|secret|token|api_key)\s*[:=]\s*["'][^"']{6,}["']""")

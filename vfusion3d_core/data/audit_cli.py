@@ -10,6 +10,7 @@ import click
 
 from vfusion3d_core.data.audit import LineageAuditor, artifact_root_of, audit_json, find_version_dir, render_tree
 from vfusion3d_core.data.manifest import MANIFEST_NAME, Manifest, ManifestError
+from vfusion3d_core.redact import redact_text
 
 
 def default_tracking_uri(artifact_root: str | Path) -> str:
@@ -29,7 +30,8 @@ def resolve_registered_model(uri: str, tracking_uri: str) -> tuple[str, str]:
     try:
         mv = client.get_model_version(*parts)
     except mlflow.exceptions.MlflowException as exc:
-        raise click.ClickException(f"{uri}: not found in {tracking_uri}: {exc.message}") from exc
+        # the tracking URI (and MLflow's message, which repeats it) may hold a password: never print it
+        raise click.ClickException(redact_text(f"{uri}: not found in {tracking_uri}: {exc.message}")) from exc
     path, digest = mv.tags.get("vfusion3d.artifact_path"), mv.tags.get("vfusion3d.digest")
     if not path or not digest:
         raise click.ClickException(f"{uri} was not registered by vfusion3d (no vfusion3d.artifact_path tag)")
