@@ -761,6 +761,24 @@ def _(ws: Workspace) -> None:
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
 
 
+@case("ckpt-nan-weights-generate")
+def _(ws: Workspace) -> None:
+    """`vfusion3d generate` with a checkpoint whose weights hold NaN (and inf): refused, naming the file,
+    before any output is written."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    ckpt = _copy_checkpoint(ws)
+    weights = load_file(ckpt / "model.safetensors")
+    _poison(weights)
+    name = sorted(weights)[0]
+    weights[name] = torch.full_like(weights[name], float("-inf"))
+    save_file(weights, ckpt / "model.safetensors")
+    result = generate_cli(ws, str(_image(ws)), "--checkpoint", str(ckpt), "-o", str(ws.inputs / "out"))
+    assert_cli_refuses(result, "cannot load the model", str(ckpt / "model.safetensors"), "non-finite")
+    assert not (ws.inputs / "out").exists()
+
+
 @case("ckpt-pickle-training-state")
 def _(ws: Workspace) -> None:
     from vfusion3d_core.lrm.train.checkpoint import CheckpointError

@@ -26,6 +26,7 @@ def test_every_input_kind_of_the_issue_is_covered() -> None:
                      "prompt-path-and-shell-text", "labels-conflicting-partitions", "labels-unknown-keys",
                      "shard-truncated-at-member-boundary",
                      "shard-symlink-member", "shard-dotdot-member", "shard-cameras-nan", "shard-cameras-wrong-shape",
-                     "ckpt-lying-safetensors-header", "ckpt-nan-weights-resume", "ckpt-pickle-training-state",
+                     "ckpt-lying-safetensors-header", "ckpt-nan-weights-resume", "ckpt-nan-weights-generate",
+                     "ckpt-pickle-training-state",
                      "image-decompression-bomb"):
         assert required in ids, required

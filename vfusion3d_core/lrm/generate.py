@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 
 from vfusion3d_core.cameras import default_source_camera, turntable_cameras
 
-from .checkpoint import read_weight_file
+from .checkpoint import WEIGHTS_NAME, read_weight_file
 from .config import LRMConfig
+from .convert import CheckpointMismatchError
 from .inference import InferenceOptions
 from .mesh import EmptyMeshError, extract_mesh, save_mesh
 from .model import LRM
@@ -72,9 +73,20 @@ def load_model(checkpoint: str | Path | None = None, official: str | Path | None
     if (checkpoint is None) == (official is None):
         raise ValueError("give exactly one of a checkpoint directory or an official weight file")
     if checkpoint is not None:
-        return LRM.from_pretrained(checkpoint, device)
+        return refuse_non_finite(LRM.from_pretrained(checkpoint, device), Path(checkpoint) / WEIGHTS_NAME)
     config = load_official_config(official_config)
-    return LRM.from_state_dict(config, read_weight_file(official), device, official=True)
+    return refuse_non_finite(LRM.from_state_dict(config, read_weight_file(official), device, official=True),
+                             Path(official))
+
+
+def refuse_non_finite(model: LRM, source: Path) -> LRM:
+    """``model``, unless a weight loaded from ``source`` holds NaN/inf (CheckpointMismatchError naming the file:
+    such a model renders garbage or NaN meshes)."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointMismatchError(f"{source} holds non-finite (NaN/inf) weights in {len(bad)} tensor(s), "
+                                      f"e.g. {bad[:3]}; refusing to use it")
+    return model
 
 
 @torch.no_grad()
