@@ -27,8 +27,8 @@ from vfusion3d_core.lrm.mesh import (
 from vfusion3d_core.lrm.renderer import RenderOptions, render_rays
 from vfusion3d_core.lrm.testing import give_surface, object_planes
 
-FP32 = InferenceOptions(dtype="float32", field_dtype="float32")  # fused field + skipping, fp32
-BF16 = InferenceOptions(dtype="bfloat16", field_dtype="bfloat16")
+FP32 = InferenceOptions(dtype="float32", field_dtype="float32", mesh_dtype="float32")  # fused field + skipping, fp32
+BF16 = InferenceOptions(dtype="bfloat16", field_dtype="bfloat16", mesh_dtype="bfloat16")
 
 
 def digest(*arrays) -> str:
@@ -101,7 +101,8 @@ def test_exact_path_is_bit_for_bit_the_reference(tiny_model, tiny_inputs, tiny_p
 def test_options_validation_and_exact_flag():
     assert InferenceOptions.exact().is_exact and not InferenceOptions().is_exact
     assert InferenceOptions(dtype="float32").compute_dtype("cpu") == torch.float32
-    assert BF16.compute_dtype("cpu", field=True) == torch.bfloat16
+    assert BF16.compute_dtype("cpu", "field") == torch.bfloat16
+    assert InferenceOptions().compute_dtype("cpu", "mesh") == torch.float32
     auto = InferenceOptions().compute_dtype("cpu")
     assert auto == (torch.bfloat16 if fast_bf16(torch.device("cpu")) else torch.float32)
     with pytest.raises(ValueError):

@@ -30,8 +30,10 @@ class InferenceOptions:
 
     dtype: compute dtype of encode (autocast): "auto" (bf16 where the device has fast bf16 matmuls:
       AMX / AVX512-BF16 CPUs, GPUs with bf16 tensor cores; else fp32), "bfloat16" or "float32".
-    field_dtype: the same choice for the decoder field used by rendering and meshing (bf16
-      projected planes + MLP; sampling, compositing and marching cubes stay fp32).
+    field_dtype: the same choice for the decoder field used by rendering (bf16 projected planes +
+      MLP; sampling and compositing stay fp32).
+    mesh_dtype: the decoder field's dtype for meshing. Default fp32: bf16 rounding of a sharp
+      density puts small islands and bumps on the iso-surface (measured in docs/lrm.md).
     fused_field: decoder's first layer folded into the planes (a 12-tap weighted gather instead of
       ``grid_sample`` + a 3C x hidden matmul; exact algebra, different rounding).
     skip_empty: empty-space skipping (see ``fast_render``): fine (importance) samples that land in
@@ -48,6 +50,7 @@ class InferenceOptions:
 
     dtype: str = "auto"
     field_dtype: str = "auto"
+    mesh_dtype: str = "float32"
     fused_field: bool = True
     skip_empty: bool = True
     weight_eps: float = 1e-4
@@ -58,7 +61,7 @@ class InferenceOptions:
     max_memory_gb: float = 4.0
 
     def __post_init__(self) -> None:
-        for value in (self.dtype, self.field_dtype):
+        for value in (self.dtype, self.field_dtype, self.mesh_dtype):
             if value not in DTYPES:
                 raise ValueError(f"unknown dtype {value!r}; use one of {tuple(DTYPES)}")
         if min(self.weight_eps, self.density_eps, self.occupancy_resolution, self.mesh_stride,
@@ -67,24 +70,25 @@ class InferenceOptions:
 
     @classmethod
     def exact(cls, max_memory_gb: float = 4.0) -> InferenceOptions:
-        """fp32, unfused field, no skipping, dense mesh grid: the reference path (memory bound only
-        changes chunk sizes, which never changes results)."""
-        return cls(dtype="float32", field_dtype="float32", fused_field=False, skip_empty=False, mesh_stride=0,
-                   max_memory_gb=max_memory_gb)
+        """fp32, unfused field, no skipping, dense mesh grid: the reference path. The memory bound only
+        sets chunk sizes (results may differ from other chunkings by float rounding of the batched
+        matmuls; ``LRM.render`` without options uses the fixed default chunking)."""
+        return cls(dtype="float32", field_dtype="float32", mesh_dtype="float32", fused_field=False,
+                   skip_empty=False, mesh_stride=0, max_memory_gb=max_memory_gb)
 
     @property
     def is_exact(self) -> bool:
         """True when every switch is on its reference setting."""
-        return (self.dtype == "float32" and self.field_dtype == "float32" and not self.fused_field
+        return (self.dtype == self.field_dtype == self.mesh_dtype == "float32" and not self.fused_field
                 and not self.skip_empty and self.mesh_stride <= 1)
 
     def replace(self, **changes) -> InferenceOptions:
         """Copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
-    def compute_dtype(self, device: torch.device | str, field: bool = False) -> torch.dtype:
-        """The dtype encode (or, with ``field``, the decoder field) computes in on ``device``."""
-        chosen = DTYPES[self.field_dtype if field else self.dtype]
+    def compute_dtype(self, device: torch.device | str, part: str = "encode") -> torch.dtype:
+        """The dtype ``part`` ("encode", "field" or "mesh") computes in on ``device``."""
+        chosen = DTYPES[{"encode": self.dtype, "field": self.field_dtype, "mesh": self.mesh_dtype}[part]]
         if chosen is None:
             return torch.bfloat16 if fast_bf16(torch.device(device)) else torch.float32
         return chosen

@@ -114,22 +114,23 @@ def coarse_to_fine_grid(density_fn: PointFn, resolution: int, level: float = 1.0
     coarse_yz = _lerp_axis(_lerp_axis(coarse, 2, cell, t), 1, cell, t)
     marked_yz = marked[:, cell][:, :, cell]  # [nc-1, n, n]: is the cell of each fine (y, z) marked, per x cell
     grid = np.empty((n, n, n), dtype=np.float32)
-    slab = max(1, chunk_points // (n * n))
+    grid_t = torch.from_numpy(grid)
+    cells_x, weights_x = cell.tolist(), t.tolist()
+    slab = max(1, min(n, 4 * chunk_points // (n * n)))  # rows per batch of fine evaluations
     evaluated = nc ** 3
     for start in range(0, n, slab):
-        xs = slice(start, min(n, start + slab))
-        values = _lerp_axis(coarse_yz, 0, cell[xs], t[xs])  # [s, n, n]
-        need = marked_yz[cell[xs]]  # [s, n, n]
+        stop = min(n, start + slab)
+        for x in range(start, stop):  # one pass per row, straight into the grid
+            torch.lerp(coarse_yz[cells_x[x]], coarse_yz[cells_x[x] + 1], weights_x[x], out=grid_t[x])
+        need = marked_yz[cell[start:stop]]  # [rows, n, n]
         index = need.nonzero()  # [K, 3], C order like boolean-mask assignment
         if len(index):
             index[:, 0] += start
             points = coords[index.to(coords.device)]
-            out = []
-            for lo in range(0, len(points), chunk_points):
-                out.append(density_fn(points[lo:lo + chunk_points]).reshape(-1).float().cpu())
-            values[need] = torch.cat(out)
+            values = [density_fn(points[lo:lo + chunk_points]).reshape(-1).float().cpu()
+                      for lo in range(0, len(points), chunk_points)]
+            grid_t[start:stop][need] = torch.cat(values)
             evaluated += len(index)
-        grid[xs] = values.numpy()
     if stats is not None:
         stats.update(evaluated=evaluated, vertices=n ** 3)
     return grid
@@ -228,7 +229,7 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int = 256, level: floa
     if chunk_points is None:
         chunk_points = grid_chunk_points(planes.device, options, options.fused_field)
     field = model.fast_field(planes, options, min(chunk_points, CPU_FIELD_CHUNK) if planes.device.type == "cpu"
-                             else chunk_points)
+                             else chunk_points, part="mesh")
 
     def fast_density(points: torch.Tensor) -> torch.Tensor:
         return activate_density(field(points.to(planes.device))[0])[:, 0]

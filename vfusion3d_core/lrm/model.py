@@ -163,10 +163,12 @@ class LRM(nn.Module):
         state.pop("_prepared_cache", None)  # weak references; rebuilt on demand
         return state
 
-    def fast_field(self, plane: torch.Tensor, options: InferenceOptions, chunk_points: int = 1 << 16):
+    def fast_field(self, plane: torch.Tensor, options: InferenceOptions, chunk_points: int = 1 << 16,
+                   part: str = "field"):
         """Field of one item's planes [1, 3, C, H, W] under ``options``: the fused decoder
-        (``FusedField``) in the compute dtype, or ``query_raw`` under autocast when not fused."""
-        dtype = options.compute_dtype(plane.device, field=True)
+        (``FusedField``) in the dtype of ``part`` ("field": rendering, "mesh"), or ``query_raw``
+        under autocast when not fused."""
+        dtype = options.compute_dtype(plane.device, part)
         if options.fused_field:
             return FusedField(self.decoder, plane, dtype, chunk_points)
         if dtype == torch.float32:
