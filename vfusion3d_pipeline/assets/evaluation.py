@@ -120,6 +120,7 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
     name = preset.validated()
     size = config.render_size or RENDER_SIZE[name]
     random_lpips = config.lpips_random_backbone if config.lpips_random_backbone is not None else name == "tiny"
+    torch.manual_seed(config.seed)  # a random LPIPS backbone comes from torch's RNG: same seed, same scores
     try:
         lpips_net = build_lpips("alex", random_backbone=random_lpips).eval()
     except LPIPSUnavailable as exc:
