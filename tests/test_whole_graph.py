@@ -62,6 +62,8 @@ def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
             else:
                 assert instance.get_latest_materialization_event(key) is not None, key
             assert node.code_version and node.group_name != "default" and node.description, key
+        synth = instance.get_latest_materialization_event(dg.AssetKey("synthetic_videos")).asset_materialization
+        assert "data:image/png;base64" in synth.metadata["preview"].value
         evaluation = instance.get_latest_materialization_event(dg.AssetKey("eval_metrics")).asset_materialization
         table = evaluation.metadata["metrics"].value
         assert [r.data["checkpoint"] for r in table.records] == ["untrained", "lrm_pretrained", "lrm_finetuned",

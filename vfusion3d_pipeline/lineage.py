@@ -15,6 +15,18 @@ def png_markdown(path: Path, title: str) -> str:
     return f"![{title}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
 
 
+def array_markdown(image, title: str) -> dg.MetadataValue:
+    """An inline preview of an in-memory uint8 [H, W, 3] image (not part of the artifact's files)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return dg.MetadataValue.md(f"**{title}**\n\n![{title}](data:image/png;base64,"
+                               f"{base64.b64encode(buf.getvalue()).decode()})")
+
+
 def image_markdown(path: Path, title: str) -> dg.MetadataValue:
     """An inline PNG preview the Dagster UI shows in the asset's metadata."""
     return dg.MetadataValue.md(f"**{title}**\n\n{png_markdown(path, title)}")

@@ -73,3 +73,15 @@ class OrbitData:
     def from_shards(cls, shards: list[str | Path], num_frames: int, resolution: int,
                     limit: int | None = None) -> OrbitData:
         return cls.from_samples(iter_samples(shards), num_frames, resolution, limit)
+
+
+def orbit_sheet(videos: list[np.ndarray], height: int = 48) -> np.ndarray:
+    """Preview image: one row per video ([F, S, S, 3] uint8), its frames side by side, each row scaled
+    (nearest) to ``height`` pixels -> uint8 [rows * height, F * height, 3]."""
+    assert videos and all(v.ndim == 4 and v.shape[-1] == 3 for v in videos), [v.shape for v in videos]
+    rows = []
+    for v in videos:
+        idx = (np.arange(height) * v.shape[1] // height)  # nearest-neighbour rows/columns
+        rows.append(np.concatenate(list(v[:, idx][:, :, idx]), axis=1))
+    width = max(r.shape[1] for r in rows)
+    return np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])

@@ -6,6 +6,7 @@ annotations at decoration time.)
 """
 
 import hashlib
+import itertools
 import json
 import shutil
 from types import SimpleNamespace
@@ -14,8 +15,10 @@ import dagster as dg
 import torch
 
 from vfusion3d_core.data import Manifest, ManifestError, file_entries, sha256_file
+from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, shard_relpath
 from vfusion3d_core.video.config import VideoModelConfig
+from vfusion3d_core.video.data import orbit_sheet
 from vfusion3d_core.video.finetune import CODE_VERSION as MODEL_CODE_VERSION
 from vfusion3d_core.video.finetune import finetune_video_model
 from vfusion3d_core.video.model import OrbitVideoModel
@@ -24,7 +27,7 @@ from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
 from vfusion3d_core.video.synthesis import SynthesisResult, synthesize_shard
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.gpu_steps import step_report
-from vfusion3d_pipeline.lineage import materialize_result, require_latest
+from vfusion3d_pipeline.lineage import array_markdown, materialize_result, require_latest
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
@@ -228,5 +231,9 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
         run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
         run.log_output(SYNTHETIC, version)
     context.log.info(f"committed {SYNTHETIC}/{key} version {version.path.name} ({result.counts['videos']} videos)")
+    first = list(itertools.islice(iter_video_samples(sorted(
+        version.path / f.path for f in version.manifest.files if f.path.endswith(".tar"))), 4))
+    preview = {"preview": array_markdown(orbit_sheet([v.frames for v in first]), "first videos (one per row)")} \
+        if first else {}
     return materialize_result(version, {"partition": key, "mlflow_run_id": run.run_id,
-                                        "prompt_shard_sha256": entry.sha256, **pipes_metadata})
+                                        "prompt_shard_sha256": entry.sha256, **preview, **pipes_metadata})
