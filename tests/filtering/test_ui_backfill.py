@@ -7,9 +7,12 @@ import time
 
 import dagster as dg
 import pytest
-from pipeline_utils import MICRO_RENDERS, VIDEO_MICRO, dagster_dev, pipeline_env, run_materialize
+from pipeline_utils import MICRO_RENDERS, VIDEO_MICRO, dagster_dev, pipeline_env
 
 from vfusion3d_core.data import ArtifactStore
+from vfusion3d_pipeline.definitions import build_definitions
+from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.run_all import materialize
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -43,7 +46,11 @@ def test_backfill_of_prompt_shards_from_the_ui(tmp_path, monkeypatch) -> None:
     config = {"ops": {"renders_3d": {"config": MICRO_RENDERS},
                       "video_model": {"config": {"eval_count": 2, "overrides_json": json.dumps(VIDEO_MICRO)}},
                       "prompt_set": {"config": {"source_file": str(src), "template_count": 0, "shard_size": 2}}}}
-    run_materialize(env, "renders_3d,prompt_set,video_model,quality_models", config, timeout=600)
+    defs = build_definitions({"artifacts": ArtifactStoreResource(root=env["VFUSION3D_ARTIFACT_ROOT"]),
+                              "preset": PresetResource(name="tiny"),
+                              "mlflow": MLflowResource(artifact_root=env["VFUSION3D_ARTIFACT_ROOT"])})
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:  # upstream assets, in this process
+        materialize(defs, instance, ["renders_3d", "prompt_set", "video_model", "quality_models"], run_config=config)
 
     with dagster_dev(env, tmp_path / "dagster_dev.log") as port:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
