@@ -79,7 +79,10 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
             raise dg.Failure(f"bad prompt source: {exc}") from exc
         run_config = {**config.model_dump(), "sources": result.sources}
         run.log_params(config.model_dump())
-        manifest = Manifest(ASSET, file_entries(staging, result.files), result.counts, run_config,
+        # new_shards / new_prompts describe this run (relative to the previous version), not the content: kept
+        # out of the digest, so a re-run on the same source (e.g. after a kill past the commit) is the same version
+        content_counts = {k: v for k, v in result.counts.items() if not k.startswith("new_")}
+        manifest = Manifest(ASSET, file_entries(staging, result.files), content_counts, run_config,
                             inputs={},
                             code_version=CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, ASSET)
@@ -91,6 +94,7 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
                      f"dedup {result.stats}")
     return materialize_result(version, {
         "new_shards": dg.MetadataValue.json(result.new_keys),
+        **{f"count/{k}": v for k, v in result.counts.items() if k.startswith("new_")},
         "registered_partitions": dg.MetadataValue.json(added),
         "dedup": dg.MetadataValue.json(result.stats),
         "near_duplicate_examples": dg.MetadataValue.json([list(p) for p in result.near_pairs[:10]]),
