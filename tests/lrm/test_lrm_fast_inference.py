@@ -266,6 +266,13 @@ def test_coarse_to_fine_grid_on_a_torus():
     (va, fa), (vb, fb) = marching_cubes(dense), marching_cubes(sparse)
     mean, worst = chamfer_voxels(va, vb, n)
     assert mean < 0.01 and worst < 0.5 and abs(len(fa) - len(fb)) <= 0.01 * len(fa)
+    # scanning only the refined box gives the same triangles as scanning the whole grid
+    (x0, x1), (y0, y1), (z0, z1) = stats["bounds"]
+    assert (x1 - x0 + 1) * (y1 - y0 + 1) * (z1 - z0 + 1) < 0.5 * n ** 3
+    vc, fc = marching_cubes(sparse, 1.0, stats["bounds"])
+    assert len(fc) == len(fb)
+    np.testing.assert_allclose(np.sort(vc, axis=0), np.sort(vb, axis=0), atol=1e-6)
+    np.testing.assert_allclose(np.sort(vc[fc].mean(1), axis=0), np.sort(vb[fb].mean(1), axis=0), atol=1e-6)
 
 
 def test_coarse_to_fine_mesh_of_an_object_matches_dense(object_scene):

@@ -91,7 +91,9 @@ def coarse_to_fine_grid(density_fn: PointFn, resolution: int, level: float = 1.0
                         stats: dict | None = None) -> np.ndarray:
     """Density on the n^3 grid (same layout as ``density_grid``), evaluated exactly only near the level.
 
-    ``stats`` (optional) receives ``evaluated`` (density evaluations) and ``vertices`` (n^3).
+    ``stats`` (optional) receives ``evaluated`` (density evaluations), ``vertices`` (n^3) and
+    ``bounds``, the inclusive index box outside of which no grid cell crosses the level (None when
+    no coarse cell straddles it).
     """
     n = resolution
     assert n >= 2 and stride >= 1, (n, stride)
@@ -108,6 +110,10 @@ def coarse_to_fine_grid(density_fn: PointFn, resolution: int, level: float = 1.0
     marked = (corners.amin(0) <= level) & (corners.amax(0) >= level)
     if dilate:
         marked = F.max_pool3d(marked[None, None].float(), 2 * dilate + 1, 1, dilate)[0, 0] > 0
+    # every fine cell that can cross the level lies in a marked coarse cell: their index box
+    busy = marked.nonzero()
+    bounds = None if not len(busy) else tuple(
+        (int(cidx[int(lo)]), int(cidx[int(hi) + 1])) for lo, hi in zip(busy.amin(0), busy.amax(0), strict=True))
     cell_np, t_np = _cells_and_weights(n, cidx)
     cell, t = torch.from_numpy(cell_np), torch.from_numpy(t_np)
     # interpolate along z then y once ([nc, n, n]); along x slab by slab
@@ -132,7 +138,7 @@ def coarse_to_fine_grid(density_fn: PointFn, resolution: int, level: float = 1.0
             grid_t[start:stop][need] = torch.cat(values)
             evaluated += len(index)
     if stats is not None:
-        stats.update(evaluated=evaluated, vertices=n ** 3)
+        stats.update(evaluated=evaluated, vertices=n ** 3, bounds=bounds)
     return grid
 
 
@@ -150,17 +156,27 @@ def density_grid_at(density_fn: PointFn, coords: torch.Tensor, chunk_points: int
     return grid
 
 
-def marching_cubes(grid: np.ndarray, level: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def marching_cubes(grid: np.ndarray, level: float = 1.0, bounds: tuple[tuple[int, int], ...] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Iso-surface of a [n, n, n] grid over [-1, 1]^3 -> (vertices [V, 3] world, faces [F, 3]).
 
-    For density that is high inside, PyMCubes' winding already gives outward normals (positive volume).
+    ``bounds`` ((x0, x1), (y0, y1), (z0, z1)), inclusive grid indices: only that box is scanned
+    (the caller guarantees that no cell outside it crosses the level, as ``coarse_to_fine_grid``
+    does). For density that is high inside, PyMCubes' winding already gives outward normals
+    (positive volume).
     """
     n = grid.shape[0]
     assert grid.shape == (n, n, n), grid.shape
-    if not (grid.min() < level < grid.max()):
-        raise EmptyMeshError(f"density range [{grid.min():.4g}, {grid.max():.4g}] does not cross level {level}")
+    origin = np.zeros(3)
+    if bounds is not None:
+        (x0, x1), (y0, y1), (z0, z1) = bounds
+        grid = np.ascontiguousarray(grid[x0:x1 + 1, y0:y1 + 1, z0:z1 + 1])
+        origin = np.array([x0, y0, z0], dtype=np.float64)
+    if grid.size == 0 or not (grid.min() < level < grid.max()):
+        low, high = (grid.min(), grid.max()) if grid.size else (float("nan"), float("nan"))
+        raise EmptyMeshError(f"density range [{low:.4g}, {high:.4g}] does not cross level {level}")
     vertices, faces = mcubes.marching_cubes(grid, level)
-    vertices = -1.0 + 2.0 * vertices / (n - 1)
+    vertices = -1.0 + 2.0 * (vertices + origin) / (n - 1)
     return vertices.astype(np.float32), faces.astype(np.int64)
 
 
@@ -190,12 +206,16 @@ def mesh_from_fields(density_fn: PointFn, rgb_fn: PointFn | None, resolution: in
     start = time.perf_counter()
     if coarse_stride > 1:
         grid = coarse_to_fine_grid(density_fn, resolution, level, coarse_stride, dilate, chunk_points, device, stats)
+        bounds = stats["bounds"]
+        if bounds is None:  # no coarse cell straddles the level: let marching_cubes report the range
+            bounds = ((0, resolution - 1),) * 3
     else:
         grid = density_grid(density_fn, resolution, chunk_points, device)
         stats.update(evaluated=resolution ** 3, vertices=resolution ** 3)
+        bounds = None
     stats["grid_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    vertices, faces = marching_cubes(grid, level)
+    vertices, faces = marching_cubes(grid, level, bounds)
     del grid
     stats["marching_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
