@@ -71,7 +71,8 @@ def child_env(extra: dict[str, str] | None = None, inject: bool = False) -> dict
     paths = [str(REPO), str(HERE)] + ([str(INJECT_DIR)] if inject else [])
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    for key in ("VFUSION3D_FAULT_MODE", "VFUSION3D_FAULT_AT", "VFUSION3D_FAULT_LOG", "VFUSION3D_FAULT_ARM"):
+    for key in ("VFUSION3D_FAULT_MODE", "VFUSION3D_FAULT_AT", "VFUSION3D_FAULT_LOG", "VFUSION3D_FAULT_ARM",
+                "VFUSION3D_FAULT_ONLY", "VFUSION3D_FAULT_KILL"):
         env.pop(key, None)
     env.update(extra or {})
     return env
@@ -81,6 +82,7 @@ def child_env(extra: dict[str, str] | None = None, inject: bool = False) -> dict
 class Calibration:
     seconds: float  # work time of one uninterrupted run (from READY to exit)
     events: int  # filesystem events of that run (per process, summed)
+    trace: list[str] = field(default_factory=list)  # with calibrate(trace=True): event k is trace[k - 1]
 
 
 @dataclass
@@ -115,14 +117,17 @@ class FaultReport:
 
     def summary(self, name: str) -> str:
         kinds = {kind: sum(k.killed and k.kind == kind for k in self.kills) for kind in ("time", "events")}
-        return (f"{name}: faults injected {self.injected} (time {kinds['time']}, events {kinds['events']}) / "
-                f"recovered {self.recovered} / failures {len(self.failures)}")
+        kinds |= {k.kind: sum(x.killed and x.kind == k.kind for x in self.kills) for k in self.kills}  # + others
+        by_kind = ", ".join(f"{kind} {n}" for kind, n in kinds.items() if n or kind in ("time", "events"))
+        return (f"{name}: faults injected {self.injected} ({by_kind}) / recovered {self.recovered} / "
+                f"failures {len(self.failures)}")
 
 
 class _Child:
     """A child process in its own process group, its output collected by a thread."""
 
-    def __init__(self, cmd: Sequence[str], env: dict[str, str], cwd: Path, ready_marker: str | None) -> None:
+    def __init__(self, cmd: Sequence[str], env: dict[str, str], cwd: Path, ready_marker: str | None,
+                 done_marker: str = DONE) -> None:
         self.proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, start_new_session=True)
         self.lines: list[str] = []
@@ -131,6 +136,7 @@ class _Child:
         if ready_marker is None:
             self.ready.set()
         self._marker = ready_marker
+        self._done = done_marker
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -140,7 +146,7 @@ class _Child:
             self.lines.append(line)
             if self._marker is not None and self._marker in line:
                 self.ready.set()
-            if line.strip() == DONE and self.done_at is None:
+            if self.done_at is None and (line.strip() == DONE if self._done == DONE else self._done in line):
                 self.done_at = time.monotonic()
         self.ready.set()  # exited without the marker: nothing more to wait for
 
@@ -168,20 +174,26 @@ def _event_log(log: Path) -> list[str]:
 
 
 def calibrate(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 600,
-              ready_marker: str | None = READY, log_dir: Path | None = None) -> Calibration:
-    """Run ``cmd`` once to completion, measuring its work time and counting its filesystem events."""
+              ready_marker: str | None = READY, log_dir: Path | None = None, trace: bool = False,
+              done_marker: str = DONE) -> Calibration:
+    """Run ``cmd`` once to completion, measuring its work time and counting its filesystem events (with
+    ``trace``: listing them too, in order, for kill points chosen by what the event does). The work time
+    ends at a line ``DONE`` (or one containing ``done_marker``, e.g. Dagster's ``RUN_SUCCESS``), else at exit."""
     log = Path(log_dir or "/tmp") / f"vfusion3d-fault-count-{os.getpid()}-{time.monotonic_ns()}.log"
-    env = child_env(dict(env or {}, VFUSION3D_FAULT_MODE="count", VFUSION3D_FAULT_LOG=str(log),
+    env = child_env(dict(env or {}, VFUSION3D_FAULT_MODE="trace" if trace else "count", VFUSION3D_FAULT_LOG=str(log),
                          VFUSION3D_FAULT_ARM="ready" if ready_marker else "start"), inject=True)
     try:
-        child = _Child(cmd, env, cwd, ready_marker)
+        child = _Child(cmd, env, cwd, ready_marker, done_marker)
         child.ready.wait(timeout)
         start = time.monotonic()
         rc = child.wait(timeout)
         seconds = (child.done_at or time.monotonic()) - start
         if rc != 0:
             raise RuntimeError(f"calibration run failed (exit {rc}):\n{child.output[-3000:]}")
-        return Calibration(seconds, sum(int(line.split()[1]) for line in _event_log(log)))
+        lines = _event_log(log)
+        if trace:
+            return Calibration(seconds, len(lines), [line.split(" ", 2)[2] for line in lines])
+        return Calibration(seconds, sum(int(line.split()[1]) for line in lines))
     finally:
         log.unlink(missing_ok=True)
 

@@ -10,6 +10,12 @@ its step subprocesses) gets the hooks without code changes. Environment:
     VFUSION3D_FAULT_ARM    "start" (default): count from start-up; "ready": count only after the workload
                            calls ``arm()`` (tests/reliability/faults.py ``ready()`` does), so imports that
                            create cache folders do not shift the numbering.
+    VFUSION3D_FAULT_ONLY   count only the events whose arguments contain this text (e.g. an artifact root),
+                           from start-up whatever VFUSION3D_FAULT_ARM says: for programs that never call
+                           ``arm()`` (the Dagster CLI), the filter is what keeps imports out of the numbering.
+    VFUSION3D_FAULT_KILL   "process" (default): the kill hits the process whose event it is; "group": its
+                           whole process group (the harness starts each child in its own session), i.e. a
+                           SIGKILL of the whole command, as when a multi-process Dagster run is killed.
 
 Events are the calls that commit or destroy data: os.replace, os.rename, os.fsync, os.unlink, os.rmdir,
 os.mkdir. Each process counts its own events.
@@ -25,7 +31,9 @@ import signal
 _MODE = os.environ.get("VFUSION3D_FAULT_MODE", "")
 _LOG = os.environ.get("VFUSION3D_FAULT_LOG", "")
 _AT = int(os.environ.get("VFUSION3D_FAULT_AT", "0") or 0)
-_armed = os.environ.get("VFUSION3D_FAULT_ARM", "start") != "ready"
+_ONLY = os.environ.get("VFUSION3D_FAULT_ONLY", "")
+_GROUP = os.environ.get("VFUSION3D_FAULT_KILL", "process") == "group"
+_armed = os.environ.get("VFUSION3D_FAULT_ARM", "start") != "ready" or bool(_ONLY)
 _count = 0
 EVENTS = ("replace", "rename", "fsync", "unlink", "rmdir", "mkdir")
 
@@ -45,15 +53,28 @@ def _append_log(line: str) -> None:
             os.close(fd)
 
 
+def _describe(name: str, args: tuple) -> tuple[str, ...]:
+    """The call's arguments as text; an fsync'ed file descriptor as the path it is open on."""
+    if name == "fsync" and args and isinstance(args[0], int):
+        try:
+            return (os.readlink(f"/proc/self/fd/{args[0]}"),)
+        except OSError:
+            pass
+    return tuple(map(str, args))
+
+
 def _wrap(name: str, original):
     def hooked(*args, **kwargs):
         global _count
-        if _armed:
+        described = _describe(name, args) if _armed and (_ONLY or _MODE != "count") else ()
+        if _armed and (not _ONLY or any(_ONLY in a for a in described)):
             _count += 1
             if _MODE == "trace":
-                _append_log(f"{os.getpid()} {_count} os.{name}{tuple(map(str, args))}")
+                _append_log(f"{os.getpid()} {_count} os.{name}{described}")
             elif _MODE == "kill" and _count == _AT:
-                _append_log(f"{os.getpid()} killed before event {_count}: os.{name}{tuple(map(str, args))}")
+                _append_log(f"{os.getpid()} killed before event {_count}: os.{name}{described}")
+                if _GROUP:
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
                 os.kill(os.getpid(), signal.SIGKILL)
         return original(*args, **kwargs)
 
