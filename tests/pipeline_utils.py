@@ -34,6 +34,7 @@ def pipeline_env(tmp_path: Path, name: str = "run") -> dict[str, str]:
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     env = dict(os.environ, DAGSTER_HOME=str(home), VFUSION3D_ARTIFACT_ROOT=str(tmp_path / f"{name}_artifacts"),
                VFUSION3D_PRESET="tiny", PYTHONUNBUFFERED="1", DAGSTER_DISABLE_TELEMETRY="1")
+    env.pop("MLFLOW_TRACKING_URI", None)  # the store under this artifact root, not a caller's
     return env
 
 

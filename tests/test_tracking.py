@@ -1,4 +1,5 @@
 import multiprocessing
+import os
 
 import mlflow
 
@@ -24,3 +25,21 @@ def test_concurrent_first_use_of_a_sqlite_store(tmp_path) -> None:
         [mlflow.MlflowClient(uri).get_experiment_by_name("concurrent").experiment_id])
     assert sorted(r.data.metrics["value"] for r in runs) == [0.0, 1.0, 2.0]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_run_leaves_the_environment_of_this_process_alone(tmp_path, monkeypatch) -> None:
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a materialization in this process must not redirect
+    later default_resources() or child processes (a CLI run started by a test, a Pipes step) to its store."""
+    from vfusion3d_pipeline.resources import default_resources
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("VFUSION3D_ARTIFACT_ROOT", str(tmp_path / "b"))
+    with mlflow_run(f"sqlite:///{tmp_path}/a.db", "leak", "run", {}) as run:
+        run.log_metrics({"value": 1.0})
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert default_resources()["mlflow"].uri() == f"sqlite:///{tmp_path / 'b'}/mlflow.db"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/user.db")  # a user's setting is kept
+    with mlflow_run(f"sqlite:///{tmp_path}/c.db", "leak", "run", {}):
+        pass
+    assert default_resources()["mlflow"].uri() == f"sqlite:///{tmp_path}/user.db"

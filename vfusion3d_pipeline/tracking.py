@@ -8,6 +8,7 @@ produced this". Tracking defaults to a sqlite store under the artifact root; not
 from __future__ import annotations
 
 import fcntl
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -123,7 +124,14 @@ def mlflow_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str
     """Start an MLflow run (creating the experiment if needed); failed blocks end it as FAILED."""
     import mlflow
 
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; left there, every later default_resources() and
+    # child process of this process would log to this run's store instead of its own.
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
     with store_lock(tracking_uri):
         # First use of a sqlite store runs schema migrations; two steps of one run (the multiprocess
         # executor) creating it at once collide ("table _alembic_tmp_experiments already exists").

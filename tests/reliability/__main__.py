@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=10, help="kills per scenario (checkpoint: half as many)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["faults", "pipeline", "bad-inputs"], help="run one part")
-    parser.add_argument("--pipeline-kills", type=int, default=3, help="kills per asset of the graph")
+    parser.add_argument("--pipeline-kills", type=int, default=4, help="kills per asset of the graph")
     parser.add_argument("--assets", nargs="+", choices=sorted({s.asset for s in STEPS}), default=None,
                         help="pipeline part: kill only these assets (their upstream is built without kills)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every kill point")

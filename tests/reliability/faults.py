@@ -72,7 +72,7 @@ def child_env(extra: dict[str, str] | None = None, inject: bool = False) -> dict
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     for key in ("VFUSION3D_FAULT_MODE", "VFUSION3D_FAULT_AT", "VFUSION3D_FAULT_LOG", "VFUSION3D_FAULT_ARM",
-                "VFUSION3D_FAULT_ONLY", "VFUSION3D_FAULT_KILL"):
+                "VFUSION3D_FAULT_ONLY", "VFUSION3D_FAULT_KILL", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
     env.update(extra or {})
     return env

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +236,8 @@ class Campaign:
                              f"{'killed' if k.killed else 'finished first'} {k.where[:160]}")
             for f in report.failures:
                 self.log(f"    FAILED {f[:3000]}")
+        points = Counter(k.point.split(":", 1)[0] for r in reports.values() for k in r.kills if k.killed)
+        self.log("kill points: " + ", ".join(f"{label} {n}" for label, n in points.most_common()))
         return reports
 
     # --- one step under fault injection ---------------------------------------------------------------
@@ -253,7 +256,7 @@ class Campaign:
         in the step's priority order."""
         base = self.asset_dir(step).as_posix()
         kinds = [(".tar", "shard write"), ("manifest.json", "manifest write"),
-                 (f"{self.root}/{step.asset}/.work/", "checkpoint save"),
+                 (f"{self.root}/{step.asset}/.work/", "checkpoint save (work dir)"),
                  (f"{self.root}/{step.asset}/.checkpoints/", "checkpoint save"),
                  (f"{base}/versions/", "version rename"), ("LATEST.json", "pointer swap"),
                  (f"{self.root}/mlflow-artifacts/", "mlflow artifact logging")]
@@ -262,15 +265,21 @@ class Campaign:
         present = [(pattern, label, sum(pattern in e for e in ref.trace)) for pattern, label in kinds]
         return [p for p in present if p[2]]
 
-    def draw(self, i: int, kinds: list[tuple[str, str, int]], ref: Reference) -> tuple[str, str, float]:
-        """The i-th kill point: kinds cycle events / time / mlflow; event kinds cycle in priority order."""
+    def draw(self, step: Step, i: int, kinds: list[tuple[str, str, int]], ref: Reference
+             ) -> tuple[str, str, float, str]:
+        """The i-th kill point (kind, pattern or marker, event number or delay, label): kinds cycle events /
+        time / mlflow / events ...; a step's first event kill is of its main kind (shard writes, checkpoint
+        saves), the next ones of the other kinds in turn, starting at an offset per step so that a campaign
+        with few kills per step still goes through every kind."""
         kind = ("events", "time", "mlflow")[i % 3]
         if kind == "events" and kinds:
-            pattern, _, count = kinds[(i // 3) % len(kinds)]
-            return "events", pattern, float(self.rng.randint(1, count))
+            j = i // 3
+            pattern, label, count = kinds[0] if j == 0 or len(kinds) == 1 else \
+                kinds[1 + (j - 1 + STEPS.index(step)) % (len(kinds) - 1)]
+            return "events", pattern, float(self.rng.randint(1, count)), label
         if kind == "mlflow":
-            return "mlflow", MLFLOW_MARKER, self.rng.uniform(0.0, 0.5)
-        return "time", READY_MARKER, self.rng.uniform(0.0, ref.seconds)
+            return "mlflow", MLFLOW_MARKER, self.rng.uniform(0.0, 0.5), "inside MLflow logging"
+        return "time", READY_MARKER, self.rng.uniform(0.0, ref.seconds), "random time"
 
     def fault(self, step: Step, n: int) -> FaultReport:
         self.snapshot()
@@ -282,17 +291,17 @@ class Campaign:
         for attempt in range(3 * n + 2):
             if report.injected >= n:
                 break
-            kind, what, value = self.draw(report.injected, kinds, ref)
+            kind, what, value, label = self.draw(step, report.injected, kinds, ref)
             report.attempts += 1
             if kind == "events":
                 env = {**self.env, "VFUSION3D_FAULT_ONLY": what, "VFUSION3D_FAULT_KILL": "group"}
                 kill = run_with_kill(self.cmd(step), at_event=int(value), env=env, ready_marker=READY_MARKER,
                                      timeout=RUN_TIMEOUT, attempt=attempt)
-                kill.point = f"event {int(value)} of {what.replace(str(self.root), 'ROOT')!r}"
+                kill.point = f"{label}: event {int(value)} of {what.replace(str(self.root), 'ROOT')!r}"
             else:
                 kill = run_with_kill(self.cmd(step), after_seconds=value, env=self.env, ready_marker=what,
                                      timeout=RUN_TIMEOUT, attempt=attempt)
-                kill.kind, kill.point = kind, f"{value:.2f}s after {what.strip()!r}"
+                kill.kind, kill.point = kind, f"{label}: {value:.2f}s after {what.strip()!r}"
                 kill.where = f"last log: {last_log_line(kill.output)}"
             report.kills.append(kill)
             if kill.returncode not in (0, -signal.SIGKILL):
