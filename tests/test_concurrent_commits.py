@@ -3,10 +3,12 @@ interleaving; identical content gives one version; the `gpu` pool is never excee
 
 import multiprocessing as mp
 import subprocess
+import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
-from pipeline_utils import MICRO_RENDERS, REPO, materialize_cmd, pipeline_env
+from pipeline_utils import LRM_MICRO, MICRO_RENDERS, REPO, materialize_cmd, pipeline_env, run_materialize
 
 from vfusion3d_core.data import ArtifactStore, Manifest, file_entries
 
@@ -64,3 +66,51 @@ def test_two_cli_runs_of_the_same_asset_at_once_give_one_version(tmp_path, monke
         checks = [e for r in runs
                   for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
         assert len(checks) == 2 and all(e.dagster_event.event_specific_data.passed for e in checks)
+
+
+def _step_window(instance: dg.DagsterInstance, run_id: str, step: str) -> tuple[float, float]:
+    """(STEP_START, STEP_SUCCESS) timestamps of one step of a run."""
+    events = {e.dagster_event.event_type: e.timestamp for e in instance.all_logs(run_id)
+              if e.dagster_event is not None and e.dagster_event.step_key == step}
+    return events[dg.DagsterEventType.STEP_START], events[dg.DagsterEventType.STEP_SUCCESS]
+
+
+@pytest.mark.slow
+def test_two_runs_of_a_gpu_pool_asset_never_hold_the_pool_at_once(tmp_path, monkeypatch) -> None:
+    """dagster.yaml limits the `gpu` pool to one slot: of two CLI runs training at once, the second waits for
+    the first's slot, so their training steps never overlap and no more than one slot is ever claimed."""
+    env = pipeline_env(tmp_path, "pool")
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    run_materialize(env, "renders_3d", {"ops": {"renders_3d": {"config": MICRO_RENDERS}}})
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]  # files, not pipes: nobody reads while they run
+
+    def start(steps: int, log: Path) -> subprocess.Popen:
+        cmd = materialize_cmd("lrm_3d_only", {"ops": {"lrm_3d_only": {"config": {**LRM_MICRO, "steps": steps}}}})
+        with log.open("w") as out:
+            return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    procs = [start(80, logs[0])]  # long enough to still hold the slot when the second run reaches its step
+    most_claimed = 0
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        deadline = time.time() + 600
+        while not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots:
+            assert procs[0].poll() is None and time.time() < deadline, logs[0].read_text()[-3000:]
+            time.sleep(0.2)
+        procs.append(start(8, logs[1]))
+        while any(p.poll() is None for p in procs) and time.time() < deadline:
+            most_claimed = max(most_claimed, len(instance.event_log_storage.get_concurrency_info("gpu").claimed_slots))
+            time.sleep(0.2)
+        for p in procs:
+            p.wait(timeout=60)
+        outputs = [log.read_text() for log in logs]
+        assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+        runs = [r for r in instance.get_runs() if r.asset_selection and dg.AssetKey("lrm_3d_only") in r.asset_selection]
+        assert len(runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        (a_start, a_end), (b_start, b_end) = sorted(_step_window(instance, r.run_id, "lrm_3d_only") for r in runs)
+        assert a_end <= b_start, f"training steps overlapped: [{a_start}, {a_end}] and [{b_start}, {b_end}]"
+        assert most_claimed <= 1
+        assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+        assert "blocked by limit for pool gpu" in outputs[1], outputs[1][-3000:]  # it waited, and said why
+    store = ArtifactStore(env["VFUSION3D_ARTIFACT_ROOT"])
+    latest = store.latest("lrm_3d_only")
+    assert latest is not None and latest.manifest.verify(latest.path) == []
