@@ -1,7 +1,8 @@
 """Where `execution: pipes` steps run (the preset resource's ``gpu_steps``): a local subprocess, a
 Kubernetes pod or an ECS task, through Dagster Pipes (PipesSubprocessClient / PipesK8sClient /
 PipesECSClient). The step itself is a core module (``vfusion3d_core.lrm.train.pipes_entry``,
-``vfusion3d_core.video.pipes_entry``) that needs only ``dagster-pipes``; it reports log lines, per-step
+``vfusion3d_core.video.pipes_entry``, ``vfusion3d_core.video.finetune_pipes_entry``) that needs only
+``dagster-pipes``; it reports log lines, per-step
 metrics (custom messages) and its final metrics (materialization metadata) back to the asset.
 Configuration for clusters: docs/scaling.md.
 

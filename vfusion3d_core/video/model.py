@@ -13,6 +13,7 @@ Saved in a diffusers layout::
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 from pathlib import Path
 
@@ -137,7 +138,10 @@ class OrbitVideoModel(nn.Module):
         if got != ref["sha256"]:
             raise ValueError(f"text encoder weights {got[:12]} differ from the ones the model was trained with "
                              f"({ref['sha256'][:12]})")
-        parts = {name: _CLASSES[index[name][1]].from_pretrained(src / name, local_files_only=True)
+        # low-memory loading needs accelerate; without it diffusers warns on every load and falls back anyway
+        low_mem = importlib.util.find_spec("accelerate") is not None
+        parts = {name: _CLASSES[index[name][1]].from_pretrained(src / name, local_files_only=True,
+                                                                  low_cpu_mem_usage=low_mem)
                  for name in COMPONENTS}
         image_encoder = None
         if "image_encoder" in index:

@@ -173,7 +173,7 @@ class VideoTrainer:
             if self.step == self._stage_end(stage) and self.ema is not None:
                 self.ema.copy_to_params()
             if self.log and (self.step % self.log_every == 0 or self.step == end):
-                self.log({f"loss/{stage}": float(loss), f"grad_norm/{stage}": float(grad_norm),
+                self.log({f"loss/{stage}": float(loss.detach()), f"grad_norm/{stage}": float(grad_norm),
                           f"lr/{stage}": self.scheduler.get_last_lr()[0]}, self.step)
             if self.checkpoint_dir and (self.step % self.cfg.checkpoint_every == 0 or self.step == end):
                 self.save_checkpoint()

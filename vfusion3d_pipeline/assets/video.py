@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import dagster as dg
@@ -20,11 +21,12 @@ from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, s
 from vfusion3d_core.video.config import VideoModelConfig
 from vfusion3d_core.video.data import orbit_sheet
 from vfusion3d_core.video.finetune import CODE_VERSION as MODEL_CODE_VERSION
-from vfusion3d_core.video.finetune import finetune_video_model
+from vfusion3d_core.video.finetune import FinetuneResult, finetune_video_model
 from vfusion3d_core.video.model import OrbitVideoModel
 from vfusion3d_core.video.sampler import SampleSettings
 from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
 from vfusion3d_core.video.synthesis import SynthesisResult, synthesize_shard
+from vfusion3d_core.video.trainer import MetricLogger
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.gpu_steps import step_report
 from vfusion3d_pipeline.lineage import array_markdown, materialize_result, require_latest
@@ -61,10 +63,11 @@ class VideoModelAssetConfig(dg.Config):
     eval_count: int = 8  # training captions used for the closeness metric
     torch_threads: int | None = None  # CPU threads (1 is fastest on an oversubscribed machine)
     overrides_json: str = "{}"  # any other VideoModelConfig field, as JSON (e.g. micro sizes in tests)
+    execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
 
     def to_core(self, preset: str) -> VideoModelConfig:
         fields = {k: v for k, v in self.model_dump().items()
-                  if v is not None and k not in ("eval_count", "overrides_json", "torch_threads")}
+                  if v is not None and k not in ("eval_count", "overrides_json", "torch_threads", "execution")}
         try:
             return VideoModelConfig.preset(preset, **{**fields, **json.loads(self.overrides_json)})
         except (TypeError, ValueError) as exc:
@@ -84,6 +87,8 @@ class VideoModelAssetConfig(dg.Config):
 def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig, artifacts: ArtifactStoreResource,
                 preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
     cfg = config.to_core(preset.validated())
+    if config.execution not in ("in_process", "pipes"):
+        raise dg.Failure(f"execution must be in_process or pipes, got {config.execution!r}")
     set_threads(config.torch_threads)
     store = artifacts.store()
     renders = require_latest(store, RENDERS)
@@ -102,8 +107,13 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
             if step % 50 == 0:
                 context.log.info(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
-        result = finetune_video_model(cfg, shards, staging / MODEL_DIR, {RENDERS: renders.digest}, checkpoints,
-                                      log, config.eval_count, context.log.info)
+        pipes_metadata: dict = {}
+        if config.execution == "pipes":
+            result, pipes_metadata = _finetune_pipes(context, preset, artifacts, cfg, config, shards,
+                                                     staging / MODEL_DIR, {RENDERS: renders.digest}, checkpoints, log)
+        else:
+            result = finetune_video_model(cfg, shards, staging / MODEL_DIR, {RENDERS: renders.digest}, checkpoints,
+                                          log, config.eval_count, context.log.info)
         files = [f"{MODEL_DIR}/{f}" for f in result.files]
         manifest = Manifest(MODEL, file_entries(staging, files), result.counts,
                             {**cfg.to_dict(), "eval_count": config.eval_count}, inputs={RENDERS: renders.digest},
@@ -126,7 +136,29 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
         "resumed_from_step": result.resumed_from_step,
         "model_card": dg.MetadataValue.path(str(version.path / MODEL_DIR / "README.md")),
         "mlflow_run_id": run.run_id,
+        "execution": config.execution, **pipes_metadata,
     })
+
+
+def _finetune_pipes(context: dg.AssetExecutionContext, preset: PresetResource, artifacts: ArtifactStoreResource,
+                    cfg: VideoModelConfig, config: VideoModelAssetConfig, shards: list[str | Path], out_dir: Path,
+                    training_data: dict[str, str], checkpoints: Path, log: MetricLogger
+                    ) -> tuple[FinetuneResult, dict]:
+    """Fine-tune in an external process (vfusion3d_core.video.finetune_pipes_entry) launched through Dagster
+    Pipes; its per-step metrics go to ``log`` (MLflow), its result becomes this asset's."""
+    extras = {"config": cfg.to_dict(), "render_shards": [str(s) for s in shards], "out_dir": str(out_dir),
+              "training_data": training_data, "checkpoint_dir": str(checkpoints), "eval_count": config.eval_count,
+              "torch_threads": config.torch_threads}
+    invocation = preset.gpu_steps.run(context, "vfusion3d_core.video.finetune_pipes_entry", extras,
+                                      artifacts.subprocess_env())
+    messages, reported = step_report(invocation)
+    for message in messages:
+        log(message["metrics"], message["step"])
+    if "files" not in reported or not out_dir.is_dir():
+        raise dg.Failure("the Pipes fine-tuning step ended without reporting its model")
+    result = FinetuneResult(list(reported["files"]), dict(reported["counts"]), dict(reported["metrics"]),
+                            int(reported["resumed_from_step"]))
+    return result, {"pipes/reported_steps": len(messages)}
 
 
 class SyntheticVideosConfig(dg.Config):
