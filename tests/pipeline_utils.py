@@ -27,11 +27,16 @@ LRM_MICRO = {"steps": 4, "batch_size": 2, "overrides_json": json.dumps(
      "checkpoint_every": 2, "log_every": 2, "shuffle_buffer": 2})}
 
 
+def dagster_home(home: Path, instance_config: str = "dagster.yaml") -> Path:
+    """``home`` made a DAGSTER_HOME holding one of the repo's instance configs as its dagster.yaml."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((REPO / instance_config).read_text())
+    return home
+
+
 def pipeline_env(tmp_path: Path, name: str = "run") -> dict[str, str]:
     """Environment with its own DAGSTER_HOME (holding the repo's dagster.yaml) and artifact root."""
-    home = tmp_path / f"{name}_dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    home = dagster_home(tmp_path / f"{name}_dagster_home")
     env = dict(os.environ, DAGSTER_HOME=str(home), VFUSION3D_ARTIFACT_ROOT=str(tmp_path / f"{name}_artifacts"),
                VFUSION3D_PRESET="tiny", PYTHONUNBUFFERED="1", DAGSTER_DISABLE_TELEMETRY="1")
     env.pop("MLFLOW_TRACKING_URI", None)  # the store under this artifact root, not a caller's

@@ -8,7 +8,7 @@ import sys
 
 import dagster as dg
 import mlflow
-from pipeline_utils import LRM_MICRO, MICRO_RENDERS, REPO, VIDEO_MICRO
+from pipeline_utils import LRM_MICRO, MICRO_RENDERS, REPO, VIDEO_MICRO, dagster_home
 
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_pipeline.definitions import build_definitions
@@ -42,9 +42,7 @@ def names(tree: dict) -> set[str]:
 
 def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
     root = tmp_path / "artifacts"
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    home = dagster_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")

@@ -17,6 +17,13 @@ from typing import Any
 import dagster as dg
 
 BACKENDS = ("subprocess", "k8s", "ecs")
+EXECUTION_MODES = ("in_process", "pipes")  # an asset config's ``execution``
+
+
+def check_execution(execution: str) -> None:
+    """Refuse an unknown ``execution`` value of an asset config before any work starts."""
+    if execution not in EXECUTION_MODES:
+        raise dg.Failure(f"execution must be in_process or pipes, got {execution!r}")
 
 
 def step_command(module: str, nproc: int = 1, python: str = "python") -> list[str]:

@@ -8,6 +8,7 @@ import sys
 
 import dagster as dg
 import mlflow
+import pytest
 from pipeline_utils import LRM_MICRO, MICRO_RENDERS, REPO, VIDEO_MICRO
 from safetensors.torch import load_file
 
@@ -15,7 +16,7 @@ from vfusion3d_core.data import ArtifactStore
 from vfusion3d_pipeline.assets.lrm import lrm_3d_only
 from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import video_model
-from vfusion3d_pipeline.gpu_steps import ecs_run_task_params, step_command
+from vfusion3d_pipeline.gpu_steps import EXECUTION_MODES, check_execution, ecs_run_task_params, step_command
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
 
@@ -97,3 +98,10 @@ def test_video_finetuning_as_a_pipes_step_matches_in_process(tmp_path, monkeypat
         a, b = (load_file(m.path / name) for m in models)
         assert a.keys() == b.keys()
         assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5, name
+
+
+def test_unknown_execution_mode_is_refused() -> None:
+    for mode in EXECUTION_MODES:
+        check_execution(mode)
+    with pytest.raises(dg.Failure, match="execution must be in_process or pipes, got 'gpu'"):
+        check_execution("gpu")

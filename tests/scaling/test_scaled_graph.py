@@ -10,7 +10,7 @@ import sys
 
 import dagster as dg
 import mlflow
-from pipeline_utils import REPO
+from pipeline_utils import REPO, dagster_home
 from test_whole_graph import PROMPTS, SHARDS, micro_run_config, names
 
 from vfusion3d_core.data import Manifest
@@ -35,9 +35,7 @@ def audit(target: str, env_extra: dict) -> subprocess.CompletedProcess:
 
 
 def test_tiny_graph_on_s3_and_postgres(s3_server, postgres_server, tmp_path, monkeypatch) -> None:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((REPO / "dagster.postgres.yaml").read_text())
+    home = dagster_home(tmp_path / "dagster_home", "dagster.postgres.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")

@@ -28,7 +28,7 @@ from vfusion3d_core.lrm.generate import load_model
 from vfusion3d_core.lrm.train import LRMTrainConfig, LRMTrainer
 from vfusion3d_core.lrm.train.evaluate import evaluate_novel_views
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
-from vfusion3d_pipeline.gpu_steps import GpuStepsConfig, step_report
+from vfusion3d_pipeline.gpu_steps import GpuStepsConfig, check_execution, step_report
 from vfusion3d_pipeline.lineage import materialize_result, require_latest
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
@@ -91,8 +91,7 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
                     gpu_steps: GpuStepsConfig | None = None) -> dg.MaterializeResult:
     """Shared body of the LRM assets: train (resumably), publish the model, log lineage. ``shards`` are
     local paths or s3:// URLs (streamed)."""
-    if config.execution not in ("in_process", "pipes"):
-        raise dg.Failure(f"execution must be in_process or pipes, got {config.execution!r}")
+    check_execution(config.execution)
     store = artifacts.store()
     store.clean_staging(asset)
     run_key = hashlib.sha256(json.dumps([recipe.to_dict(), inputs, CODE_VERSION, config.init_official],

@@ -28,7 +28,7 @@ from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
 from vfusion3d_core.video.synthesis import SynthesisResult, synthesize_shard
 from vfusion3d_core.video.trainer import MetricLogger
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
-from vfusion3d_pipeline.gpu_steps import step_report
+from vfusion3d_pipeline.gpu_steps import check_execution, step_report
 from vfusion3d_pipeline.lineage import array_markdown, materialize_result, require_latest
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
@@ -87,8 +87,7 @@ class VideoModelAssetConfig(dg.Config):
 def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig, artifacts: ArtifactStoreResource,
                 preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
     cfg = config.to_core(preset.validated())
-    if config.execution not in ("in_process", "pipes"):
-        raise dg.Failure(f"execution must be in_process or pipes, got {config.execution!r}")
+    check_execution(config.execution)
     set_threads(config.torch_threads)
     store = artifacts.store()
     renders = require_latest(store, RENDERS)
@@ -218,8 +217,7 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
     removed = store.clean_staging(SYNTHETIC, key)
     if removed:
         context.log.info(f"removed {removed} staging dir(s) left by interrupted runs")
-    if config.execution not in ("in_process", "pipes"):
-        raise dg.Failure(f"execution must be in_process or pipes, got {config.execution!r}")
+    check_execution(config.execution)
     if config.execution == "pipes":  # the external step loads the weights; here only the sampler defaults
         model = SimpleNamespace(config=VideoModelConfig.load(model_version.path / MODEL_DIR / "vfusion3d_config.json"))
     else:
