@@ -24,14 +24,15 @@ from vfusion3d_core.data import ArtifactStore, Manifest, iter_samples
 from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.checks import renders_3d_integrity
 from vfusion3d_pipeline.definitions import defs
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 
 
 def materialize_in_process(root: Path, config: dict) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [renders_3d, renders_3d_integrity],
         resources={"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
-                   "mlflow": MLflowResource(artifact_root=str(root))},
+                   "mlflow": MLflowResource(artifact_root=str(root)),
+                   "compute": ComputeResource(device="cpu", precision="fp32")},
         run_config={"ops": {"renders_3d": {"config": config}}},
         instance=dg.DagsterInstance.ephemeral(),
     )

@@ -12,7 +12,7 @@ from pipeline_utils import LRM_MICRO, MICRO_RENDERS, REPO, VIDEO_MICRO, dagster_
 
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_pipeline.definitions import build_definitions
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 from vfusion3d_pipeline.run_all import run_graph
 
 PROMPTS = ["a red box", "a glossy blue sphere", "a green cone next to a yellow torus", "a striped purple ring"]
@@ -47,7 +47,8 @@ def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     defs = build_definitions({"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
-                              "mlflow": MLflowResource(artifact_root=str(root))})
+                              "mlflow": MLflowResource(artifact_root=str(root)),
+                              "compute": ComputeResource(device="cpu", precision="fp32")})
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run_ids = run_graph(defs, instance, micro_run_config(prompts))
         assert len(run_ids) == 2 + len(SHARDS)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_core.data.audit_cli import default_tracking_uri
 from vfusion3d_core.redact import redact_text
@@ -69,6 +70,38 @@ class PresetResource(dg.ConfigurableResource):
         return self.name
 
 
+class ComputeResource(dg.ConfigurableResource):
+    """Where every core step runs and in which precision (assets override per run with their own
+    ``device`` / ``precision`` / ``gradient_checkpointing`` config fields)."""
+
+    device: str = "auto"  # auto (CUDA when present, else cpu) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 where native: GPU tensor cores, AVX512-BF16/AMX CPUs; else fp32) | bf16 | fp32
+    gradient_checkpointing: bool = False  # recompute activations of the video UNets / LRM transformer
+
+    def settings(self, override: StepComputeConfig | None = None) -> ComputeSettings:
+        """This resource's settings with a step's non-null overrides applied; a clear Failure when invalid."""
+        values = {"device": self.device, "precision": self.precision,
+                  "gradient_checkpointing": self.gradient_checkpointing}
+        if override is not None:
+            values.update({k: v for k, v in (("device", override.device), ("precision", override.precision),
+                                             ("gradient_checkpointing", override.gradient_checkpointing))
+                           if v is not None})
+        try:
+            settings = ComputeSettings(**values)
+            settings.torch_device  # noqa: B018 - resolve now: an unavailable device fails before any work
+        except (ValueError, RuntimeError) as exc:
+            raise dg.Failure(f"invalid compute settings {values}: {exc}") from exc
+        return settings
+
+
+class StepComputeConfig(dg.Config):
+    """Per-asset overrides of the ``compute`` resource (unset = the resource's value)."""
+
+    device: str | None = None  # auto | cpu | cuda | cuda:N
+    precision: str | None = None  # auto | bf16 | fp32
+    gradient_checkpointing: bool | None = None
+
+
 class MLflowResource(dg.ConfigurableResource):
     """MLflow tracking: a sqlite store under the artifact root unless ``tracking_uri`` is set."""
 
@@ -103,7 +136,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment: VFUSION3D_ARTIFACT_ROOT (default ./artifacts; the local cache when on
     S3), VFUSION3D_S3_BUCKET / _PREFIX / _ENDPOINT_URL / _REGION (artifacts on S3 when the bucket is set),
     VFUSION3D_PRESET, MLFLOW_TRACKING_URI (default: sqlite under the artifact root), VFUSION3D_GPU_STEPS (where
-    execution=pipes steps run: subprocess | k8s | ecs; cluster settings in docs/scaling.md)."""
+    execution=pipes steps run: subprocess | k8s | ecs; cluster settings in docs/scaling.md), VFUSION3D_DEVICE /
+    VFUSION3D_PRECISION (the compute resource: auto | cpu | cuda[:N], auto | bf16 | fp32)."""
     root = os.environ.get("VFUSION3D_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT)
     env = os.environ.get
     return {
@@ -113,5 +147,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
                                            s3_region=env("VFUSION3D_S3_REGION") or None),
         "preset": PresetResource(name=os.environ.get("VFUSION3D_PRESET", "tiny"),
                                  gpu_steps=GpuStepsConfig(backend=env("VFUSION3D_GPU_STEPS", "subprocess"))),
+        "compute": ComputeResource(device=env("VFUSION3D_DEVICE", "auto"),
+                                   precision=env("VFUSION3D_PRECISION", "auto")),
         "mlflow": MLflowResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), artifact_root=root),
     }

@@ -16,7 +16,7 @@ from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.checks import synthetic_videos_integrity
 from vfusion3d_pipeline.definitions import engine_shard_job
 from vfusion3d_pipeline.engine_checks import filtered_multiview_integrity, prompt_set_integrity
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
 from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
 
@@ -33,7 +33,8 @@ def _tick_context(instance: dg.DagsterInstance, schedule: dg.ScheduleDefinition,
 
 def _resources(root) -> dict:
     return {"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
-            "mlflow": MLflowResource(artifact_root=str(root))}
+            "mlflow": MLflowResource(artifact_root=str(root)),
+            "compute": ComputeResource(device="cpu", precision="fp32")}
 
 
 def test_schedule_synthesis_filtering_and_growth(tmp_path) -> None:

@@ -11,7 +11,7 @@ from pipeline_utils import MICRO_RENDERS, VIDEO_MICRO, dagster_dev, pipeline_env
 
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_pipeline.definitions import build_definitions
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 from vfusion3d_pipeline.run_all import materialize
 
 LAUNCH = """
@@ -48,7 +48,8 @@ def test_backfill_of_prompt_shards_from_the_ui(tmp_path, monkeypatch) -> None:
                       "prompt_set": {"config": {"source_file": str(src), "template_count": 0, "shard_size": 2}}}}
     defs = build_definitions({"artifacts": ArtifactStoreResource(root=env["VFUSION3D_ARTIFACT_ROOT"]),
                               "preset": PresetResource(name="tiny"),
-                              "mlflow": MLflowResource(artifact_root=env["VFUSION3D_ARTIFACT_ROOT"])})
+                              "mlflow": MLflowResource(artifact_root=env["VFUSION3D_ARTIFACT_ROOT"]),
+                              "compute": ComputeResource(device="cpu", precision="fp32")})
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:  # upstream assets, in this process
         materialize(defs, instance, ["renders_3d", "prompt_set", "video_model", "quality_models"], run_config=config)
 

@@ -17,14 +17,15 @@ from vfusion3d_core.lrm import LRM  # noqa: E402
 from vfusion3d_core.lrm.train.checkpoint import list_checkpoints  # noqa: E402
 from vfusion3d_pipeline.assets.lrm import lrm_3d_only, lrm_finetuned, lrm_pretrained  # noqa: E402
 from vfusion3d_pipeline.assets.renders import renders_3d  # noqa: E402
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource  # noqa: E402
+from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource  # noqa: E402
 
 TRAIN = LRM_MICRO
 
 
 def resources(root: Path) -> dict:
     return {"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
-            "mlflow": MLflowResource(artifact_root=str(root))}
+            "mlflow": MLflowResource(artifact_root=str(root)),
+            "compute": ComputeResource(device="cpu", precision="fp32")}
 
 
 def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:

@@ -6,13 +6,14 @@ from vfusion3d_core.data import ArtifactStore, sha256_file
 from vfusion3d_core.prompts.shards import read_prompt_shard
 from vfusion3d_pipeline.assets.prompts import prompt_set
 from vfusion3d_pipeline.engine_checks import prompt_set_integrity, prompt_set_problems
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource
 
 
 def build(root, instance, config: dict) -> dg.ExecuteInProcessResult:
     return dg.materialize([prompt_set, prompt_set_integrity], instance=instance, raise_on_error=False,
                           resources={"artifacts": ArtifactStoreResource(root=str(root)),
-                                     "mlflow": MLflowResource(artifact_root=str(root))},
+                                     "mlflow": MLflowResource(artifact_root=str(root)),
+                                     "compute": ComputeResource(device="cpu", precision="fp32")},
                           run_config={"ops": {"prompt_set": {"config": config}}})
 
 

@@ -17,13 +17,14 @@ from vfusion3d_pipeline.assets.lrm import lrm_3d_only
 from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import video_model
 from vfusion3d_pipeline.gpu_steps import EXECUTION_MODES, check_execution, ecs_run_task_params, step_command
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 
 
 def test_pipes_step_under_torchrun_reports_from_rank_zero(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(REPO)  # `python -m vfusion3d_core...` in the step resolves this checkout
     res = {"artifacts": ArtifactStoreResource(root=str(tmp_path)), "preset": PresetResource(name="tiny"),
-           "mlflow": MLflowResource(artifact_root=str(tmp_path))}  # preset.gpu_steps: a local subprocess
+           "mlflow": MLflowResource(artifact_root=str(tmp_path)),
+           "compute": ComputeResource(device="cpu", precision="fp32")}  # preset.gpu_steps: a local subprocess
     instance = dg.DagsterInstance.ephemeral()
     assert dg.materialize([renders_3d], resources=res, instance=instance,
                           run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
@@ -73,7 +74,8 @@ def test_video_finetuning_as_a_pipes_step_matches_in_process(tmp_path, monkeypat
     for execution in ("in_process", "pipes"):
         root = roots[execution] = tmp_path / execution
         res = {"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
-               "mlflow": MLflowResource(artifact_root=str(root))}
+               "mlflow": MLflowResource(artifact_root=str(root)),
+               "compute": ComputeResource(device="cpu", precision="fp32")}
         result = dg.materialize([renders_3d, video_model], resources=res, instance=dg.DagsterInstance.ephemeral(),
                                 run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS},
                                                     "video_model": {"config": {**config, "execution": execution}}}})

@@ -16,7 +16,7 @@ from test_whole_graph import PROMPTS, SHARDS, micro_run_config, names
 from vfusion3d_core.data import Manifest
 from vfusion3d_core.data.s3_store import S3ArtifactStore
 from vfusion3d_pipeline.definitions import build_definitions
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 from vfusion3d_pipeline.run_all import run_graph
 
 PREFIX = "team/vfusion3d"
@@ -43,7 +43,8 @@ def test_tiny_graph_on_s3_and_postgres(s3_server, postgres_server, tmp_path, mon
     artifacts = ArtifactStoreResource(root=str(cache), s3_bucket=s3_server.bucket, s3_prefix=PREFIX,
                                       s3_endpoint_url=s3_server.endpoint, s3_region="us-east-1")
     defs = build_definitions({"artifacts": artifacts, "preset": PresetResource(name="tiny"),
-                              "mlflow": MLflowResource(artifact_root=str(cache))})
+                              "mlflow": MLflowResource(artifact_root=str(cache)),
+                              "compute": ComputeResource(device="cpu", precision="fp32")})
     config = micro_run_config(prompts)
     config["ops"]["synthetic_videos"] = {"config": {"execution": "pipes"}}
     config["ops"]["lrm_pretrained"]["config"] = {**config["ops"]["lrm_pretrained"]["config"], "execution": "pipes"}

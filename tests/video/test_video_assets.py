@@ -14,7 +14,7 @@ from vfusion3d_core.video.synthesis import prompt_seed
 from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.checks import synthetic_partition_check, synthetic_videos_integrity
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 
 PROMPTS = [["a red cube", "a tall green cylinder", "a small blue ball"], ["a yellow cone", "a purple ring"]]
 MODEL_CONFIG = {"eval_count": 2, "overrides_json": json.dumps({k: v for k, v in MICRO.items() if k != "eval_count"})}
@@ -22,7 +22,8 @@ MODEL_CONFIG = {"eval_count": 2, "overrides_json": json.dumps({k: v for k, v in 
 
 def _resources(root) -> dict:
     return {"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
-            "mlflow": MLflowResource(artifact_root=str(root))}
+            "mlflow": MLflowResource(artifact_root=str(root)),
+            "compute": ComputeResource(device="cpu", precision="fp32")}
 
 
 def _publish_prompt_set(root, shards: int) -> None:

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vfusion3d_core.cameras import default_source_camera, turntable_cameras
+from vfusion3d_core.compute import resolve_device
 
 from .checkpoint import WEIGHTS_NAME, read_weight_file
 from .config import LRMConfig
@@ -49,10 +50,8 @@ class GenerateOptions:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """'auto' -> cuda when available, else cpu (see ``vfusion3d_core.compute.resolve_device``)."""
+    return resolve_device(name)
 
 
 def load_official_config(path: str | Path | None, preset: str = "paper") -> LRMConfig:

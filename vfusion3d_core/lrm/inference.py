@@ -12,12 +12,13 @@ what the machine still has available, see ``working_memory_bytes``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from vfusion3d_core.compute import fast_bf16
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
 MIN_WORKING_BYTES = 64 << 20  # never plan chunks below 64 MiB, whatever the budget says
@@ -92,31 +93,6 @@ class InferenceOptions:
         if chosen is None:
             return torch.bfloat16 if fast_bf16(torch.device(device)) else torch.float32
         return chosen
-
-
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matmuls are natively fast on ``device``: CUDA with bf16 support (tensor cores,
-    sm80+), or a CPU with AMX-BF16 or AVX512-BF16 that oneDNN can use. Elsewhere bf16 is emulated
-    and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":
-        flags = _cpu_flags()
-        native = bool({"amx_bf16", "avx512_bf16"} & flags)
-        return native and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return False
 
 
 def _meminfo_available() -> int | None:
