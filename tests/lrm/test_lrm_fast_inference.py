@@ -71,9 +71,11 @@ def object_scene():
 # SHA-256 prefixes of the exact path's outputs on the conftest tiny model, recorded with the code
 # before the fast path existed. Float kernels differ between CPU instruction sets and torch
 # versions, so the pin applies where it was recorded; everywhere else the options=None vs
-# InferenceOptions.exact() equality below still holds.
+# InferenceOptions.exact() equality below still holds. The render digest was re-recorded when ray
+# generation and the slab test moved to the released float32 operation order (test_lrm_exact_render:
+# the exit sample of ~9% of rays flipped inside/outside); planes and mesh are unchanged.
 PINNED = {
-    ("2.13.0", "AVX512"): {"planes": "53cd3a408d4aee30", "render": "46572b81840162d0", "mesh": "d3698474023a8e95"},
+    ("2.13.0", "AVX512"): {"planes": "53cd3a408d4aee30", "render": "2315a4c7304dea39", "mesh": "d3698474023a8e95"},
 }
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-OUT_OF_BOX_DENSITY = -3.4028e38 / 3  # float32 max / 3: survives averaging two samples without overflow
+OUT_OF_BOX_DENSITY = -3.40282347e38 / 3  # -(float32 max) / 3, as released: survives averaging two samples
 
 
 class TriplaneDecoder(nn.Module):

@@ -11,13 +11,20 @@ def ray_box_limits(origins: torch.Tensor, dirs: torch.Tensor, half_side: float =
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Slab intersection of rays with the axis-aligned box [-half_side, half_side]^3.
 
-    origins, dirs [R, 3] -> (start [R], end [R], valid [R] bool). Invalid rays (that miss the box)
-    have undefined start/end; ``fill_missed_rays`` gives them the batch convention.
+    origins, dirs [R, 3] -> (start [R], end [R], valid [R] bool = end > start). Invalid rays (that miss
+    the box) have undefined start/end; ``fill_missed_rays`` gives them the batch convention.
+
+    Float order of the released model: the reciprocal ``1 / d`` is computed once and every slab
+    distance is ``(bound - o) * (1 / d)``. Dividing by ``d`` instead differs in the last bit, which
+    moves the last coarse sample (on the exit face) in or out of the box for some rays. A zero
+    direction component gives an infinite reciprocal, i.e. an unbounded slab on that axis.
     """
-    safe = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12) * torch.where(dirs < 0, -1.0, 1.0),
-                       dirs)
-    t0 = (-half_side - origins) / safe
-    t1 = (half_side - origins) / safe
+    if origins.dim() != 2 or origins.shape[-1] != 3 or dirs.shape != origins.shape:
+        raise ValueError(f"expected origins and dirs [R, 3], got {tuple(origins.shape)} and {tuple(dirs.shape)}")
+    inv = 1 / dirs.detach()
+    origins = origins.detach()
+    t0 = (-half_side - origins) * inv
+    t1 = (half_side - origins) * inv
     start = torch.minimum(t0, t1).amax(dim=-1)
     end = torch.maximum(t0, t1).amin(dim=-1)
     return start, end, end > start
@@ -38,13 +45,13 @@ def fill_missed_rays(start: torch.Tensor, end: torch.Tensor, valid: torch.Tensor
 
 def coarse_depths(start: torch.Tensor, end: torch.Tensor, num: int, deterministic: bool = True,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """``num`` evenly spaced depths from start to end per ray, jittered by U[0,1)*(end-start)/(num-1)
+    """``num`` evenly spaced depths from start to end per ray, jittered by U[0,1) * ((end-start)/(num-1))
     unless deterministic. start, end [R] -> depths [R, num]."""
     steps = torch.arange(num, dtype=start.dtype, device=start.device) / (num - 1)
     span = (end - start)[:, None]
     depths = start[:, None] + steps[None] * span
     if not deterministic:
-        depths = depths + uniform_like(depths, generator) * span / (num - 1)
+        depths = depths + uniform_like(depths, generator) * (span / (num - 1))
     return depths
 
 
