@@ -18,12 +18,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vfusion3d_core.cameras import Intrinsics, orbit_cameras
+from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data.sample import MultiviewSample
 from vfusion3d_core.data.shards import ShardWriter
-from vfusion3d_core.data.video_sample import SyntheticVideoSample
+from vfusion3d_core.data.video_sample import SyntheticVideoSample, iter_video_samples
 from vfusion3d_core.filtering.models import QualityModels
+from vfusion3d_core.steps import StepRequest
 
-CODE_VERSION = "filtered_multiview_dataset-v2"
+CODE_VERSION = "filtered_multiview_dataset-v3"
 ALPHA_RAMP = 24.0
 SCORES_FILE = "scores.csv"
 HISTOGRAM_FILE = "score_histogram.png"
@@ -55,6 +57,47 @@ class FilterResult:
     scores: list[tuple[str, float, bool, float]] = field(default_factory=list)  # key, score, kept, elevation
 
 
+@dataclass
+class FilterRequest(StepRequest):
+    """Featurize + filter one synthetic-videos partition (the asset builds it; ``run_filter`` runs it).
+
+    video_shards: the partition's ``SyntheticVideoSample`` tar shards (local paths or ``s3://`` URLs), in order.
+    quality_models_dir: a ``QualityModels.save`` folder whose files were verified against their manifest.
+    output_dir: where the posed multi-view shards, scores.csv, histogram and examples go.
+    """
+
+    partition: str
+    video_shards: list[str]
+    quality_models_dir: str
+    output_dir: str
+    threshold: float = 0.0
+    min_keep_fraction: float = 0.0
+    samples_per_shard: int = 64
+    batch_size: int = 16
+    compute: ComputeSettings = field(default_factory=ComputeSettings)
+
+    def __post_init__(self) -> None:
+        if not self.video_shards:
+            raise ValueError(f"{self.partition}: FilterRequest needs at least one video shard")
+        if self.samples_per_shard < 1 or self.batch_size < 1:
+            raise ValueError(f"samples_per_shard and batch_size must be >= 1, got {self.samples_per_shard}, "
+                             f"{self.batch_size}")
+        if isinstance(self.compute, dict):
+            self.compute = ComputeSettings.from_dict(self.compute)
+
+
+def run_filter(request: FilterRequest, progress: Callable[[int], None] | None = None
+               ) -> tuple[FilterResult, QualityModels]:
+    """Load the quality models onto ``request.compute``'s device and filter the partition's videos, streaming
+    its shards twice (``filter_videos``). Returns the result and the models (for their metadata)."""
+    models = QualityModels.load(request.quality_models_dir, request.compute)
+    shards = list(request.video_shards)
+    result = filter_videos(lambda: iter_video_samples(shards), models, request.output_dir, request.partition,
+                           request.threshold, request.samples_per_shard, request.batch_size, progress,
+                           request.min_keep_fraction)
+    return result, models
+
+
 # Keep floor per scale preset (see keep_decisions): only the CPU `tiny` video model needs one.
 MIN_KEEP_FRACTION = {"tiny": 0.25, "small": 0.0, "paper": 0.0}
 
@@ -71,11 +114,15 @@ def keep_decisions(scores: list[float], threshold: float, min_keep_fraction: flo
         raise ValueError(f"min_keep_fraction must be in [0, 1], got {min_keep_fraction}")
     why: list[str | None] = ["threshold" if s > threshold else None for s in scores]
     floor = math.ceil(min_keep_fraction * len(scores))
+    kept = len(scores) - why.count(None)
+    if kept >= floor:
+        return why
     for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):
-        if sum(w is not None for w in why) >= floor:
+        if kept >= floor:
             break
         if why[i] is None:
             why[i] = "floor"
+            kept += 1
     return why
 
 
@@ -84,8 +131,13 @@ def filter_videos(videos: Callable[[], Iterable[SyntheticVideoSample]], models: 
                   batch: int = 16, progress: Callable[[int], None] | None = None, min_keep_fraction: float = 0.0
                   ) -> FilterResult:
     """Score every video, decide which to keep (``keep_decisions``), write the kept ones as posed samples;
-    scores.csv, histogram and examples sheet. ``videos`` is called twice (score pass, write pass), so a
-    shard is never held in memory whole."""
+    scores.csv, histogram and examples sheet.
+
+    ``videos`` is called twice and must yield the same videos both times: pass 1 featurizes ``batch`` videos at
+    a time and keeps only (key, score, elevation) per video; pass 2 re-streams them and writes the kept ones.
+    Memory is O(batch videos + N small score rows), never the whole input."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     out = Path(out_dir)
     intr = Intrinsics(*models.info["intrinsics"])
     radius = float(models.info["radius"])
@@ -115,9 +167,11 @@ def filter_videos(videos: Callable[[], Iterable[SyntheticVideoSample]], models: 
     rejected_examples: list[np.ndarray] = []
     views = 0
     with ShardWriter(out, samples_per_shard) as writer:
+        seen = 0
         for v in videos():
             if v.key not in decision:
                 raise ValueError(f"{partition}: video {v.key} appeared only in the second pass; input is unstable")
+            seen += 1
             score, reason, elevation = decision[v.key]
             examples = kept_examples if reason else rejected_examples
             if len(examples) < 4:
@@ -126,6 +180,8 @@ def filter_videos(videos: Callable[[], Iterable[SyntheticVideoSample]], models: 
                 views += v.num_frames
                 writer.write(posed_sample(v, elevation, radius, intr, {"prompt_shard": partition,
                                                                        "quality_score": score, "kept_by": reason}))
+    if seen != len(keys):
+        raise ValueError(f"{partition}: the second pass saw {seen} videos, the first {len(keys)}; input is unstable")
     files = [p.relative_to(out).as_posix() for p in writer.shards]
     scores = [(k, s, r is not None, e) for k, s, r, e in zip(keys, raw, why, elevations, strict=True)]
     with open(out / SCORES_FILE, "w", encoding="utf-8") as fh:

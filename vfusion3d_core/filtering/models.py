@@ -29,6 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.filtering.bootstrap import bootstrap_videos
 from vfusion3d_core.filtering.features import TEMPORAL_STATS, DinoFeaturizer
 
@@ -91,11 +92,11 @@ class QualityModels:
         return sorted(files + [SVM_FILE, MLP_FILE, INFO_FILE])
 
     @classmethod
-    def load(cls, directory: str | Path) -> QualityModels:
-        """Load a saved set (call only on files whose sha256 was verified against their manifest: joblib
-        files are pickles)."""
+    def load(cls, directory: str | Path, compute: ComputeSettings | None = None) -> QualityModels:
+        """Load a saved set, the DINO featurizer on ``compute``'s device (call only on files whose sha256 was
+        verified against their manifest: joblib files are pickles)."""
         d = Path(directory)
-        return cls(DinoFeaturizer.load(d / DINO_DIR), joblib.load(d / SVM_FILE), joblib.load(d / MLP_FILE),
+        return cls(DinoFeaturizer.load(d / DINO_DIR, compute), joblib.load(d / SVM_FILE), joblib.load(d / MLP_FILE),
                    json.loads((d / INFO_FILE).read_text()))
 
 
@@ -135,19 +136,44 @@ def match_labels(labels: dict[str, int], available: Iterable[str]) -> tuple[dict
     return {k: v for k, v in labels.items() if k in have}, sorted(set(labels) - have)
 
 
+def stream_video_features(featurizer: DinoFeaturizer, videos: Iterable[np.ndarray], batch: int = 16) -> np.ndarray:
+    """Video features of a stream of uint8 [F, S, S, 3] videos, ``batch`` videos at a time (only the features,
+    float32 [N, TEMPORAL_STATS + 2 * dim], are kept)."""
+    feats: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    for v in videos:
+        pending.append(v)
+        if len(pending) >= batch:
+            feats.append(featurizer.video_features(pending))
+            pending = []
+    if pending:
+        feats.append(featurizer.video_features(pending))
+    return np.concatenate(feats) if feats else featurizer.video_features([])
+
+
 def train_quality_models(featurizer: DinoFeaturizer, train: list[Orbit], heldout: list[Orbit],
-                         user_videos: list[np.ndarray], user_labels: list[int], cfg: QualityTrainConfig,
+                         user_features: np.ndarray | list, user_labels: list[int], cfg: QualityTrainConfig,
                          elevation_range: tuple[float, float]) -> QualityModels:
     """Fit the SVM (bootstrap of ``train`` + most user labels) and the elevation MLP (``train``); measure both
-    on held-out data."""
+    on held-out data.
+
+    ``user_features``: float32 [U, TEMPORAL_STATS + 2 * dim] video features of the user-labelled videos
+    (``stream_video_features``; an empty list when there are none), ``user_labels`` their U labels.
+    """
     if not train:
         raise ValueError("no training orbits to bootstrap from")
+    dims = TEMPORAL_STATS + 2 * featurizer.dim
+    x_user = np.asarray(user_features, np.float32)
+    if len(user_labels) == 0 and x_user.size == 0:
+        x_user = np.zeros((0, dims), np.float32)
+    if x_user.ndim != 2 or x_user.shape != (len(user_labels), dims):
+        raise ValueError(f"user_features must be [{len(user_labels)}, {dims}] (one row per label), "
+                         f"got {x_user.shape}")
     rng = np.random.default_rng(cfg.seed)
     boot_v, boot_y, _ = bootstrap_videos([o.frames for o in train], cfg.seed)
     held_v, held_y, held_kinds = bootstrap_videos([o.frames for o in heldout], cfg.seed + 1)
     x_boot, x_held = featurizer.video_features(boot_v), featurizer.video_features(held_v)
     user_y = np.asarray(user_labels, np.int64)
-    x_user = featurizer.video_features(user_videos)
     order = rng.permutation(len(user_y))
     n_hold = int(round(cfg.user_holdout_fraction * len(user_y))) if len(user_y) >= 4 else 0
     hold_idx, fit_idx = order[:n_hold], order[n_hold:]
@@ -188,5 +214,5 @@ def train_quality_models(featurizer: DinoFeaturizer, train: list[Orbit], heldout
     first = train[0]
     info = {"metrics": metrics, "radius": float(first.radius), "intrinsics": [float(v) for v in first.intrinsics],
             "elevation_range_deg": [float(elevation_range[0]), float(elevation_range[1])],
-            "train_config": asdict(cfg), "feature_dim": int(x_fit.shape[1])}
+            "train_config": asdict(cfg), "feature_dim": int(x_fit.shape[1]), "dino_weights": featurizer.weights}
     return QualityModels(featurizer, svm, mlp, info)

@@ -6,37 +6,56 @@ samples in the renders_3d schema). The maths lives in vfusion3d_core.filtering.
 annotations at decoration time.)
 """
 
+import json
 import tarfile
 from collections.abc import Iterator
 
 import dagster as dg
+import numpy as np
 
+from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, ManifestError, file_entries, iter_samples
 from vfusion3d_core.data.manifest import sha256_file
 from vfusion3d_core.data.video_sample import SyntheticVideoSample, iter_video_samples
 from vfusion3d_core.filtering.extract import CODE_VERSION as FILTER_CODE_VERSION
-from vfusion3d_core.filtering.extract import EXAMPLES_FILE, HISTOGRAM_FILE, MIN_KEEP_FRACTION, filter_videos
+from vfusion3d_core.filtering.extract import (
+    EXAMPLES_FILE,
+    HISTOGRAM_FILE,
+    MIN_KEEP_FRACTION,
+    FilterRequest,
+    run_filter,
+)
 from vfusion3d_core.filtering.features import DinoConfig, DinoFeaturizer
 from vfusion3d_core.filtering.models import (
+    INFO_FILE,
     LabelsError,
     Orbit,
     QualityModels,
     QualityTrainConfig,
     match_labels,
     read_labels_csv,
+    stream_video_features,
     train_quality_models,
 )
+from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
 from vfusion3d_core.video.data import composite_on_white
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.lineage import image_markdown, materialize_result, require_latest
 from vfusion3d_pipeline.partitions import prompt_shards
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import (
+    ArtifactStoreResource,
+    ComputeResource,
+    MLflowResource,
+    PresetResource,
+    StepComputeConfig,
+)
 
 QUALITY = "quality_models"
 FILTERED = "filtered_multiview_dataset"
 SYNTHETIC = "synthetic_videos"
 MODELS_DIR = "models"
-QUALITY_CODE_VERSION = "quality_models-v1"
+QUALITY_CODE_VERSION = "quality_models-v2"
+DINO_HINT = "a local Dinov2Model folder with its image processor (preprocessor_config.json) saved alongside"
 
 
 def set_threads(n: int | None) -> None:
@@ -48,11 +67,14 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-class QualityModelsConfig(dg.Config):
-    """Labels, featurizer and classifier settings (tiny: a random 2-layer DINOv2 at 32 px)."""
+class QualityModelsConfig(StepComputeConfig):
+    """Labels, featurizer and classifier settings (tiny: a random 2-layer DINOv2 at 32 px). ``device`` /
+    ``precision`` override the compute resource for DINO featurizing."""
 
     labels_csv: str | None = None  # video_key,label (good/bad) rows appended by `vfusion3d label`
-    dino_path: str | None = None  # local pretrained Dinov2Model directory (small / paper)
+    dino_path: str | None = None  # local pretrained Dinov2Model folder + image processor (required at small / paper)
+    from_scratch: bool = False  # small / paper: allow a RANDOM DINOv2 instead of refusing without dino_path
+    feature_batch: int = 16  # videos featurized at a time (user-labelled videos are streamed)
     dino_image_size: int = 32
     dino_patch_size: int = 8
     dino_hidden_size: int = 64
@@ -88,9 +110,13 @@ def synthetic_partitions(store: ArtifactStore) -> Iterator[tuple[str, ArtifactVe
             yield key, version
 
 
+def partition_shards(version: ArtifactVersion) -> list:
+    """The tar shards of a synthetic_videos version, in order."""
+    return sorted(version.path / f.path for f in version.manifest.files if f.path.endswith(".tar"))
+
+
 def iter_partition_videos(version: ArtifactVersion) -> Iterator[SyntheticVideoSample]:
-    yield from iter_video_samples(sorted(version.path / f.path for f in version.manifest.files
-                                         if f.path.endswith(".tar")))
+    yield from iter_video_samples(partition_shards(version))
 
 
 @dg.asset(
@@ -104,8 +130,15 @@ def iter_partition_videos(version: ArtifactVersion) -> Iterator[SyntheticVideoSa
                 "filtered_multiview_dataset; held-out accuracy in metadata.",
 )
 def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfig, artifacts: ArtifactStoreResource,
-                   mlflow: MLflowResource) -> dg.MaterializeResult:
+                   preset: PresetResource, compute: ComputeResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    try:
+        require_pretrained(preset.validated(), QUALITY, {"dino_path": config.dino_path}, config.from_scratch,
+                           {"dino_path": DINO_HINT})
+    except MissingPretrainedError as exc:
+        raise dg.Failure(str(exc)) from exc
+    settings = compute.settings(config)
     set_threads(config.torch_threads)
+    featurizer = DinoFeaturizer.build(config.dino(), settings)
     store = artifacts.store()
     renders = require_latest(store, RENDERS)
     inputs = {RENDERS: renders.digest}
@@ -116,15 +149,17 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
         except LabelsError as exc:
             raise dg.Failure(f"bad labels file: {exc}") from exc
         inputs["labels_csv"] = sha256_file(config.labels_csv)
-    user_videos, user_labels, found_keys = [], [], []
+    user_features, user_labels, found_keys = [], [], []
     for key, version in synthetic_partitions(store) if labels else []:
-        found = [v for v in iter_partition_videos(version) if v.key in labels]
+        found: list[str] = []
+        # streamed: only each labelled video's feature vector is kept, never its frames
+        videos = (v for v in iter_partition_videos(version) if v.key in labels and not found.append(v.key))
+        feats = stream_video_features(featurizer, (v.frames for v in videos), config.feature_batch)
         if found:
             inputs[f"{SYNTHETIC}/{key}"] = version.digest
-        for v in found:
-            user_videos.append(v.frames)
-            user_labels.append(labels[v.key])
-            found_keys.append(v.key)
+            user_features.append(feats)
+        user_labels += [labels[k] for k in found]
+        found_keys += found
     _, unknown = match_labels(labels, found_keys)
     if unknown:  # named, never trained on
         context.log.warning(f"{len(unknown)} labelled video key(s) not found in synthetic_videos: {unknown[:10]}")
@@ -133,45 +168,76 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
     elevation_range = (float(rc.get("elevation_min_deg", 0.0)), float(rc.get("elevation_max_deg", 45.0)))
     store.clean_staging(QUALITY)
     with mlflow.run_for(context) as run, store.staging(QUALITY) as staging:
-        models = train_quality_models(DinoFeaturizer.build(config.dino()), train, heldout, user_videos, user_labels,
-                                      config.train(), elevation_range)
+        x_user = np.concatenate(user_features) if user_features else []
+        models = train_quality_models(featurizer, train, heldout, x_user, user_labels, config.train(),
+                                      elevation_range)
         files = [f"{MODELS_DIR}/{f}" for f in models.save(staging / MODELS_DIR)]
         m = models.info["metrics"]
         counts = {"bootstrap_orbits": len(train), "heldout_orbits": len(heldout), "user_labels": len(user_labels)}
-        manifest = Manifest(QUALITY, file_entries(staging, files), counts, config.model_dump(), inputs=inputs,
+        run_config = {**config.model_dump(), "compute": settings.describe(), "dino_weights": featurizer.weights}
+        manifest = Manifest(QUALITY, file_entries(staging, files), counts, run_config, inputs=inputs,
                             code_version=QUALITY_CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, QUALITY)
-        run.log_params(config.model_dump())
+        run.log_params(mlflow_params(run_config))
         run.log_input(RENDERS, renders)
         run.log_metrics({k: v for k, v in m.items() if isinstance(v, int | float)})
         run.log_output(QUALITY, version)
-    context.log.info(f"committed {QUALITY} {version.path.name}: held-out accuracy {m.get('heldout_accuracy')}, "
+    context.log.info(f"committed {QUALITY} {version.path.name} (DINOv2: {featurizer.weights}; "
+                     f"{settings.describe()['resolved_device']} {settings.describe()['resolved_precision']}): "
+                     f"held-out accuracy {m.get('heldout_accuracy')}, "
                      f"balanced {m.get('heldout_balanced_accuracy')}, elevation MAE "
                      f"{m.get('elevation_heldout_mae_deg')} (baseline {m.get('elevation_baseline_mae_deg')})")
     return materialize_result(version, {
         "heldout_accuracy": m.get("heldout_accuracy", float("nan")),
         "heldout_balanced_accuracy": m.get("heldout_balanced_accuracy", float("nan")),
         "metrics": dg.MetadataValue.json(m),
+        "dino_model": featurizer.weights,
+        "compute": dg.MetadataValue.json(settings.describe()),
         "mlflow_run_id": run.run_id,
     })
 
 
-class FilteredDatasetConfig(dg.Config):
+def mlflow_params(run_config: dict) -> dict:
+    """A run config as flat MLflow params: nested dicts (``compute``) become ``compute.<key>``."""
+    out = {}
+    for k, v in run_config.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{sk}": sv for sk, sv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+class FilteredDatasetConfig(StepComputeConfig):
+    """Threshold and output settings; ``device`` / ``precision`` override the compute resource for DINO
+    featurizing."""
+
     threshold: float = 0.0  # keep a video when its SVM decision value is above this
     # also keep the shard's best videos up to this fraction (unset: the preset's, 0.25 at tiny, else 0)
     min_keep_fraction: float | None = None
     samples_per_shard: int = 64
+    batch_size: int = 16  # videos featurized at a time (pass 1 streams the shards)
+    from_scratch: bool = False  # small / paper: accept quality models built on a RANDOM DINOv2
     torch_threads: int | None = None
 
 
-def load_quality_models(store: ArtifactStore) -> tuple[ArtifactVersion, QualityModels]:
+def verified_quality_models(store: ArtifactStore) -> ArtifactVersion:
+    """The latest quality_models version, its files verified against the manifest (the joblib files are pickles:
+    never load unverified bytes)."""
     version = store.latest(QUALITY)
     if version is None:
         raise dg.Failure("quality_models has no committed version; materialize it first")
     problems = version.manifest.verify(version.path)
-    if problems:  # the joblib files are pickles: never load unverified bytes
+    if problems:
         raise ManifestError(f"{version.path}: quality models do not match their manifest: {problems[:5]}")
-    return version, QualityModels.load(version.path / MODELS_DIR)
+    return version
+
+
+def load_quality_models(store: ArtifactStore, compute: ComputeSettings | None = None
+                        ) -> tuple[ArtifactVersion, QualityModels]:
+    """The latest quality_models version (verified first) and its models loaded onto ``compute``'s device."""
+    version = verified_quality_models(store)
+    return version, QualityModels.load(version.path / MODELS_DIR, compute)
 
 
 @dg.asset(
@@ -187,32 +253,43 @@ def load_quality_models(store: ArtifactStore) -> tuple[ArtifactVersion, QualityM
                 "intrinsics) in the renders_3d WebDataset schema; scores.csv, histogram, examples.",
 )
 def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: FilteredDatasetConfig,
-                               artifacts: ArtifactStoreResource, preset: PresetResource, mlflow: MLflowResource
-                               ) -> dg.MaterializeResult:
+                               artifacts: ArtifactStoreResource, preset: PresetResource, compute: ComputeResource,
+                               mlflow: MLflowResource) -> dg.MaterializeResult:
     key = context.partition_key
-    floor = config.min_keep_fraction if config.min_keep_fraction is not None else MIN_KEEP_FRACTION[preset.validated()]
+    name = preset.validated()
+    floor = config.min_keep_fraction if config.min_keep_fraction is not None else MIN_KEEP_FRACTION[name]
+    settings = compute.settings(config)
     set_threads(config.torch_threads)
     store = artifacts.store()
+    models_version = verified_quality_models(store)
+    info = json.loads((models_version.path / MODELS_DIR / INFO_FILE).read_text())
+    dino_weights = str(info.get("dino_weights", "unknown (quality_models older than v2)"))
+    if name in PRETRAINED_PRESETS and not config.from_scratch and not dino_weights.startswith("pretrained"):
+        raise dg.Failure(f"{FILTERED} at preset {name!r} needs pretrained weights: dino_path of {QUALITY} is not set "
+                         f"(its version {models_version.path.name} uses DINOv2 {dino_weights}); materialize "
+                         f"{QUALITY} with dino_path ({DINO_HINT}), or set from_scratch=True")
     synth = store.latest(SYNTHETIC, key)
     if synth is None:
         raise dg.Failure(f"synthetic_videos/{key} has no committed version; synthesize it first")
     problems = synth.manifest.verify(synth.path)
     if problems:
         raise ManifestError(f"{synth.path}: does not match its manifest: {problems[:5]}")
-    models_version, models = load_quality_models(store)
     store.clean_staging(FILTERED, key)
     with mlflow.run_for(context) as run, store.staging(FILTERED, key) as staging:
-        result = filter_videos(lambda: iter_partition_videos(synth), models, staging, key, config.threshold,
-                               config.samples_per_shard,
-                               progress=lambda n: context.log.info(f"{key}: scored {n} videos"),
-                               min_keep_fraction=floor)
-        run_config = {**config.model_dump(), "min_keep_fraction": floor, "partition": key}
+        request = FilterRequest(partition=key, video_shards=[str(p) for p in partition_shards(synth)],
+                                quality_models_dir=str(models_version.path / MODELS_DIR), output_dir=str(staging),
+                                threshold=config.threshold, min_keep_fraction=floor,
+                                samples_per_shard=config.samples_per_shard, batch_size=config.batch_size,
+                                compute=settings)
+        result, models = run_filter(request, progress=lambda n: context.log.info(f"{key}: scored {n} videos"))
+        run_config = {**config.model_dump(), "min_keep_fraction": floor, "partition": key,
+                      "compute": settings.describe(), "dino_weights": dino_weights}
         run_config.pop("torch_threads")
         manifest = Manifest(FILTERED, file_entries(staging, result.files), result.counts, run_config,
                             inputs={QUALITY: models_version.digest, f"{SYNTHETIC}/{key}": synth.digest},
                             code_version=FILTER_CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, FILTERED, key)
-        run.log_params(run_config)
+        run.log_params(mlflow_params(run_config))
         run.log_input(QUALITY, models_version)
         run.log_input(f"{SYNTHETIC}/{key}", synth)
         run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
@@ -231,6 +308,8 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
         "examples": image_markdown(version.path / EXAMPLES_FILE, "kept (green) and rejected (red) videos"),
         "kept_examples": dg.MetadataValue.json(kept[:8]),
         "rejected_examples": dg.MetadataValue.json(rejected[:8]),
+        "dino_model": dino_weights,
+        "compute": dg.MetadataValue.json(settings.describe()),
         "mlflow_run_id": run.run_id,
     })
 
