@@ -4,33 +4,13 @@ import json
 
 import pytest
 import torch
-from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+from diffusers import AutoencoderKLTemporalDecoder
+from pretrained_folders import svd_folder
 from video_micro import micro_config, micro_model, random_orbits, text_encoder
 
 from vfusion3d_core.video import OrbitVideoModel, SampleSettings, VideoTrainer, is_temporal, sample_orbits
 from vfusion3d_core.video.card import model_card
 from vfusion3d_core.video.model import text_encoder_reference
-
-SVD_SCHEDULER = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
-                 "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "v_prediction",
-                 "interpolation_type": "linear", "use_karras_sigmas": True, "sigma_min": 0.002, "sigma_max": 700.0,
-                 "timestep_spacing": "leading", "timestep_type": "continuous", "steps_offset": 1}
-
-
-def _small_svd_dir(root) -> str:
-    """A local directory in Stable Video Diffusion layout with a small SVD-architecture UNet and VAE."""
-    torch.manual_seed(1)
-    UNetSpatioTemporalConditionModel(
-        sample_size=8, in_channels=8, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), addition_time_embed_dim=32,
-        projection_class_embeddings_input_dim=96, cross_attention_dim=384, num_attention_heads=(2, 4), num_frames=4,
-    ).save_pretrained(root / "unet")
-    AutoencoderKLTemporalDecoder(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
-                                 layers_per_block=1, latent_channels=4, sample_size=16).save_pretrained(root / "vae")
-    (root / "scheduler").mkdir()
-    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(SVD_SCHEDULER))
-    return str(root)
 
 
 def test_temporal_rule_matches_design() -> None:
@@ -45,7 +25,7 @@ def test_temporal_rule_matches_design() -> None:
 
 
 def test_temporal_only_finetuning_leaves_every_spatial_parameter_unchanged(tmp_path) -> None:
-    cfg = micro_config(svd_path=_small_svd_dir(tmp_path / "svd"), vae_channels=(32, 32), vae_steps=5, image_steps=0,
+    cfg = micro_config(svd_path=str(svd_folder(tmp_path)), vae_steps=5, image_steps=0,
                        video_steps=1, temporal_lr=1e-2, weight_decay=0.1, warmup_steps=0)
     assert cfg.train_temporal_only
     model = OrbitVideoModel.build(cfg, text_encoder())

@@ -64,6 +64,10 @@ class VideoModelConfig:
     temporal_only: bool | None = None  # None = True exactly when stage 2 starts from pretrained weights
     checkpoint_every: int = 100
     seed: int = 0
+    # --- streaming data (bounded memory: nothing here scales with the number of training objects)
+    shuffle_buffer: int = 64  # orbits held in the shuffle buffer
+    data_workers: int = 0  # DataLoader worker processes decoding shards (0 = in the training process)
+    scale_batches: int = 4  # batches of frames that fit a from-scratch VAE's latent scaling factor
     # --- sampling
     scheduler: SchedulerName = "euler"
     sample_steps: int = 20
@@ -85,10 +89,30 @@ class VideoModelConfig:
             raise ValueError("resolution must be a multiple of 8, num_frames >= 2, sample_steps >= 1")
         if min(self.vae_steps, self.image_steps, self.video_steps) < 0:
             raise ValueError("step counts must be >= 0")
+        if self.shuffle_buffer < 1 or self.data_workers < 0 or self.scale_batches < 1:
+            raise ValueError("shuffle_buffer >= 1, data_workers >= 0 and scale_batches >= 1 are required")
 
     @property
     def latent_size(self) -> int:
+        """Latent size of the from-scratch VAE (a pretrained VAE's own factor: OrbitVideoModel.latent_size)."""
         return self.resolution // 2 ** (len(self.vae_channels) - 1)
+
+    @property
+    def text_source(self) -> str | None:
+        """The frozen text encoder's location: ``text_encoder_path``, else the image pipeline's own
+        text_encoder/tokenizer (``image_model_path``), else None = the packaged MiniLM."""
+        return self.text_encoder_path or self.image_model_path
+
+    def random_components(self) -> list[str]:
+        """Networks that start from random initialisation (the rest load pretrained weights)."""
+        out = []
+        if not self.svd_path and not self.image_model_path:
+            out.append("vae")
+        if not self.image_model_path:
+            out.append("image_unet")
+        if not self.svd_path:
+            out.append("video_unet")
+        return out
 
     @property
     def train_temporal_only(self) -> bool:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from vfusion3d_core.pretrained import require_pretrained
 from vfusion3d_core.video.card import model_card
 from vfusion3d_core.video.config import VideoModelConfig
-from vfusion3d_core.video.data import OrbitData
+from vfusion3d_core.video.data import OrbitShards
 from vfusion3d_core.video.metrics import orbit_closeness
 from vfusion3d_core.video.model import OrbitVideoModel, text_encoder_reference
+from vfusion3d_core.video.requests import FinetuneRequest
 from vfusion3d_core.video.trainer import MetricLogger, VideoTrainer
 
-CODE_VERSION = "video_model-v1"
+CODE_VERSION = "video_model-v2"
+PRETRAINED_HINTS = {
+    "svd_path": "a StableVideoDiffusionPipeline folder: unet/ vae/ image_encoder/ feature_extractor/ scheduler/",
+    "image_model_path": "a StableDiffusionPipeline-style folder: unet/ vae/ text_encoder/ tokenizer/ scheduler/",
+}
 
 
 @dataclass
@@ -24,37 +30,62 @@ class FinetuneResult:
     counts: dict[str, int]
     metrics: dict[str, float]  # untrained/* and finetuned/* closeness, final losses
     resumed_from_step: int
+    info: dict[str, Any] = field(default_factory=dict)  # random components, text encoder, compute, trainable
 
 
-def finetune_video_model(cfg: VideoModelConfig, render_shards: list[str | Path], out_dir: str | Path,
-                         training_data: dict[str, str], checkpoint_dir: str | Path | None = None,
-                         log: MetricLogger | None = None, eval_count: int = 8,
+def check_pretrained(cfg: VideoModelConfig, preset: str, from_scratch: bool) -> None:
+    """Refuse to start before any work: ``small``/``paper`` without ``svd_path`` / ``image_model_path``
+    (unless ``from_scratch``; MissingPretrainedError naming each path), and any randomly initialised network
+    that its stage would train for 0 steps (ValueError)."""
+    require_pretrained(preset, "video_model", {"svd_path": cfg.svd_path, "image_model_path": cfg.image_model_path},
+                       from_scratch, PRETRAINED_HINTS)
+    steps = {"vae": cfg.vae_steps, "image_unet": cfg.image_steps, "video_unet": cfg.video_steps}
+    untrained = [f"{name} ({name.split('_')[0]}_steps=0)" for name in cfg.random_components() if steps[name] == 0]
+    if untrained:
+        raise ValueError("randomly initialised networks would be trained 0 steps: " + ", ".join(untrained)
+                         + "; give their pretrained folder or a positive step count")
+
+
+def finetune_video_model(request: FinetuneRequest, log: MetricLogger | None = None,
                          progress: Callable[[str], None] | None = None) -> FinetuneResult:
-    """Train all stages on the orbits in ``render_shards`` and ``save_pretrained`` into ``out_dir``.
+    """Train all stages on the orbits streamed from ``request.render_shards``; ``save_pretrained`` into
+    ``request.out_dir``.
 
-    The closeness of generated orbits to the real orbits of the first ``eval_count`` training captions
-    is measured before (untrained / pretrained weights) and after fine-tuning, with the same seeds.
-    A run that finds a checkpoint in ``checkpoint_dir`` resumes from it exactly.
+    The closeness of generated orbits to the real orbits of the first ``eval_count`` training objects
+    (only those are read) is measured before (untrained / pretrained weights) and after fine-tuning, with
+    the same seeds. A run that finds a checkpoint in ``checkpoint_dir`` resumes from it exactly.
     """
+    cfg, compute = request.config, request.compute
+    check_pretrained(cfg, request.preset, request.from_scratch)
     say = progress or (lambda _msg: None)
-    data = OrbitData.from_shards(render_shards, cfg.num_frames, cfg.resolution)
+    if request.torch_threads:
+        torch.set_num_threads(int(request.torch_threads))
+    data = OrbitShards(request.render_shards, cfg.num_frames, cfg.resolution, cfg.shuffle_buffer)
     torch.manual_seed(cfg.seed)
-    model = OrbitVideoModel.build(cfg)
-    say(f"{len(data)} training orbits; measuring the untrained model")
-    before = orbit_closeness(model, data, eval_count)
-    trainer = VideoTrainer(model, data, checkpoint_dir, log)
+    model = OrbitVideoModel.build(cfg).to(compute.torch_device)
+    say(f"model on {compute.torch_device} ({compute.describe()['resolved_precision']}); random init: "
+        f"{model.random_components() or 'none'}; measuring the untrained model on {request.eval_count} orbits")
+    before = orbit_closeness(model, data, request.eval_count, compute=compute)
+    trainer = VideoTrainer(model, data, request.checkpoint_dir, log, compute=compute)
     resumed = trainer.step if trainer.resume() else 0
     if resumed:
         say(f"resumed from checkpoint at step {resumed}")
     say(f"training {trainer.total_steps} steps {trainer.steps}")
     history = trainer.train()
-    after = orbit_closeness(model, data, eval_count)
+    after = orbit_closeness(model, data, request.eval_count, compute=compute)
     metrics = {**{f"untrained/{k}": v for k, v in before.items()}, **{f"finetuned/{k}": v for k, v in after.items()}}
     metrics.update({f"final_loss/{s}": sum(h[-10:]) / len(h[-10:]) for s, h in history.items() if h})
-    card = model_card(cfg, training_data, metrics, CODE_VERSION, text_encoder_reference(model.text_encoder))
-    out = Path(out_dir)
-    model.save_pretrained(out, card)
+    text_ref = text_encoder_reference(model.text_encoder)
+    video_trainable = trainer.trainable("video") if cfg.video_steps else {}
+    info = {"random_init": model.random_components(), "text_encoder": text_ref, "compute": compute.describe(),
+            "temporal_only": cfg.train_temporal_only, "latent_size": model.latent_size,
+            "video_trainable_parameters": sum(p.numel() for p in video_trainable.values()),
+            "video_parameters": sum(p.numel() for p in model.video_unet.parameters())}
+    model.requires_grad_(False)
+    card = model_card(cfg, request.training_data, metrics, CODE_VERSION, text_ref, info)
+    out = model.save_pretrained(request.out_dir, card)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    counts = {"training_orbits": len(data), "frames": len(data) * data.num_frames, **{
-        f"steps_{s}": n for s, n in trainer.steps.items()}}
-    return FinetuneResult(files, counts, metrics, resumed)
+    n = data.count()
+    counts = {"training_orbits": n, "frames": n * cfg.num_frames, "orbits_streamed": trainer.orbits_read,
+              **{f"steps_{s}": k for s, k in trainer.steps.items()}}
+    return FinetuneResult(files, counts, metrics, resumed, info)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -12,9 +15,27 @@ from diffusers import (
     UNetSpatioTemporalConditionModel,
 )
 
+from vfusion3d_core.pretrained import weights_variant
 from vfusion3d_core.video.config import VideoModelConfig
 
 Vae = AutoencoderKL | AutoencoderKLTemporalDecoder
+
+
+def load_component(cls: Any, root: str | Path, subfolder: str) -> Any:
+    """``cls.from_pretrained(root/subfolder)`` from local files only, as fp32 weights, with the folder's weight
+    ``variant`` (None, or 'fp16' for folders holding only ``*.fp16.safetensors``)."""
+    directory = Path(root) / subfolder
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory} has no config.json: not a saved {cls.__name__}")
+    # low-memory loading needs accelerate; without it diffusers warns on every load and falls back anyway
+    low_mem = importlib.util.find_spec("accelerate") is not None
+    return cls.from_pretrained(str(directory), local_files_only=True, torch_dtype=torch.float32,
+                               variant=weights_variant(directory), low_cpu_mem_usage=low_mem)
+
+
+def vae_downsampling(vae: Vae) -> int:
+    """Pixel -> latent downsampling factor of a VAE (2 per block after the first)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def _heads(channels: tuple[int, ...], head_dim: int) -> tuple[int, ...]:
@@ -25,9 +46,9 @@ def build_vae(cfg: VideoModelConfig) -> Vae:
     """SVD's temporal-decoder VAE when ``svd_path`` is set, the pipeline's VAE for ``image_model_path``,
     else a small AutoencoderKL from scratch (len(vae_channels) - 1 downsamplings)."""
     if cfg.svd_path:
-        return AutoencoderKLTemporalDecoder.from_pretrained(cfg.svd_path, subfolder="vae", local_files_only=True)
+        return load_component(AutoencoderKLTemporalDecoder, cfg.svd_path, "vae")
     if cfg.image_model_path:
-        return AutoencoderKL.from_pretrained(cfg.image_model_path, subfolder="vae", local_files_only=True)
+        return load_component(AutoencoderKL, cfg.image_model_path, "vae")
     n = len(cfg.vae_channels)
     return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
                          up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=cfg.vae_channels,
@@ -38,7 +59,11 @@ def build_vae(cfg: VideoModelConfig) -> Vae:
 def build_image_unet(cfg: VideoModelConfig, text_dim: int) -> UNet2DConditionModel:
     """Stage 1: text-conditioned image UNet (cross-attention on text tokens)."""
     if cfg.image_model_path:
-        return UNet2DConditionModel.from_pretrained(cfg.image_model_path, subfolder="unet", local_files_only=True)
+        unet = load_component(UNet2DConditionModel, cfg.image_model_path, "unet")
+        if unet.config.cross_attention_dim != text_dim:
+            raise ValueError(f"{cfg.image_model_path}/unet cross-attends to {unet.config.cross_attention_dim}-d text "
+                             f"but the text encoder gives {text_dim}-d tokens: use the pipeline's own text_encoder")
+        return unet
     n = len(cfg.image_unet_channels)
     return UNet2DConditionModel(
         sample_size=cfg.latent_size, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
@@ -51,7 +76,11 @@ def build_image_unet(cfg: VideoModelConfig, text_dim: int) -> UNet2DConditionMod
 def build_video_unet(cfg: VideoModelConfig, cond_dim: int) -> UNetSpatioTemporalConditionModel:
     """Stage 2: SVD-architecture UNet; input = noisy video latents ++ conditioning-image latents (2C)."""
     if cfg.svd_path:
-        return UNetSpatioTemporalConditionModel.from_pretrained(cfg.svd_path, subfolder="unet", local_files_only=True)
+        unet = load_component(UNetSpatioTemporalConditionModel, cfg.svd_path, "unet")
+        if unet.config.cross_attention_dim != cond_dim:
+            raise ValueError(f"{cfg.svd_path}/unet cross-attends to {unet.config.cross_attention_dim}-d context, "
+                             f"the image encoder gives {cond_dim}-d embeddings")
+        return unet
     n = len(cfg.video_unet_channels)
     return UNetSpatioTemporalConditionModel(
         sample_size=cfg.latent_size, in_channels=2 * cfg.latent_channels, out_channels=cfg.latent_channels,
@@ -66,7 +95,8 @@ def build_video_unet(cfg: VideoModelConfig, cond_dim: int) -> UNetSpatioTemporal
 def vae_encode(vae: Vae, images: torch.Tensor, generator: torch.Generator | None = None,
                sample: bool = False) -> torch.Tensor:
     """images [N, 3, H, W] in [-1, 1] -> latents [N, C, h, w] (mode, or a sample), scaled by scaling_factor."""
-    assert images.dim() == 4 and images.shape[1] == 3, images.shape
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"vae_encode expects images [N, 3, H, W], got {tuple(images.shape)}")
     dist = vae.encode(images).latent_dist
     z = dist.sample(generator) if sample else dist.mode()
     return z * vae.config.scaling_factor
@@ -74,7 +104,8 @@ def vae_encode(vae: Vae, images: torch.Tensor, generator: torch.Generator | None
 
 def vae_decode(vae: Vae, latents: torch.Tensor, num_frames: int = 1, chunk: int = 64) -> torch.Tensor:
     """latents [N, C, h, w] (scaled) -> images [N, 3, H, W] in [-1, 1]; all frames batched (chunked for memory)."""
-    assert latents.dim() == 4, latents.shape
+    if latents.dim() != 4:
+        raise ValueError(f"vae_decode expects latents [N, C, h, w], got {tuple(latents.shape)}")
     z = latents / vae.config.scaling_factor
     temporal = isinstance(vae, AutoencoderKLTemporalDecoder)
     step = max(num_frames, chunk - chunk % num_frames) if temporal else chunk
@@ -88,9 +119,10 @@ def vae_decode(vae: Vae, latents: torch.Tensor, num_frames: int = 1, chunk: int 
 def scheduler_config(cfg: VideoModelConfig, stage: str) -> dict:
     """The noise-schedule config of a stage: the pretrained one's, or scaled-linear DDPM betas."""
     source = cfg.svd_path if stage == "video" else cfg.image_model_path
-    if source and (Path(source) / "scheduler" / "scheduler_config.json").is_file():
-        import json
-
+    if source:
+        path = Path(source) / "scheduler" / "scheduler_config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: {source} is not a complete diffusers pipeline folder")
         return json.loads((Path(source) / "scheduler" / "scheduler_config.json").read_text())
     return {"num_train_timesteps": cfg.train_timesteps, "beta_start": 0.00085, "beta_end": 0.012,
             "beta_schedule": "scaled_linear", "prediction_type": cfg.prediction_type, "timestep_spacing": "trailing",

@@ -7,10 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data.shards import ShardWriter
 from vfusion3d_core.data.video_sample import SyntheticVideoSample
-from vfusion3d_core.prompts.shards import PromptRecord
+from vfusion3d_core.prompts.shards import PromptRecord, read_prompt_shard
 from vfusion3d_core.video.model import OrbitVideoModel
+from vfusion3d_core.video.requests import SynthesisRequest
 from vfusion3d_core.video.sampler import SampleSettings, sample_orbits
 
 CODE_VERSION = "synthetic_videos-v1"
@@ -29,9 +33,10 @@ class SynthesisResult:
 
 def synthesize_shard(model: OrbitVideoModel, model_digest: str, records: list[PromptRecord], shard: str,
                      out_dir: str | Path, settings: SampleSettings, base_seed: int = 0, samples_per_shard: int = 64,
-                     batch_size: int | None = None, progress: Callable[[int, int], None] | None = None
-                     ) -> SynthesisResult:
-    """One sample per prompt (key = prompt_id) into ``out_dir/shard-*.tar``; returns files and counts."""
+                     batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
+                     compute: ComputeSettings | None = None) -> SynthesisResult:
+    """One sample per prompt (key = prompt_id) into ``out_dir/shard-*.tar``; returns files and counts.
+    ``compute``: the device / precision the model samples with (None: where it is, fp32)."""
     if len({r.prompt_id for r in records}) != len(records):
         raise ValueError(f"{shard}: duplicate prompt ids")
     bs = batch_size or model.config.sample_batch
@@ -45,7 +50,8 @@ def synthesize_shard(model: OrbitVideoModel, model_digest: str, records: list[Pr
         for i in range(0, len(records), bs):
             batch = records[i:i + bs]
             seeds = [prompt_seed(base_seed, r.prompt_id) for r in batch]
-            videos = sample_orbits(model, [r.prompt for r in batch], seeds, settings, batch_size=bs)  # [B,F,S,S,3]
+            videos = sample_orbits(model, [r.prompt for r in batch], seeds, settings, batch_size=bs,
+                                   compute=compute)  # uint8 [B, F, S, S, 3]
             for r, seed, frames in zip(batch, seeds, videos, strict=True):
                 writer.write(SyntheticVideoSample(r.prompt_id, r.prompt, frames, seed, model_digest,  # type: ignore[arg-type]
                                                   {"prompt_id": r.prompt_id, **meta_common}))
@@ -53,3 +59,15 @@ def synthesize_shard(model: OrbitVideoModel, model_digest: str, records: list[Pr
                 progress(min(i + bs, len(records)), len(records))
     files = [p.relative_to(out).as_posix() for p in writer.shards]
     return SynthesisResult(files, {"videos": len(records), "frames": len(records) * f, "shards": len(files)})
+
+
+def run_synthesis(request: SynthesisRequest, progress: Callable[[int, int], None] | None = None
+                  ) -> SynthesisResult:
+    """The whole step: load the model onto ``request.compute``'s device, read the prompt shard, synthesize it."""
+    if request.torch_threads:
+        torch.set_num_threads(int(request.torch_threads))
+    model = OrbitVideoModel.from_pretrained(request.model_dir).to(request.compute.torch_device)
+    records = read_prompt_shard(request.prompt_shard)
+    return synthesize_shard(model, request.model_digest, records, request.shard, request.out_dir, request.settings,
+                            request.base_seed, request.samples_per_shard, request.batch_size, progress,
+                            request.compute)

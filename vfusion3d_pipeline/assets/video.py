@@ -10,28 +10,34 @@ import itertools
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import dagster as dg
 import torch
 
+from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import Manifest, ManifestError, file_entries, sha256_file
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, shard_relpath
 from vfusion3d_core.video.config import VideoModelConfig
 from vfusion3d_core.video.data import orbit_sheet
 from vfusion3d_core.video.finetune import CODE_VERSION as MODEL_CODE_VERSION
-from vfusion3d_core.video.finetune import FinetuneResult, finetune_video_model
-from vfusion3d_core.video.model import OrbitVideoModel
+from vfusion3d_core.video.finetune import FinetuneResult, check_pretrained, finetune_video_model
+from vfusion3d_core.video.requests import FinetuneRequest, SynthesisRequest
 from vfusion3d_core.video.sampler import SampleSettings
 from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
-from vfusion3d_core.video.synthesis import SynthesisResult, synthesize_shard
+from vfusion3d_core.video.synthesis import SynthesisResult, run_synthesis
 from vfusion3d_core.video.trainer import MetricLogger
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.gpu_steps import check_execution, step_report
 from vfusion3d_pipeline.lineage import array_markdown, materialize_result, require_latest
 from vfusion3d_pipeline.partitions import prompt_shards
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import (
+    ArtifactStoreResource,
+    ComputeResource,
+    MLflowResource,
+    PresetResource,
+    StepComputeConfig,
+)
 
 MODEL = "video_model"
 SYNTHETIC = "synthetic_videos"
@@ -47,8 +53,15 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-class VideoModelAssetConfig(dg.Config):
-    """Unset fields take the preset's value (tiny: random-init networks, ~500 training steps on CPU)."""
+def compute_params(settings: ComputeSettings) -> dict:
+    """The resolved compute settings as flat ``compute.*`` MLflow params."""
+    return {f"compute.{k}": v for k, v in settings.describe().items()}
+
+
+class VideoModelAssetConfig(StepComputeConfig):
+    """Unset fields take the preset's value (tiny: random-init networks, ~500 training steps on CPU).
+    ``small``/``paper`` need ``svd_path`` and ``image_model_path`` (local pretrained pipeline folders) unless
+    ``from_scratch`` is set; device / precision / gradient_checkpointing override the compute resource."""
 
     vae_steps: int | None = None
     image_steps: int | None = None
@@ -56,7 +69,8 @@ class VideoModelAssetConfig(dg.Config):
     ema_decay: float | None = None
     svd_path: str | None = None  # paper: local Stable Video Diffusion directory
     image_model_path: str | None = None  # paper: local diffusers text-to-image pipeline directory
-    text_encoder_path: str | None = None
+    text_encoder_path: str | None = None  # default: image_model_path's own text_encoder/tokenizer, else MiniLM
+    from_scratch: bool = False  # small/paper: train randomly initialised networks instead of pretrained folders
     scheduler: str | None = None  # euler | dpmpp (default sampler recorded with the model)
     sample_steps: int | None = None
     seed: int = 0
@@ -66,8 +80,9 @@ class VideoModelAssetConfig(dg.Config):
     execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
 
     def to_core(self, preset: str) -> VideoModelConfig:
-        fields = {k: v for k, v in self.model_dump().items()
-                  if v is not None and k not in ("eval_count", "overrides_json", "torch_threads", "execution")}
+        skip = ("eval_count", "overrides_json", "torch_threads", "execution", "from_scratch", "device", "precision",
+                "gradient_checkpointing")
+        fields = {k: v for k, v in self.model_dump().items() if v is not None and k not in skip}
         try:
             return VideoModelConfig.preset(preset, **{**fields, **json.loads(self.overrides_json)})
         except (TypeError, ValueError) as exc:
@@ -85,19 +100,27 @@ class VideoModelAssetConfig(dg.Config):
                 "UNetSpatioTemporalConditionModel) fine-tuned on renders_3d orbits; diffusers layout + model card.",
 )
 def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig, artifacts: ArtifactStoreResource,
-                preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
-    cfg = config.to_core(preset.validated())
+                preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
+    preset_name = preset.validated()
+    cfg = config.to_core(preset_name)
+    try:  # refuse before any work: missing pretrained folders, random networks trained 0 steps
+        check_pretrained(cfg, preset_name, config.from_scratch)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
     check_execution(config.execution)
+    settings = compute.settings(config)
     set_threads(config.torch_threads)
     store = artifacts.store()
     renders = require_latest(store, RENDERS)
     shards = renders.files_under("train")
     store.clean_staging(MODEL)
-    run_key = hashlib.sha256(json.dumps([cfg.to_dict(), renders.digest, MODEL_CODE_VERSION], sort_keys=True,
-                                        default=str).encode()).hexdigest()[:16]
+    run_key = hashlib.sha256(json.dumps([cfg.to_dict(), settings.to_dict(), renders.digest, MODEL_CODE_VERSION],
+                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
     checkpoints = store.asset_dir(MODEL) / ".checkpoints" / run_key  # survives a killed run: the rerun resumes
+    described = settings.describe()
     with mlflow.run_for(context) as run, store.staging(MODEL) as staging:
-        run.log_params({**cfg.to_dict(), "eval_count": config.eval_count})
+        run.log_params({**cfg.to_dict(), "eval_count": config.eval_count, "from_scratch": config.from_scratch,
+                        **compute_params(settings)})
         run.log_input(RENDERS, renders)
         to_mlflow = run.metric_logger()
 
@@ -106,17 +129,20 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
             if step % 50 == 0:
                 context.log.info(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
+        request = FinetuneRequest(cfg, [str(s) for s in shards], str(staging / MODEL_DIR), {RENDERS: renders.digest},
+                                  str(checkpoints), preset_name, config.from_scratch, config.eval_count,
+                                  config.torch_threads, settings)
         pipes_metadata: dict = {}
         if config.execution == "pipes":
-            result, pipes_metadata = _finetune_pipes(context, preset, artifacts, cfg, config, shards,
-                                                     staging / MODEL_DIR, {RENDERS: renders.digest}, checkpoints, log)
+            result, pipes_metadata = _finetune_pipes(context, preset, artifacts, request, log)
         else:
-            result = finetune_video_model(cfg, shards, staging / MODEL_DIR, {RENDERS: renders.digest}, checkpoints,
-                                          log, config.eval_count, context.log.info)
+            result = finetune_video_model(request, log, context.log.info)
         files = [f"{MODEL_DIR}/{f}" for f in result.files]
         manifest = Manifest(MODEL, file_entries(staging, files), result.counts,
-                            {**cfg.to_dict(), "eval_count": config.eval_count}, inputs={RENDERS: renders.digest},
-                            code_version=MODEL_CODE_VERSION, run_id=context.run.run_id)
+                            {**cfg.to_dict(), "eval_count": config.eval_count, "from_scratch": config.from_scratch,
+                             "compute": described, "random_init": result.info.get("random_init", [])},
+                            inputs={RENDERS: renders.digest}, code_version=MODEL_CODE_VERSION,
+                            run_id=context.run.run_id)
         version = store.commit(staging, manifest, MODEL)
         run.log_metrics({k.replace("/", "_"): v for k, v in result.metrics.items()})
         run.log_output(MODEL, version)
@@ -125,6 +151,7 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
     closeness = {k: round(v, 6) for k, v in m.items() if k.startswith(("untrained/", "finetuned/"))}
     context.log.info(f"committed {MODEL} version {version.path.name}: text->video MSE "
                      f"{m['untrained/text_to_video_mse']:.4f} untrained -> {m['finetuned/text_to_video_mse']:.4f}")
+    info = result.info
     return materialize_result(version, {
         "closeness": dg.MetadataValue.json(closeness),
         "text_to_video_mse/untrained": m["untrained/text_to_video_mse"],
@@ -133,6 +160,12 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
         "image_to_video_mse/finetuned": m["finetuned/image_to_video_mse"],
         "finetuned_closer": m["finetuned/text_to_video_mse"] < m["untrained/text_to_video_mse"],
         "resumed_from_step": result.resumed_from_step,
+        "random_init": dg.MetadataValue.json({"networks": info.get("random_init", [])}),
+        "text_encoder": dg.MetadataValue.json(info.get("text_encoder", {})),
+        "temporal_only": bool(info.get("temporal_only", False)),
+        "video_trainable_parameters": int(info.get("video_trainable_parameters", 0)),
+        "compute": dg.MetadataValue.json(described),
+        "counts": dg.MetadataValue.json(result.counts),
         "model_card": dg.MetadataValue.path(str(version.path / MODEL_DIR / "README.md")),
         "mlflow_run_id": run.run_id,
         "execution": config.execution, **pipes_metadata,
@@ -140,28 +173,25 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
 
 
 def _finetune_pipes(context: dg.AssetExecutionContext, preset: PresetResource, artifacts: ArtifactStoreResource,
-                    cfg: VideoModelConfig, config: VideoModelAssetConfig, shards: list[str | Path], out_dir: Path,
-                    training_data: dict[str, str], checkpoints: Path, log: MetricLogger
-                    ) -> tuple[FinetuneResult, dict]:
+                    request: FinetuneRequest, log: MetricLogger) -> tuple[FinetuneResult, dict]:
     """Fine-tune in an external process (vfusion3d_core.video.finetune_pipes_entry) launched through Dagster
-    Pipes; its per-step metrics go to ``log`` (MLflow), its result becomes this asset's."""
-    extras = {"config": cfg.to_dict(), "render_shards": [str(s) for s in shards], "out_dir": str(out_dir),
-              "training_data": training_data, "checkpoint_dir": str(checkpoints), "eval_count": config.eval_count,
-              "torch_threads": config.torch_threads}
-    invocation = preset.gpu_steps.run(context, "vfusion3d_core.video.finetune_pipes_entry", extras,
-                                      artifacts.subprocess_env())
+    Pipes with ``request``; its per-step metrics go to ``log`` (MLflow), its result becomes this asset's."""
+    out_dir = Path(request.out_dir)
+    invocation = preset.gpu_steps.run(context, "vfusion3d_core.video.finetune_pipes_entry",
+                                      {"request": request.to_dict()}, artifacts.subprocess_env())
     messages, reported = step_report(invocation)
     for message in messages:
         log(message["metrics"], message["step"])
     if "files" not in reported or not out_dir.is_dir():
         raise dg.Failure("the Pipes fine-tuning step ended without reporting its model")
     result = FinetuneResult(list(reported["files"]), dict(reported["counts"]), dict(reported["metrics"]),
-                            int(reported["resumed_from_step"]))
+                            int(reported["resumed_from_step"]), dict(reported.get("info") or {}))
     return result, {"pipes/reported_steps": len(messages)}
 
 
-class SyntheticVideosConfig(dg.Config):
-    """Unset sampler fields take the values saved with the video model."""
+class SyntheticVideosConfig(StepComputeConfig):
+    """Unset sampler fields take the values saved with the video model; device / precision override the
+    compute resource."""
 
     scheduler: str | None = None  # euler | dpmpp
     sample_steps: int | None = None
@@ -174,8 +204,9 @@ class SyntheticVideosConfig(dg.Config):
     torch_threads: int | None = None  # CPU threads (1 is fastest on an oversubscribed machine)
     execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
 
-    def settings(self, model: OrbitVideoModel) -> SampleSettings:
-        s = SampleSettings.from_model(model)
+    def settings(self, model_config: VideoModelConfig) -> SampleSettings:
+        """The sampler settings: these fields over the defaults saved with the model (no weights loaded)."""
+        s = SampleSettings.from_config(model_config)
         guidance = (self.video_guidance_first if self.video_guidance_first is not None else s.video_guidance[0],
                     self.video_guidance_last if self.video_guidance_last is not None else s.video_guidance[1])
         out = SampleSettings(self.scheduler or s.scheduler, self.sample_steps or s.steps,
@@ -197,9 +228,10 @@ class SyntheticVideosConfig(dg.Config):
                 "WebDataset shards of frames + prompt + seed + model digest.",
 )
 def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosConfig,
-                     artifacts: ArtifactStoreResource, mlflow: MLflowResource, preset: PresetResource
-                     ) -> dg.MaterializeResult:
+                     artifacts: ArtifactStoreResource, mlflow: MLflowResource, preset: PresetResource,
+                     compute: ComputeResource) -> dg.MaterializeResult:
     key = context.partition_key
+    compute_settings = compute.settings(config)
     set_threads(config.torch_threads)
     store = artifacts.store()
     model_version, prompts = store.latest(MODEL), store.latest(PROMPT_SET)
@@ -213,16 +245,12 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
     shard_path = prompts.path / rel
     if sha256_file(shard_path) != entry.sha256:
         raise ManifestError(f"{shard_path} does not match its manifest hash")
-    records = read_prompt_shard(shard_path)
+    read_prompt_shard(shard_path)  # a damaged shard fails here, before any model loading
     removed = store.clean_staging(SYNTHETIC, key)
     if removed:
         context.log.info(f"removed {removed} staging dir(s) left by interrupted runs")
     check_execution(config.execution)
-    if config.execution == "pipes":  # the external step loads the weights; here only the sampler defaults
-        model = SimpleNamespace(config=VideoModelConfig.load(model_version.path / MODEL_DIR / "vfusion3d_config.json"))
-    else:
-        model = OrbitVideoModel.from_pretrained(model_version.path / MODEL_DIR)
-    settings = config.settings(model)
+    settings = config.settings(VideoModelConfig.load(model_version.path / MODEL_DIR / "vfusion3d_config.json"))
     inputs = {MODEL: model_version.digest, f"{PROMPT_SET}/{key}": entry.sha256}
 
     def progress(done: int, total: int) -> None:
@@ -232,19 +260,15 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
         run_config = {"shard": key, "scheduler": settings.scheduler, "steps": settings.steps,
                       "image_guidance": settings.image_guidance, "video_guidance": list(settings.video_guidance),
                       "base_seed": config.base_seed, "samples_per_shard": config.samples_per_shard}
-        run.log_params(run_config)
+        run.log_params({**run_config, **compute_params(compute_settings)})
         run.log_input(MODEL, model_version)
+        request = SynthesisRequest(str(model_version.path / MODEL_DIR), model_version.digest, str(shard_path), key,
+                                   str(staging), settings, config.base_seed, config.samples_per_shard,
+                                   config.batch_size, config.torch_threads, compute_settings)
         pipes_metadata: dict = {}
         if config.execution == "pipes":
-            extras = {"model_dir": str(model_version.path / MODEL_DIR), "model_digest": model_version.digest,
-                      "prompt_shard": str(shard_path), "shard": key, "out_dir": str(staging),
-                      "settings": {"scheduler": settings.scheduler, "steps": settings.steps,
-                                   "image_guidance": settings.image_guidance,
-                                   "video_guidance": list(settings.video_guidance)},
-                      "base_seed": config.base_seed, "samples_per_shard": config.samples_per_shard,
-                      "batch_size": config.batch_size, "torch_threads": config.torch_threads}
-            invocation = preset.gpu_steps.run(context, "vfusion3d_core.video.pipes_entry", extras,
-                                              artifacts.subprocess_env())
+            invocation = preset.gpu_steps.run(context, "vfusion3d_core.video.pipes_entry",
+                                              {"request": request.to_dict()}, artifacts.subprocess_env())
             messages, reported = step_report(invocation)
             if "files" not in reported:
                 raise dg.Failure("the Pipes synthesis step ended without reporting its files")
@@ -253,9 +277,9 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
             pipes_metadata = {"execution": "pipes", "pipes/seconds_per_video": reported["seconds_per_video"],
                               "pipes/progress_messages": len(messages)}
         else:
-            result = synthesize_shard(model, model_version.digest, records, key, staging, settings,
-                                      config.base_seed, config.samples_per_shard, config.batch_size, progress)
-        manifest = Manifest(SYNTHETIC, file_entries(staging, result.files), result.counts, run_config, inputs=inputs,
+            result = run_synthesis(request, progress)
+        manifest = Manifest(SYNTHETIC, file_entries(staging, result.files), result.counts,
+                            {**run_config, "compute": compute_settings.describe()}, inputs=inputs,
                             code_version=SYNTH_CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, SYNTHETIC, key)
         run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
@@ -266,4 +290,5 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
     preview = {"preview": array_markdown(orbit_sheet([v.frames for v in first]), "first videos (one per row)")} \
         if first else {}
     return materialize_result(version, {"partition": key, "mlflow_run_id": run.run_id,
+                                        "compute": dg.MetadataValue.json(compute_settings.describe()),
                                         "prompt_shard_sha256": entry.sha256, **preview, **pipes_metadata})
