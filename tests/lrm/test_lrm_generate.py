@@ -125,3 +125,24 @@ def test_render_turntable_exact_options_equal_default(shaped_tiny_model, tiny_pl
         fast = render_turntable(shaped_tiny_model, tiny_planes[:1], 20, 3, options=InferenceOptions())
     assert np.array_equal(ref, exact)
     assert np.abs(fast.astype(int) - ref.astype(int)).mean() < 3
+
+
+def test_precision_option_maps_onto_inference_options(tmp_path, checkpoint, images):
+    from vfusion3d_core.compute import ComputeSettings
+    from vfusion3d_core.lrm.generate import inference_options
+
+    assert inference_options(ComputeSettings("cpu", "fp32")).compute_dtype("cpu") == torch.float32
+    bf16 = inference_options(ComputeSettings("cpu", "bf16"))
+    assert bf16.compute_dtype("cpu") == bf16.compute_dtype("cpu", "field") == torch.bfloat16
+    assert bf16.compute_dtype("cpu", "mesh") == torch.float32  # meshing stays fp32
+    assert inference_options(ComputeSettings("cpu", "fp32"), exact=True).is_exact
+    with pytest.raises(ValueError, match="fp32"):
+        inference_options(ComputeSettings("cpu", "bf16"), exact=True)
+    refused = run([images[0], "--checkpoint", checkpoint, "-o", tmp_path, "--exact", "--precision", "bf16"])
+    assert refused.exit_code == 2 and "--exact" in refused.output
+    out = tmp_path / "fp32"
+    result = run([images[0], "--checkpoint", checkpoint, "-o", out, "--views", 2, "--mesh-resolution", 16,
+                  "--video-format", "gif", "--mesh-format", "obj", "--remove-background", "never",
+                  "--device", "cpu", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert (out / "mesh.obj").is_file() or any(out.glob("*/mesh.obj"))

@@ -43,6 +43,9 @@ def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     assert set(pre.manifest.inputs) == {"renders_3d", f"external:{train_dir}"}
     assert fine.manifest.inputs == {"renders_3d": renders.digest, "lrm_pretrained": pre.digest}
     assert pre.manifest.verify(pre.path) == [] and fine.manifest.verify(fine.path) == []
+    for version in (pre, fine):  # compute settings are part of the recorded config
+        assert version.manifest.config["compute"]["resolved_device"] == "cpu"
+        assert version.manifest.config["compute"]["resolved_precision"] == "fp32"
     a, b = LRM.from_pretrained(pre.path / "model"), LRM.from_pretrained(fine.path / "model")
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     mat = result.asset_materializations_for_node("lrm_finetuned")[0]
@@ -55,6 +58,7 @@ def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     assert "constant colour" in mat.metadata["heldout_evaluation"].value
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
     assert run.data.tags["input.lrm_pretrained"] == pre.digest and run.data.tags["input.renders_3d"] == renders.digest
+    assert run.data.params["compute_resolved_device"] == "cpu" and run.data.params["compute_precision"] == "fp32"
     history = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == [2, 4]  # logged every 2 steps
     assert run.data.metrics["heldout_psnr"] == heldout["heldout_psnr"]
@@ -102,3 +106,20 @@ def test_killed_training_resumes_from_its_work_dir(tmp_path, monkeypatch) -> Non
     assert starts == [0, 2]
     version = ArtifactStore(tmp_path).latest("lrm_3d_only")
     assert version.manifest.counts["steps"] == 4 and not work[0].exists()
+
+
+def test_large_preset_without_dino_folder_is_refused(tmp_path) -> None:
+    """At `small`, lrm_3d_only refuses to start without dino_pretrained_path (naming it) unless from_scratch."""
+    instance = dg.DagsterInstance.ephemeral()
+    res = resources(tmp_path)
+    assert dg.materialize([renders_3d], resources=res, instance=instance,
+                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    res["preset"] = PresetResource(name="small")
+    result = dg.materialize([lrm_3d_only], resources=res, instance=instance, selection=[lrm_3d_only],
+                            run_config={"ops": {"lrm_3d_only": {"config": {**TRAIN, "steps": 1}}}},
+                            raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    message = str(failure.event_specific_data.error)
+    assert "dino_pretrained_path" in message and "from_scratch: true" in message
+    assert ArtifactStore(tmp_path).latest("lrm_3d_only") is None

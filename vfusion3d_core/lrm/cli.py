@@ -35,6 +35,8 @@ from .video import VIDEO_FORMATS
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse larger images (decompression-bomb guard).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="auto: bf16 where native (CUDA tensor cores, AVX512-BF16/AMX CPUs), else fp32.")
 @click.option("--exact", is_flag=True,
               help="Reference fp32 path: no bf16, no empty-space skipping, dense mesh grid (slower).")
 @click.option("--max-memory-gb", type=click.FloatRange(0.5), default=4.0, show_default=True,
@@ -42,17 +44,18 @@ from .video import VIDEO_FORMATS
 def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path | None,
              official_config: Path | None, outdir: Path, render_size: int | None, views: int,
              mesh_resolution: int, mesh_level: float, mesh_format: str, video_format: str, fps: int,
-             remove_background: str, border_ratio: float, max_pixels: int, device: str, exact: bool,
-             max_memory_gb: float) -> None:
+             remove_background: str, border_ratio: float, max_pixels: int, device: str, precision: str,
+             exact: bool, max_memory_gb: float) -> None:
     """Reconstruct each IMAGE in 3D: writes input.png, mesh.<fmt> and turntable.<mp4|gif>.
 
     By default the fast path runs (bf16 where the hardware has fast bf16, empty-space skipping,
     coarse-to-fine meshing); --exact runs the reference fp32 path."""
     from tqdm.auto import tqdm
 
+    from vfusion3d_core.compute import ComputeSettings, DeviceUnavailableError
+
     from .convert import CheckpointMismatchError
-    from .generate import GenerateOptions, generate_one, load_model, output_dirs, pick_device
-    from .inference import InferenceOptions
+    from .generate import GenerateOptions, generate_one, inference_options, load_model, output_dirs
     from .preprocess import ImageError, open_image
 
     if (checkpoint is None) == (official is None):
@@ -64,15 +67,21 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
             open_image(path, max_pixels).close()
         except ImageError as err:
             raise click.ClickException(str(err)) from err
+    if exact and precision == "bf16":
+        raise click.UsageError("--exact is the fp32 reference path; it cannot run with --precision bf16")
     try:
-        model = load_model(checkpoint, official, official_config, pick_device(device))
+        compute = ComputeSettings(device, precision)
+        torch_device = compute.torch_device
+    except (ValueError, DeviceUnavailableError) as err:
+        raise click.UsageError(str(err)) from err
+    try:
+        model = load_model(checkpoint, official, official_config, torch_device)
     except (CheckpointMismatchError, ValueError, OSError) as err:
         raise click.ClickException(f"cannot load the model: {err}") from err
     opts = GenerateOptions(render_size=render_size, num_views=views, mesh_resolution=mesh_resolution,
                            mesh_format=mesh_format, mesh_level=mesh_level, video_format=video_format, fps=fps,
                            border_ratio=border_ratio, remove_background=remove_background, max_pixels=max_pixels,
-                           inference=(InferenceOptions.exact(max_memory_gb) if exact
-                                      else InferenceOptions(max_memory_gb=max_memory_gb)))
+                           inference=inference_options(compute, exact, max_memory_gb))
     for path, out in tqdm(list(zip(images, output_dirs(list(images), outdir), strict=True)), desc="images",
                           unit="image"):
         try:

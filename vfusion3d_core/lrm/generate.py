@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vfusion3d_core.cameras import default_source_camera, turntable_cameras
-from vfusion3d_core.compute import resolve_device
+from vfusion3d_core.compute import ComputeSettings, resolve_device
 
 from .checkpoint import WEIGHTS_NAME, read_weight_file
 from .config import LRMConfig
@@ -47,6 +47,19 @@ class GenerateOptions:
     chunk_rays: int | None = None
     chunk_points: int | None = None
     inference: InferenceOptions = field(default_factory=InferenceOptions)
+
+
+def inference_options(compute: ComputeSettings, exact: bool = False, max_memory_gb: float = 4.0
+                      ) -> InferenceOptions:
+    """The inference options of ``vfusion3d generate --precision P [--exact]``: ``exact`` is the fp32
+    reference path; otherwise the fast path with the encoder and the rendering field in ``compute``'s
+    precision (auto: bf16 where native on the device; bf16; fp32). Meshing stays fp32."""
+    if exact:
+        if compute.precision == "bf16":
+            raise ValueError("the exact path is fp32; it cannot run with precision bf16")
+        return InferenceOptions.exact(max_memory_gb)
+    dtype = {"auto": "auto", "bf16": "bfloat16", "fp32": "float32"}[compute.precision]
+    return InferenceOptions(dtype=dtype, field_dtype=dtype, max_memory_gb=max_memory_gb)
 
 
 def pick_device(name: str = "auto") -> torch.device:

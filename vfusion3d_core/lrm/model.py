@@ -40,6 +40,12 @@ class LRM(nn.Module):
         self.upsampler = TriplaneUpsampler(config.transformer_dim, config.triplane_dim, config.triplane_low_res)
         self.decoder = TriplaneDecoder(3 * config.triplane_dim, config.decoder_hidden_dim, config.decoder_layers)
 
+    def set_gradient_checkpointing(self, enabled: bool = True) -> LRM:
+        """Recompute the transformer blocks' activations in the backward pass (``torch.utils.checkpoint``)
+        instead of storing them: same gradients, less activation memory, about a third more compute."""
+        self.transformer.gradient_checkpointing = bool(enabled)
+        return self
+
     # --- image -> planes ----------------------------------------------------------------------------
     def encode(self, image: torch.Tensor, source_camera: torch.Tensor,
                options: InferenceOptions | None = None) -> torch.Tensor:
@@ -49,9 +55,11 @@ class LRM(nn.Module):
         the planes come back in float32; otherwise (and without options) it runs in the model's dtype.
         """
         n = image.shape[0]
-        assert image.dim() == 4 and image.shape[1] == 3, f"image must be [N, 3, H, W], got {tuple(image.shape)}"
-        assert source_camera.shape == (n, self.config.source_camera_dim), (
-            f"source_camera must be [N, {self.config.source_camera_dim}], got {tuple(source_camera.shape)}")
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be [N, 3, H, W], got {tuple(image.shape)}")
+        if source_camera.shape != (n, self.config.source_camera_dim):
+            raise ValueError(f"source_camera must be [N, {self.config.source_camera_dim}], "
+                             f"got {tuple(source_camera.shape)}")
         if options is not None and options.compute_dtype(image.device) == torch.bfloat16:
             # no weight cache: every weight is used once per forward, a cache would only hold a bf16
             # copy of the whole model (+0.9 GB at `paper`) until the end of the call
@@ -76,8 +84,10 @@ class LRM(nn.Module):
 
     def query_density(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """planes [N, 3, C, H, W], points [N, P, 3] -> activated density [N, P, 1], rgb [N, P, 3]."""
-        assert planes.dim() == 5 and planes.shape[1] == 3, f"planes must be [N, 3, C, H, W], got {planes.shape}"
-        assert points.dim() == 3 and points.shape[0] == planes.shape[0] and points.shape[-1] == 3, points.shape
+        if planes.dim() != 5 or planes.shape[1] != 3:
+            raise ValueError(f"planes must be [N, 3, C, H, W], got {tuple(planes.shape)}")
+        if points.dim() != 3 or points.shape[0] != planes.shape[0] or points.shape[-1] != 3:
+            raise ValueError(f"points must be [N, P, 3] with N = {planes.shape[0]}, got {tuple(points.shape)}")
         raw, rgb = self.query_raw(planes, points)
         return activate_density(raw), rgb
 
@@ -99,8 +109,10 @@ class LRM(nn.Module):
         ``evaluated`` (field evaluations) and ``samples`` (rays x samples per ray).
         """
         n, m = cameras.shape[:2]
-        assert planes.dim() == 5 and planes.shape[:2] == (n, 3), (planes.shape, cameras.shape)
-        assert cameras.shape == (n, m, 25), f"cameras must be [N, M, 25], got {tuple(cameras.shape)}"
+        if cameras.dim() != 3 or cameras.shape[-1] != 25:
+            raise ValueError(f"cameras must be [N, M, 25], got {tuple(cameras.shape)}")
+        if planes.dim() != 5 or planes.shape[:2] != (n, 3):
+            raise ValueError(f"planes must be [N, 3, C, H, W] with N = {n}, got {tuple(planes.shape)}")
         c2w, intrinsics = from_render_vector(cameras.reshape(n * m, 25).float())
         origins, dirs = rays_from_cameras(c2w, intrinsics, size, crop)  # [N*M, h, w, 3]
         h, w = origins.shape[1:3]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import CrossAttention, SelfAttention
 from .conditioning import ModLN
@@ -41,10 +42,14 @@ class TriplaneTransformer(nn.Module):
         self.tokens = nn.Parameter(torch.randn(1, 3 * low_res * low_res, dim) * (1.0 / dim) ** 0.5)
         self.blocks = nn.ModuleList([ModulatedBlock(dim, heads, cond_dim, mod_dim) for _ in range(layers)])
         self.final_norm = nn.LayerNorm(dim, eps=1e-6)
+        # True: while gradients are recorded, each block's activations are recomputed in the backward
+        # pass (torch.utils.checkpoint) instead of being stored: less memory, about a third more compute.
+        self.gradient_checkpointing = False
 
     def forward(self, cond: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
         """cond [N, Lc, Dc], mod [N, E] -> [N, 3 * R * R, D]."""
         x = self.tokens.expand(cond.shape[0], -1, -1)
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, cond, mod)
+            x = checkpoint(block, x, cond, mod, use_reentrant=False) if recompute else block(x, cond, mod)
         return self.final_norm(x)

@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 
 from vfusion3d_core.cameras import Intrinsics, to_render_vector, to_source_vector, turntable_cameras
+from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import iter_samples
 from vfusion3d_core.lrm.model import LRM
 from vfusion3d_core.lrm.train.data import canonicalize_poses, prepare_targets
@@ -74,13 +75,31 @@ def load_heldout_objects(shards: list[str | Path], max_objects: int = 16, novel_
     return objects
 
 
+def model_device(model: LRM) -> torch.device:
+    """The device the model's weights live on (every function here runs there)."""
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
-def predict_novel_views(model: LRM, obj: HeldoutObject, size: int) -> torch.Tensor:
-    """The model's renders of ``obj``'s novel views from its input view: [K, 3, size, size] in [0, 1]."""
-    device = next(model.parameters()).device
-    image, source = obj.source(model.config.source_size)
-    planes = model.encode(image.to(device), source.to(device))
-    out = model.render(planes, obj.cameras()[None].to(device), size, deterministic=True, background=1.0)
+def encode_object(model: LRM, obj: HeldoutObject, compute: ComputeSettings | None = None) -> torch.Tensor:
+    """Planes [1, 3, C, H, W] (float32) of ``obj``'s input view, on the model's device; under bf16
+    autocast when ``compute``'s precision resolves to bf16 on that device."""
+    device = model_device(model)
+    image, source = obj.source(model.config.source_size)  # [1, 3, s, s], [1, 16]
+    bf16 = compute is not None and ComputeSettings(str(device), compute.precision).dtype == torch.bfloat16
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        planes = model.encode(image.to(device), source.to(device))
+    return planes.float()
+
+
+@torch.no_grad()
+def predict_novel_views(model: LRM, obj: HeldoutObject, size: int, compute: ComputeSettings | None = None
+                        ) -> torch.Tensor:
+    """The model's renders of ``obj``'s novel views from its input view: [K, 3, size, size] in [0, 1]
+    (on the CPU). Runs on the model's device; ``compute`` bf16: the encoder under autocast, the renderer
+    in float32."""
+    planes = encode_object(model, obj, compute)
+    out = model.render(planes, obj.cameras()[None].to(planes.device), size, deterministic=True, background=1.0)
     return out["rgb"][0].float().clamp(0, 1).cpu()
 
 
@@ -96,12 +115,13 @@ class NovelViewScores:
 
 @torch.no_grad()
 def score_checkpoint(model: LRM, objects: list[HeldoutObject], size: int, lpips_net: nn.Module,
-                     clip: ClipScorer) -> NovelViewScores:
-    """Score ``model`` on every held-out object (see the module docstring)."""
+                     clip: ClipScorer, compute: ComputeSettings | None = None) -> NovelViewScores:
+    """Score ``model`` on every held-out object (see the module docstring); predictions run on the
+    model's device (``compute``: precision of the encoder), the metrics on the CPU."""
     model.eval()
     scores = NovelViewScores()
     for obj in objects:
-        pred, target = predict_novel_views(model, obj, size), obj.targets(size)
+        pred, target = predict_novel_views(model, obj, size, compute), obj.targets(size)
         row = {"uid": obj.uid,
                "psnr": psnr(pred, target).mean().item(),
                "ssim": ssim(pred, target).mean().item(),
@@ -116,11 +136,13 @@ def score_checkpoint(model: LRM, objects: list[HeldoutObject], size: int, lpips_
 
 
 @torch.no_grad()
-def turntable_strip(model: LRM, obj: HeldoutObject, frames: int = 8, size: int = 64) -> Image.Image:
-    """The input view followed by a ``frames``-view turntable of the reconstruction, as one PNG strip."""
-    device = next(model.parameters()).device
-    image, source = obj.source(model.config.source_size)
-    planes = model.encode(image.to(device), source.to(device))
+def turntable_strip(model: LRM, obj: HeldoutObject, frames: int = 8, size: int = 64,
+                    compute: ComputeSettings | None = None) -> Image.Image:
+    """The input view followed by a ``frames``-view turntable of the reconstruction, as one PNG strip
+    (rendered on the model's device)."""
+    device = model_device(model)
+    image, _ = obj.source(model.config.source_size)
+    planes = encode_object(model, obj, compute)
     radius = float(obj.c2w[0, :3, 3].norm())
     intrinsics = Intrinsics(*obj.intrinsics[0].tolist())
     cams = turntable_cameras(frames, elevation_deg=20.0, radius=radius, intrinsics=intrinsics)

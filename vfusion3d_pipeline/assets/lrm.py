@@ -21,16 +21,24 @@ from pathlib import Path
 
 import dagster as dg
 
+from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, file_entries, sha256_file
 from vfusion3d_core.data.s3_store import S3ArtifactStore, shard_locations
 from vfusion3d_core.lrm import LRM
-from vfusion3d_core.lrm.generate import load_model
-from vfusion3d_core.lrm.train import LRMTrainConfig, LRMTrainer
+from vfusion3d_core.lrm.train import LRMTrainConfig
 from vfusion3d_core.lrm.train.evaluate import evaluate_novel_views
+from vfusion3d_core.lrm.train.request import LRMTrainRequest, run_train_request
+from vfusion3d_core.pretrained import MissingPretrainedError
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.gpu_steps import GpuStepsConfig, check_execution, step_report
 from vfusion3d_pipeline.lineage import materialize_result, require_latest
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import (
+    ArtifactStoreResource,
+    ComputeResource,
+    MLflowResource,
+    PresetResource,
+    StepComputeConfig,
+)
 
 PRETRAINED = "lrm_pretrained"
 FINETUNED = "lrm_finetuned"
@@ -41,8 +49,13 @@ MODEL_DIR = "model"
 EVAL_OBJECTS = 8  # held-out objects scored after training
 
 
-class LRMTrainAssetConfig(dg.Config):
-    """Unset fields take the preset's recipe (tiny: 200 steps, 32 -> 64 px, random-backbone LPIPS)."""
+class LRMTrainAssetConfig(StepComputeConfig):
+    """Unset fields take the preset's recipe (tiny: 200 steps, 32 -> 64 px, random-backbone LPIPS).
+
+    device / precision / gradient_checkpointing (inherited) override the ``compute`` resource.
+    dino_pretrained_path: the Dinov2Model.save_pretrained folder the encoder starts from; required at
+    small/paper for a run without starting weights, unless from_scratch.
+    """
 
     steps: int | None = None
     batch_size: int | None = None
@@ -54,6 +67,8 @@ class LRMTrainAssetConfig(dg.Config):
     min_samples: int = 8  # lrm_pretrained: fail unless the filtered dataset holds at least this many samples
     num_processes: int = 1  # >1: torchrun --nproc_per_node N (DDP)
     execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
+    dino_pretrained_path: str | None = None  # DINOv2 folder the encoder starts from (small/paper: required)
+    from_scratch: bool = False  # small/paper: allow a randomly initialised encoder
 
     def recipe(self, preset: str) -> LRMTrainConfig:
         fields = {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "seed": self.seed}.items()
@@ -88,31 +103,45 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
                     recipe: LRMTrainConfig, shards: list[str], heldout: list[Path], inputs: dict[str, str],
                     input_versions: dict[str, ArtifactVersion], init: Path | None,
                     artifacts: ArtifactStoreResource, mlflow: MLflowResource,
-                    gpu_steps: GpuStepsConfig | None = None) -> dg.MaterializeResult:
+                    gpu_steps: GpuStepsConfig | None = None,
+                    compute: ComputeResource | None = None) -> dg.MaterializeResult:
     """Shared body of the LRM assets: train (resumably), publish the model, log lineage. ``shards`` are
-    local paths or s3:// URLs (streamed)."""
+    local paths or s3:// URLs (streamed). The run is one ``LRMTrainRequest`` whichever way it executes."""
     check_execution(config.execution)
+    settings = (compute or ComputeResource()).settings(config)
     store = artifacts.store()
     store.clean_staging(asset)
-    run_key = hashlib.sha256(json.dumps([recipe.to_dict(), inputs, CODE_VERSION, config.init_official],
+    run_key = hashlib.sha256(json.dumps([recipe.to_dict(), inputs, CODE_VERSION, config.init_official,
+                                         config.dino_pretrained_path, config.from_scratch],
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
     work = store.asset_dir(asset) / ".work" / run_key
+    request = LRMTrainRequest(recipe=recipe, shards=[str(s) for s in shards], work_dir=str(work),
+                              init=str(init) if init else None, init_official=bool(config.init_official),
+                              official_config=config.official_config,
+                              dino_pretrained_path=None if init else config.dino_pretrained_path,
+                              from_scratch=config.from_scratch, compute=settings)
+    try:
+        request.check_starting_point()
+    except MissingPretrainedError as exc:
+        raise dg.Failure(str(exc).replace("from_scratch=True", "from_scratch: true")) from exc
+    described = settings.describe()
     context.log.info(f"training {asset}: {recipe.steps} steps on {len(shards)} shard(s) (first {shards[0]}), "
-                     f"work dir {work}")
+                     f"work dir {work}, compute {described}")
     with mlflow.run_for(context) as run:
-        run.log_params({**recipe.to_dict(), "num_processes": config.num_processes, "init": str(init)})
+        run.log_params({**recipe.to_dict(), "num_processes": config.num_processes, "init": str(init),
+                        "dino_pretrained_path": str(request.dino_pretrained_path),
+                        "from_scratch": config.from_scratch, **{f"compute_{k}": v for k, v in described.items()}})
         for name, version in input_versions.items():
             run.log_input(name, version)
         pipes_metadata: dict = {}
         if config.execution == "pipes":
-            metrics, pipes_metadata = _train_pipes(context, gpu_steps or GpuStepsConfig(), recipe, shards, work,
-                                                   init, config, artifacts.subprocess_env(), run.metric_logger())
+            metrics, pipes_metadata = _train_pipes(context, gpu_steps or GpuStepsConfig(), request, config,
+                                                   artifacts.subprocess_env(), run.metric_logger())
         elif config.num_processes > 1:
-            metrics = _train_torchrun(context, recipe, shards, work, init, config.num_processes,
-                                      artifacts.subprocess_env())
+            metrics = _train_torchrun(context, request, config.num_processes, artifacts.subprocess_env())
         else:
-            metrics = _train_in_process(context, recipe, shards, work, init, config, run.metric_logger())
-        evaluation = _evaluate(context, work / "final", heldout, recipe)
+            metrics = _train_in_process(context, request, run.metric_logger())
+        evaluation = _evaluate(context, work / "final", heldout, recipe, settings)
         run.log_metrics(evaluation)
         run.log_artifact(work / "final", "model")
         with store.staging(asset) as staging:
@@ -123,7 +152,10 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
             files = [f"{MODEL_DIR}/{p.name}" for p in sorted((staging / MODEL_DIR).iterdir())]
             files += ["train_config.json", "metrics.json"]
             counts = {"steps": recipe.steps, "training_shards": len(shards)}
-            manifest = Manifest(asset, file_entries(staging, files), counts, recipe.to_dict(), inputs=inputs,
+            manifest_config = {**recipe.to_dict(), "compute": described,
+                               "dino_pretrained_path": request.dino_pretrained_path,
+                               "from_scratch": config.from_scratch}
+            manifest = Manifest(asset, file_entries(staging, files), counts, manifest_config, inputs=inputs,
                                 code_version=CODE_VERSION, run_id=context.run.run_id)
             version = store.commit(staging, manifest, asset)
         run.log_output(asset, version)
@@ -139,17 +171,16 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
                                         "heldout_evaluation": dg.MetadataValue.md(table),
                                         "mlflow_run_id": run.run_id,
                                         "registered_model": dg.MetadataValue.text(registered),
+                                        "compute": dg.MetadataValue.json(described),
                                         "execution": config.execution, **pipes_metadata})
 
 
-def _train_pipes(context: dg.AssetExecutionContext, gpu_steps: GpuStepsConfig, recipe: LRMTrainConfig,
-                 shards: list[str], work: Path, init: Path | None, config: LRMTrainAssetConfig, env: dict[str, str],
-                 log_fn) -> tuple[dict[str, float], dict]:
+def _train_pipes(context: dg.AssetExecutionContext, gpu_steps: GpuStepsConfig, request: LRMTrainRequest,
+                 config: LRMTrainAssetConfig, env: dict[str, str], log_fn) -> tuple[dict[str, float], dict]:
     """Train in an external process (vfusion3d_core.lrm.train.pipes_entry) launched through Dagster Pipes; its
     per-step metrics go to MLflow, its final metrics onto this materialization."""
-    extras = {"recipe": recipe.to_dict(), "shards": [str(s) for s in shards], "work_dir": str(work),
-              "init": str(init) if init else None, "init_official": bool(config.init_official),
-              "official_config": config.official_config}
+    work = Path(request.work_dir)
+    extras = {"request": request.to_dict()}
     invocation = gpu_steps.run(context, "vfusion3d_core.lrm.train.pipes_entry", extras, env, config.num_processes)
     messages, reported = step_report(invocation)
     for message in messages:
@@ -164,51 +195,54 @@ def _train_pipes(context: dg.AssetExecutionContext, gpu_steps: GpuStepsConfig, r
     return dict(reported["final_metrics"]), metadata
 
 
-def _evaluate(context: dg.AssetExecutionContext, model_dir: Path, heldout: list[Path], recipe: LRMTrainConfig
-              ) -> dict[str, float]:
-    """Held-out novel-view PSNR of the trained model, the same architecture untrained, and a constant colour."""
+def _evaluate(context: dg.AssetExecutionContext, model_dir: Path, heldout: list[Path], recipe: LRMTrainConfig,
+              compute: ComputeSettings) -> dict[str, float]:
+    """Held-out novel-view PSNR of the trained model, the same architecture untrained, and a constant colour,
+    on the compute settings' device and precision."""
     import torch
 
-    trained = LRM.from_pretrained(model_dir)
+    device = compute.torch_device
+    trained = LRM.from_pretrained(model_dir, device)
     torch.manual_seed(recipe.seed)
-    untrained = LRM(trained.config)
+    untrained = LRM(trained.config).to(device)
     size = recipe.stages[0].patch_size or recipe.stages[0].render_size
-    ours = evaluate_novel_views(trained, heldout, size, EVAL_OBJECTS)
-    base = evaluate_novel_views(untrained, heldout, size, EVAL_OBJECTS)
+    ours = evaluate_novel_views(trained, heldout, size, EVAL_OBJECTS, compute=compute)
+    base = evaluate_novel_views(untrained, heldout, size, EVAL_OBJECTS, compute=compute)
     result = {"heldout_psnr": ours["psnr"], "heldout_psnr_untrained": base["psnr"],
               "heldout_psnr_constant": ours["baseline_constant_psnr"], "heldout_objects": ours["objects"]}
     context.log.info("held-out novel views: " + ", ".join(f"{k}={v:.3f}" for k, v in result.items()))
     return result
 
 
-def _train_in_process(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, shards: list[Path], work: Path,
-                      init: Path | None, config: LRMTrainAssetConfig, log_fn) -> dict[str, float]:
-    model = None
-    if init is not None:
-        model = load_model(official=init, official_config=config.official_config) if config.init_official \
-            else LRM.from_pretrained(init)
-        model.train()
-
+def _train_in_process(context: dg.AssetExecutionContext, request: LRMTrainRequest, log_fn) -> dict[str, float]:
     def log(metrics: dict[str, float], step: int) -> None:
         log_fn(metrics, step)
-        context.log.info(f"step {step}/{recipe.steps}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        context.log.info(f"step {step}/{request.recipe.steps}: "
+                         + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
-    trainer = LRMTrainer(recipe, [str(s) for s in shards], work, model=model, log_fn=log)
-    if trainer.step:
-        context.log.info(f"resuming from step {trainer.step}")
-    result = trainer.train()
-    trainer.model.save_pretrained(work / "final")
-    return result.last_metrics
+    outcome = run_train_request(request, log, on_resume=lambda at: context.log.info(f"resuming from step {at}"))
+    return outcome.result.last_metrics
 
 
-def _train_torchrun(context: dg.AssetExecutionContext, recipe: LRMTrainConfig, shards: list[str], work: Path,
-                    init: Path | None, nproc: int, env: dict[str, str]) -> dict[str, float]:
+def _train_torchrun(context: dg.AssetExecutionContext, request: LRMTrainRequest, nproc: int, env: dict[str, str]
+                    ) -> dict[str, float]:
+    recipe = request.recipe
     overrides = [f"{k}={json.dumps(v)}" for k, v in recipe.to_dict().items()]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "vfusion3d_core.lrm.train", "--shards", *map(str, shards), "--out", str(work),
-           "--preset", recipe.model_preset, "--set", *overrides]
-    if init is not None:
-        cmd += ["--init-from", str(init)]
+           "-m", "vfusion3d_core.lrm.train", "--shards", *request.shards, "--out", request.work_dir,
+           "--preset", recipe.model_preset, "--device", request.compute.device,
+           "--precision", request.compute.precision, "--set", *overrides]
+    if request.compute.gradient_checkpointing:
+        cmd.append("--gradient-checkpointing")
+    if request.init_official:
+        raise dg.Failure("num_processes > 1 with init_official is not supported; convert the released weights "
+                         "once (vfusion3d convert) and start from that LRM directory")
+    if request.init is not None:
+        cmd += ["--init-from", request.init]
+    if request.dino_pretrained_path:
+        cmd += ["--dino-pretrained", request.dino_pretrained_path]
+    if request.from_scratch:
+        cmd.append("--from-scratch")
     context.log.info("launching " + " ".join(cmd[:8]) + " ...")
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
     if proc.returncode != 0:
@@ -259,7 +293,7 @@ def filtered_training_data(store: ArtifactStore, min_samples: int
                 "shards in the shared schema via dataset_dir): the 'synthetic only' arm of the ablation.",
 )
 def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
-                   preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+                   preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
     store = artifacts.store()
     renders = require_latest(store, RENDERS)  # its held-out split scores every model
     versions: dict[str, ArtifactVersion] = {RENDERS: renders}
@@ -272,7 +306,7 @@ def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfi
     init, init_inputs = _initial_model(config, None)
     return train_lrm_asset(context, PRETRAINED, config, config.recipe(preset.validated()), shards,
                            renders.files_under("heldout"), {**inputs, RENDERS: renders.digest, **init_inputs},
-                           versions, init, artifacts, mlflow, preset.gpu_steps)
+                           versions, init, artifacts, mlflow, preset.gpu_steps, compute)
 
 
 @dg.asset(
@@ -286,13 +320,13 @@ def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfi
                 "'3D only' baseline of the data-source ablation.",
 )
 def lrm_3d_only(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
-                preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+                preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
     renders = require_latest(artifacts.store(), RENDERS)
     init, init_inputs = _initial_model(config, None)
     return train_lrm_asset(context, THREE_D_ONLY, config, config.recipe(preset.validated()),
                            shard_locations(renders, "train"), renders.files_under("heldout"),
                            {RENDERS: renders.digest, **init_inputs}, {RENDERS: renders}, init, artifacts, mlflow,
-                           preset.gpu_steps)
+                           preset.gpu_steps, compute)
 
 
 @dg.asset(
@@ -305,7 +339,7 @@ def lrm_3d_only(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, 
     description="lrm_pretrained fine-tuned on the renders_3d train split (the paper's synthetic -> 3D recipe).",
 )
 def lrm_finetuned(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
-                  preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+                  preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
     store = artifacts.store()
     renders = require_latest(store, RENDERS)
     pretrained = None if config.init_official else require_latest(store, PRETRAINED)
@@ -318,4 +352,4 @@ def lrm_finetuned(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig
     versions = {RENDERS: renders, **({PRETRAINED: pretrained} if pretrained else {})}
     return train_lrm_asset(context, FINETUNED, config, recipe, shard_locations(renders, "train"),
                            renders.files_under("heldout"), {RENDERS: renders.digest, **init_inputs}, versions, init,
-                           artifacts, mlflow, preset.gpu_steps)
+                           artifacts, mlflow, preset.gpu_steps, compute)

@@ -48,7 +48,7 @@ class LRMTrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 0
-    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    bf16: bool = True  # allow bf16 autocast where the ComputeSettings precision resolves to bf16; False: fp32
     # A step whose loss or gradient norm is NaN/inf: "raise" (NonFiniteLossError) or "skip" it (no optimizer
     # update, its batch is consumed); more than max_skipped_steps skips in a row raise anyway.
     on_nonfinite: str = "raise"

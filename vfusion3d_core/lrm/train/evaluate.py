@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from vfusion3d_core.cameras import to_render_vector, to_source_vector
+from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import iter_samples
 from vfusion3d_core.lrm.model import LRM
 from vfusion3d_core.lrm.train.data import canonicalize_poses, prepare_targets
@@ -25,14 +26,17 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_novel_views(model: LRM, shards: list[str | Path], size: int = 32, max_objects: int = 16,
-                         novel_views: int = 4, source_size: int | None = None) -> dict[str, float]:
+                         novel_views: int = 4, source_size: int | None = None,
+                         compute: ComputeSettings | None = None) -> dict[str, float]:
     """Mean novel-view PSNR of ``model`` and of a constant-colour baseline over held-out objects.
 
     ``novel_views`` views per object, evenly spaced over the orbit, are scored. The baseline
-    predicts, for every pixel, the mean colour of the input view (on white).
+    predicts, for every pixel, the mean colour of the input view (on white). Runs on the model's
+    device; with ``compute`` resolving to bf16 there, the encoder runs under bf16 autocast.
     """
     model.eval()
     device = next(model.parameters()).device
+    bf16 = compute is not None and ComputeSettings(str(device), compute.precision).dtype == torch.bfloat16
     source_size = source_size or model.config.source_size
     scores, baseline, objects = [], [], 0
     for sample in iter_samples(shards):
@@ -44,7 +48,8 @@ def evaluate_novel_views(model: LRM, shards: list[str | Path], size: int = 32, m
         intr = torch.from_numpy(sample.intrinsics).float()
         white = torch.ones(1, views.shape[0], 3)
         src_rgb, _ = prepare_targets(views[None, :1], white[:, :1], source_size)  # [1, 1, 3, s, s]
-        planes = model.encode(src_rgb[:, 0].to(device), to_source_vector(c2w[:1], intr[:1]).to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            planes = model.encode(src_rgb[:, 0].to(device), to_source_vector(c2w[:1], intr[:1]).to(device)).float()
         v = views.shape[0]
         novel = torch.linspace(1, v - 1, min(novel_views, v - 1)).round().long().unique()
         cams = to_render_vector(c2w[novel], intr[novel])[None].to(device)  # [1, K, 25]
@@ -57,5 +62,6 @@ def evaluate_novel_views(model: LRM, shards: list[str | Path], size: int = 32, m
         raise ValueError("no held-out objects to evaluate on")
     mean = lambda xs: float(torch.stack(xs).mean())  # noqa: E731
     result = {"psnr": mean(scores), "baseline_constant_psnr": mean(baseline), "objects": float(objects)}
-    assert all(math.isfinite(v) for v in result.values()), result
+    if not all(math.isfinite(v) for v in result.values()):
+        raise FloatingPointError(f"non-finite held-out evaluation {result}")
     return result

@@ -1,11 +1,8 @@
 """LRM training as a Dagster Pipes step: ``python -m vfusion3d_core.lrm.train.pipes_entry`` (or under torchrun).
 
-Extras (set by the ``lrm_*`` assets in execution=pipes):
-
-- ``recipe``: LRMTrainConfig as a dict; ``shards``: shard paths or ``s3://`` URLs (streamed);
-- ``work_dir``: resumable checkpoints and, at the end, ``work_dir/final`` (model.safetensors + config.json);
-- ``init``: starting weights (an LRM directory, or with ``init_official`` a released weight file) or null;
-  ``official_config``: that file's config.json (optional); ``torch_threads``: CPU threads (optional).
+Extras (set by the ``lrm_*`` assets in execution=pipes): ``request``, an ``LRMTrainRequest`` as a dict
+(recipe, shards or ``s3://`` URLs, work dir, starting weights, DINOv2 folder, compute settings, threads).
+The step runs ``run_train_request`` on it, exactly what the in-process path runs.
 
 Reports every logged training step as a custom message ``{"step", "metrics"}`` and the final metrics as
 materialization metadata. Needs ``dagster-pipes`` only.
@@ -14,45 +11,29 @@ materialization metadata. Needs ``dagster-pipes`` only.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from vfusion3d_core.pipes import pipes_step
 
 
 def main() -> None:
+    """Run the training request of this Pipes step and report its progress and result."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with pipes_step() as step:
-        import torch
+        from vfusion3d_core.lrm.train.request import LRMTrainRequest, run_train_request
 
-        from vfusion3d_core.lrm.generate import load_model
-        from vfusion3d_core.lrm.model import LRM
-        from vfusion3d_core.lrm.train.config import LRMTrainConfig
-        from vfusion3d_core.lrm.train.trainer import LRMTrainer
-
-        p = step.extras
-        if p.get("torch_threads"):
-            torch.set_num_threads(int(p["torch_threads"]))
-        recipe = LRMTrainConfig.from_dict(dict(p["recipe"]))
-        work = Path(p["work_dir"])
-        model = None
-        if p.get("init"):
-            model = load_model(official=Path(p["init"]), official_config=p.get("official_config")) \
-                if p.get("init_official") else LRM.from_pretrained(p["init"])
-            model.train()
+        if "request" not in step.extras:
+            raise ValueError(f"the LRM training step needs extras['request'], got keys {sorted(step.extras)}")
+        request = LRMTrainRequest.from_dict(dict(step.extras["request"]))
 
         def log(metrics: dict[str, float], at: int) -> None:
             step.metrics(metrics, at)
-            step.log(f"step {at}/{recipe.steps}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            step.log(f"step {at}/{request.recipe.steps}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
-        trainer = LRMTrainer(recipe, list(p["shards"]), work, model=model, log_fn=log)
-        resumed = trainer.step
-        if resumed:
-            step.log(f"resuming from step {resumed}")
-        result = trainer.train()
-        if trainer.rank == 0:
-            trainer.model.save_pretrained(work / "final")
-            step.result({"final_metrics": result.last_metrics, "step": result.step, "resumed_from_step": resumed,
-                         "world_size": trainer.world})
+        outcome = run_train_request(request, log, on_resume=lambda at: step.log(f"resuming from step {at}"))
+        if outcome.rank == 0:
+            step.result({"final_metrics": outcome.result.last_metrics, "step": outcome.result.step,
+                         "resumed_from_step": outcome.resumed_from, "world_size": outcome.world,
+                         "compute": request.compute.describe()})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Recipe (DESIGN.md): multi-stage render resolution with patch crops, LPIPS (+ optional MSE) image loss,
 opacity loss, optional triplane TV, camera noise on the source camera, AdamW without decay on
-biases/norms, cosine schedule with warm-up, gradient clipping and accumulation, bf16 autocast on GPU.
+biases/norms, cosine schedule with warm-up, gradient clipping and accumulation, bf16 autocast wherever
+bf16 is native (``ComputeSettings``: CUDA, AVX512-BF16/AMX CPUs), optional gradient checkpointing of the
+transformer blocks.
 Checkpoints are atomic and hold everything needed to continue exactly where training stopped.
 """
 
@@ -21,6 +23,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data.artifacts import clean_dead_hidden
 from vfusion3d_core.lrm.model import LRM
 from vfusion3d_core.lrm.presets import get_preset
@@ -61,20 +64,46 @@ def distributed_context() -> tuple[int, int, int]:
     return rank, local, world
 
 
+def trainer_device(compute: ComputeSettings, local_rank: int, world: int) -> torch.device:
+    """The device of this process: ``compute``'s, with CUDA processes of a multi-process run on
+    ``cuda:LOCAL_RANK`` (a bare "cuda" or "auto" that resolves to CUDA)."""
+    device = compute.torch_device
+    if device.type == "cuda" and world > 1 and compute.device in ("auto", "cuda"):
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
 class LRMTrainer:
-    """Trains an LRM on multi-view shards; resumes from the newest checkpoint in ``out_dir``."""
+    """Trains an LRM on multi-view shards; resumes from the newest checkpoint in ``out_dir``.
+
+    ``compute`` (default ``ComputeSettings()``: CUDA when present, bf16 where native) sets the device,
+    the autocast dtype (bf16 wherever ``compute.dtype`` is bf16, CUDA or a CPU with native bf16, unless
+    the recipe's ``bf16`` is False) and gradient checkpointing of the transformer blocks. ``device``, if
+    given, overrides ``compute.device``. ``dino_pretrained_path`` (when ``model`` is None): a
+    ``Dinov2Model.save_pretrained`` folder the encoder starts from instead of random weights.
+    """
 
     def __init__(self, cfg: LRMTrainConfig, shards: list[str | Path], out_dir: str | Path,
                  model: LRM | None = None, log_fn: MetricLogger | None = None,
-                 device: str | torch.device | None = None, resume: bool = True) -> None:
+                 device: str | torch.device | None = None, resume: bool = True,
+                 compute: ComputeSettings | None = None, dino_pretrained_path: str | None = None) -> None:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.rank, local_rank, self.world = distributed_context()
-        if device is None:
-            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        compute = compute or ComputeSettings()
+        if device is not None:
+            compute = ComputeSettings(str(device), compute.precision, compute.gradient_checkpointing)
+        self.device = trainer_device(compute, local_rank, self.world)
+        self.compute = ComputeSettings(str(self.device), compute.precision, compute.gradient_checkpointing)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.model = (model or LRM(get_preset(cfg.model_preset))).to(self.device).train()
+        if model is None:
+            model_config = get_preset(cfg.model_preset)
+            model_config.dino_pretrained_path = dino_pretrained_path or None
+            model = LRM(model_config)
+        elif dino_pretrained_path:
+            raise ValueError("give either a starting model or dino_pretrained_path, not both")
+        self.model = model.to(self.device).train()
+        self.model.set_gradient_checkpointing(self.compute.gradient_checkpointing)
         bad = [n for n, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
         if bad:
             raise CheckpointError(f"the initial model holds non-finite weights ({bad[:3]}); refusing to train")
@@ -90,7 +119,7 @@ class LRMTrainer:
         self._skipped_in_a_row = 0
         self.shards = [str(s) for s in shards]
         self.log_fn = log_fn if self.rank == 0 else None
-        self.autocast = self.device.type == "cuda" and cfg.bf16
+        self.autocast = cfg.bf16 and self.compute.dtype == torch.bfloat16
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None, find_unused_parameters=True) if self.world > 1 else None)
         if self.rank == 0:
