@@ -31,3 +31,22 @@ def random_orbits(n: int = 4, frames: int = 4, size: int = 16, seed: int = 0) ->
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n, frames, size, size, 3), generator=g, dtype=torch.uint8)
     return OrbitData(x, [f"a small object number {i}" for i in range(n)], [f"obj{i}" for i in range(n)])
+
+
+def write_orbit_shards(directory, n: int = 6, frames: int = 4, size: int = 16, per_shard: int = 2,
+                       seed: int = 0) -> list[str]:
+    """renders_3d-schema WebDataset shards of ``n`` random orbits (real orbit cameras); the shard paths."""
+    import numpy as np
+
+    from vfusion3d_core.cameras import orbit_cameras
+    from vfusion3d_core.data import MultiviewSample, ShardWriter
+
+    rng = np.random.default_rng(seed)
+    cams = orbit_cameras(frames, elevation_deg=20.0)
+    with ShardWriter(directory, per_shard) as writer:
+        for i in range(n):
+            rgba = rng.integers(0, 256, (frames, size, size, 4), dtype=np.uint8)
+            rgba[..., 3] = 255
+            writer.write(MultiviewSample(f"obj{i:03d}", f"a small object number {i}", rgba, cams.c2w.numpy(),
+                                         cams.intrinsics.numpy(), {"uid": f"obj{i:03d}"}))
+    return [str(p) for p in writer.shards]

@@ -43,6 +43,22 @@ def default_compute(model: OrbitVideoModel) -> ComputeSettings:
     return ComputeSettings(device=str(model.device), precision="fp32")
 
 
+def in_stream_order(batches: Iterator[dict], workers: int, batches_done: int) -> Iterator[dict]:
+    """A fresh DataLoader yields worker 0's batch first, but a stream resumed after ``batches_done`` batches
+    must continue with worker ``batches_done % workers`` (batch k of an uninterrupted run is worker k % workers'
+    batch k // workers). Reorders the loader's round-robin output accordingly (buffers < ``workers`` batches)."""
+    if workers <= 1 or batches_done % workers == 0:
+        yield from batches
+        return
+    queues: list[list[dict]] = [[] for _ in range(workers)]
+    want = batches_done % workers
+    for position, batch in enumerate(batches):
+        queues[position % workers].append(batch)
+        while queues[want]:
+            yield queues[want].pop(0)
+            want = (want + 1) % workers
+
+
 class VideoTrainer:
     """Trains ``model`` on ``data`` (an orbit source: OrbitShards or OrbitData); ``checkpoint_dir`` (optional)
     receives periodic atomic checkpoints; ``compute`` sets device, precision and gradient checkpointing."""
@@ -109,7 +125,8 @@ class VideoTrainer:
         stream = self.data.stream(_seed(self.cfg.seed, "video-trainer", tag) % 2**62,
                                   StreamPosition(batches_done, batch_size))
         workers = self.cfg.data_workers if isinstance(stream, OrbitStream) else 0
-        return iter(DataLoader(stream, batch_size=batch_size, num_workers=workers))
+        loader = iter(DataLoader(stream, batch_size=batch_size, num_workers=workers))
+        return in_stream_order(loader, workers, batches_done)
 
     def _next_batch(self) -> dict:
         assert self._batches is not None
