@@ -119,3 +119,25 @@ def test_cosine_schedule_with_warmup() -> None:
     assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert lrs[9] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False))
+
+
+def test_stream_reads_shards_lazily_through_a_bounded_buffer(shards, monkeypatch) -> None:
+    """The first item arrives after reading only `shuffle_buffer` raw samples; every later item reads one more
+    (memory is bounded by the buffer, whatever the dataset size)."""
+    import vfusion3d_core.lrm.train.data as data_module
+
+    pulled = []
+    real = data_module.iter_raw_samples
+
+    def counting(paths):
+        for raw in real(paths):
+            pulled.append(raw["__key__"])
+            yield raw
+    monkeypatch.setattr(data_module, "iter_raw_samples", counting)
+    total = sum(1 for _ in real(shards))
+    assert total >= 4
+    it = iter(MultiviewTrainingStream(shards, 2, 16, seed=0, shuffle_buffer=2))
+    next(it)
+    assert len(pulled) == 2 < total
+    next(it)
+    assert len(pulled) == 3
