@@ -66,6 +66,11 @@ def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
     run = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
     assert run.data.tags["input.renders_3d"] == renders.digest
     assert run.data.tags["output.digest"] == model_version.digest
+    assert run.data.params["compute.resolved_device"] == "cpu"
+    assert run.data.params["compute.resolved_precision"] == "fp32"
+    assert model_version.manifest.config["compute"]["device"] == "cpu"
+    assert model_version.manifest.config["random_init"] == ["vae", "image_unet", "video_unet"]  # tiny: all random
+    assert mat.metadata["counts"].value["training_orbits"] == 6
     assert not (store.asset_dir("video_model") / ".checkpoints").exists() or not any(
         (store.asset_dir("video_model") / ".checkpoints").iterdir())
 

@@ -1,9 +1,11 @@
 """Configuration of the text -> image -> orbit-video model, its fine-tuning and its sampler, with presets.
 
 ``tiny``: every network small and randomly initialised (the VAE is trained first, stage 0), the real
-all-MiniLM-L6-v2 text encoder frozen; runs on 2 CPU cores in minutes. ``small``: the same recipe at a
-size for one GPU. ``paper``: stage 1 from a local diffusers text-to-image pipeline, stage 2 from a local
-Stable Video Diffusion checkpoint with only its temporal layers trained.
+all-MiniLM-L6-v2 text encoder frozen; runs on 2 CPU cores in minutes. ``small`` (one GPU) and ``paper``:
+stage 1 from a local diffusers text-to-image pipeline folder (``image_model_path``, its own text encoder),
+stage 2 from a local Stable Video Diffusion pipeline folder (``svd_path``) with only its temporal layers
+trained; both refuse to start without those folders unless the step is asked to train ``from_scratch``
+(vfusion3d_core.video.finetune.check_pretrained).
 """
 
 from __future__ import annotations
