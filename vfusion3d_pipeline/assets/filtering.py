@@ -9,6 +9,7 @@ annotations at decoration time.)
 import json
 import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -110,7 +111,16 @@ def synthetic_partitions(store: ArtifactStore) -> Iterator[tuple[str, ArtifactVe
             yield key, version
 
 
-def partition_shards(version: ArtifactVersion) -> list:
+def labelled_frames(version: ArtifactVersion, labels: dict[str, int], found: list[str]) -> Iterator[np.ndarray]:
+    """Frames uint8 [F, S, S, 3] of the labelled videos of a synthetic_videos version, streamed; appends each
+    yielded video's key to ``found``."""
+    for v in iter_partition_videos(version):
+        if v.key in labels:
+            found.append(v.key)
+            yield v.frames
+
+
+def partition_shards(version: ArtifactVersion) -> list[Path]:
     """The tar shards of a synthetic_videos version, in order."""
     return sorted(version.path / f.path for f in version.manifest.files if f.path.endswith(".tar"))
 
@@ -153,8 +163,7 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
     for key, version in synthetic_partitions(store) if labels else []:
         found: list[str] = []
         # streamed: only each labelled video's feature vector is kept, never its frames
-        videos = (v for v in iter_partition_videos(version) if v.key in labels and not found.append(v.key))
-        feats = stream_video_features(featurizer, (v.frames for v in videos), config.feature_batch)
+        feats = stream_video_features(featurizer, labelled_frames(version, labels, found), config.feature_batch)
         if found:
             inputs[f"{SYNTHETIC}/{key}"] = version.digest
             user_features.append(feats)
