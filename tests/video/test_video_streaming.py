@@ -121,7 +121,7 @@ def test_gradient_checkpointing_switches_on_the_unets_and_keeps_the_maths() -> N
     assert max(float((sa[k] - sb[k]).abs().max()) for k in sa if sa[k].is_floating_point()) < 1e-5
 
 
-def test_from_scratch_vae_is_required_to_train() -> None:
+def test_tiny_labels_every_network_random_and_uses_its_vae_factor() -> None:
     cfg = micro_config()
     assert cfg.random_components() == ["vae", "image_unet", "video_unet"]
     model = OrbitVideoModel.build(cfg, text_encoder())
