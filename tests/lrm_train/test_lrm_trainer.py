@@ -54,6 +54,21 @@ def test_resume_continues_exactly(shards, tmp_path) -> None:
         torch.testing.assert_close(reloaded[name], tensor, msg=name)
 
 
+def test_resume_with_two_workers_at_an_odd_batch_continues_exactly(shards, tmp_path) -> None:
+    """A fresh DataLoader starts at worker 0; resumed after an odd number of batches, the stream must continue
+    with worker 1's batch, as the uninterrupted run does (in_stream_order)."""
+    cfg = micro_config(steps=4, num_workers=2, checkpoint_every=1, stages=[StageConfig(0, 32)])
+    straight = LRMTrainer(cfg, shards, tmp_path / "straight")
+    straight.train()
+    LRMTrainer(cfg, shards, tmp_path / "interrupted").train(until_step=3)
+    resumed = LRMTrainer(cfg, shards, tmp_path / "interrupted")
+    assert resumed.batches == 3
+    resumed.train()
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(),
+                                 strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_grad_accumulation_and_patch_stage_run(shards, tmp_path) -> None:
     cfg = micro_config(steps=3, grad_accum=2, stages=[StageConfig(0, 48, 32)], checkpoint_every=100)
     trainer = LRMTrainer(cfg, shards, tmp_path)

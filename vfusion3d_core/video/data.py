@@ -24,7 +24,7 @@ from torch.utils.data import IterableDataset
 
 from vfusion3d_core.data.sample import MultiviewSample
 from vfusion3d_core.data.shards import count_samples, iter_samples
-from vfusion3d_core.lrm.train.data import MultiviewTrainingStream, StreamPosition, _seed
+from vfusion3d_core.lrm.train.data import MultiviewTrainingStream, StreamPosition, stream_seed
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:
@@ -125,7 +125,7 @@ class _MemoryStream(IterableDataset):
         skip, produced, epoch = self.position.batches * self.position.batch_size, 0, 0
         while True:
             order = list(range(len(self.data)))
-            random.Random(_seed(self.seed, "memory", epoch)).shuffle(order)
+            random.Random(stream_seed(self.seed, "memory", epoch)).shuffle(order)
             for i in order:
                 if produced >= skip:
                     yield {"frames": self.data.frames[i], "caption": self.data.captions[i],

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vfusion3d_core.compute import ComputeSettings
-from vfusion3d_core.lrm.train.data import StreamPosition, _seed
+from vfusion3d_core.lrm.train.data import StreamPosition, in_stream_order, stream_seed
 from vfusion3d_core.video.checkpoint import TrainState, list_checkpoints, load_train_state, save_train_state
 from vfusion3d_core.video.data import OrbitSource, OrbitStream, orbits_to_float
 from vfusion3d_core.video.ema import EMA
@@ -41,22 +41,6 @@ MetricLogger = Callable[[dict[str, float], int], None]
 def default_compute(model: OrbitVideoModel) -> ComputeSettings:
     """fp32 on the device the model already sits on (what a caller gets without ComputeSettings)."""
     return ComputeSettings(device=str(model.device), precision="fp32")
-
-
-def in_stream_order(batches: Iterator[dict], workers: int, batches_done: int) -> Iterator[dict]:
-    """A fresh DataLoader yields worker 0's batch first, but a stream resumed after ``batches_done`` batches
-    must continue with worker ``batches_done % workers`` (batch k of an uninterrupted run is worker k % workers'
-    batch k // workers). Reorders the loader's round-robin output accordingly (buffers < ``workers`` batches)."""
-    if workers <= 1 or batches_done % workers == 0:
-        yield from batches
-        return
-    queues: list[list[dict]] = [[] for _ in range(workers)]
-    want = batches_done % workers
-    for position, batch in enumerate(batches):
-        queues[position % workers].append(batch)
-        while queues[want]:
-            yield queues[want].pop(0)
-            want = (want + 1) % workers
 
 
 class VideoTrainer:
@@ -122,7 +106,7 @@ class VideoTrainer:
 
     def _loader(self, tag: str, batches_done: int, batch_size: int) -> Iterator[dict]:
         """Batches of a seeded orbit stream ``tag``, continuing after ``batches_done`` batches."""
-        stream = self.data.stream(_seed(self.cfg.seed, "video-trainer", tag) % 2**62,
+        stream = self.data.stream(stream_seed(self.cfg.seed, "video-trainer", tag) % 2**62,
                                   StreamPosition(batches_done, batch_size))
         workers = self.cfg.data_workers if isinstance(stream, OrbitStream) else 0
         loader = iter(DataLoader(stream, batch_size=batch_size, num_workers=workers))

@@ -41,8 +41,25 @@ def batches_for_worker(total_batches: int, num_workers: int, worker: int) -> int
     return total_batches // num_workers + (1 if worker < total_batches % num_workers else 0)
 
 
-def _seed(*parts: object) -> int:
+def stream_seed(*parts: object) -> int:
+    """A 64-bit seed derived from ``parts`` (stable across processes and platforms)."""
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+def in_stream_order(batches: Iterator[dict], workers: int, batches_done: int) -> Iterator[dict]:
+    """A fresh DataLoader yields worker 0's batch first, but a stream resumed after ``batches_done`` batches
+    must continue with worker ``batches_done % workers`` (batch k of an uninterrupted run is worker k % workers'
+    batch k // workers). Reorders the loader's round-robin output accordingly (buffers < ``workers`` batches)."""
+    if workers <= 1 or batches_done % workers == 0:
+        yield from batches
+        return
+    queues: list[list[dict]] = [[] for _ in range(workers)]
+    want = batches_done % workers
+    for position, batch in enumerate(batches):
+        queues[position % workers].append(batch)
+        while queues[want]:
+            yield queues[want].pop(0)
+            want = (want + 1) % workers
 
 
 @dataclass
@@ -82,12 +99,12 @@ class MultiviewTrainingStream(IterableDataset):
 
     def _raw_epoch(self, epoch: int, slot: int, slots: int) -> Iterator[dict]:
         order = list(self.shards)
-        random.Random(_seed(self.seed, "shards", epoch)).shuffle(order)
+        random.Random(stream_seed(self.seed, "shards", epoch)).shuffle(order)
         if len(order) >= slots:  # shard-level split
             stream = iter_raw_samples(order[slot::slots])
         else:  # fewer shards than slots: every slot reads all, keeps every slots-th sample
             stream = (s for i, s in enumerate(iter_raw_samples(order)) if i % slots == slot)
-        rng = random.Random(_seed(self.seed, "buffer", epoch, slot))
+        rng = random.Random(stream_seed(self.seed, "buffer", epoch, slot))
         buffer: list[dict] = []
         for raw in stream:
             buffer.append(raw)
@@ -105,7 +122,7 @@ class MultiviewTrainingStream(IterableDataset):
             for raw in self._raw_epoch(epoch, slot, slots):
                 yielded_this_epoch += 1
                 if produced >= skip:  # skipped samples are never decoded
-                    yield self.prepare(raw, torch.Generator().manual_seed(_seed(self.seed, slot, produced)))
+                    yield self.prepare(raw, torch.Generator().manual_seed(stream_seed(self.seed, slot, produced)))
                 produced += 1
             if yielded_this_epoch == 0:
                 raise RuntimeError(f"data slot {slot}/{slots} received no samples: fewer samples than "

@@ -34,7 +34,7 @@ from vfusion3d_core.lrm.train.checkpoint import (
     save_training_checkpoint,
 )
 from vfusion3d_core.lrm.train.config import LRMTrainConfig, StageConfig
-from vfusion3d_core.lrm.train.data import MultiviewTrainingStream, StreamPosition, prepare_targets
+from vfusion3d_core.lrm.train.data import MultiviewTrainingStream, StreamPosition, in_stream_order, prepare_targets
 from vfusion3d_core.lrm.train.losses import ReconstructionLoss
 from vfusion3d_core.lrm.train.optim import build_optimizer, cosine_with_warmup
 
@@ -203,7 +203,7 @@ class LRMTrainer:
         result = TrainResult(self.step)
         if self.step >= until:
             return result
-        batches = iter(self._loader())
+        batches = in_stream_order(iter(self._loader()), self.cfg.num_workers, self.batches)
         window: list[dict[str, float]] = []
         tick = time.perf_counter()
         while self.step < until:
