@@ -17,7 +17,8 @@ def test_gpu_smoke_micro_on_cpu(tmp_path) -> None:
                            "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     table = out.read_text()
-    rows = [line for line in table.splitlines() if line.startswith(STEPS)]
+    block = table.split("weights on\n", 1)[1].split("\ntotal ", 1)[0]  # the table, not the per-step details
+    rows = [line for line in block.splitlines() if line.startswith(STEPS)]
     assert len(rows) == len(STEPS), table
     for row in rows:
         assert " ok " in row and row.rstrip().endswith("cpu"), row

@@ -17,7 +17,7 @@ from vfusion3d_core.lrm import LRM
 from vfusion3d_core.lrm.presets import get_preset
 from vfusion3d_core.lrm.train.losses import build_lpips, lpips_backbone_path
 from vfusion3d_core.metrics import ClipScorer, load_heldout_objects, score_checkpoint
-from vfusion3d_core.metrics.evaluate import EvaluateRequest, run_evaluation, score_on_device
+from vfusion3d_core.metrics.evaluate import EvaluateRequest, run_evaluation
 from vfusion3d_core.metrics.novel_views import METRICS
 from vfusion3d_core.render.dataset import RenderDatasetConfig, render_dataset
 from vfusion3d_pipeline.assets.evaluation import eval_metrics
@@ -58,19 +58,26 @@ def test_evaluate_request_round_trips_and_checks_its_fields(tmp_path, checkpoint
         EvaluateRequest(checkpoints, [], str(tmp_path))
 
 
-def test_device_scoring_equals_the_reference_scorer(heldout, checkpoints) -> None:
+def test_scores_on_the_compute_device_match_a_direct_computation(heldout, checkpoints) -> None:
+    """score_checkpoint with compute settings: predictions, then PSNR / LPIPS / CLIP-text on that device."""
+    from vfusion3d_core.metrics import predict_novel_views, psnr
+    from vfusion3d_core.metrics.image import lpips_distance
+
     compute = ComputeSettings("cpu", "fp32")
     model = LRM.from_pretrained(checkpoints["a"])
     objects = load_heldout_objects(heldout, 2, 2)
     torch.manual_seed(0)
     lpips_net = build_lpips("alex", random_backbone=True).eval()
     clip = ClipScorer.random(1, compute=compute)
-    ours = score_on_device(model, objects, 32, lpips_net, clip, compute)
-    ref = score_checkpoint(model, objects, 32, lpips_net, clip)
-    assert [r["uid"] for r in ours.rows] == [r["uid"] for r in ref.rows] and len(ours.rows) == 2
-    for a, b in zip(ours.rows, ref.rows, strict=True):
-        for m in METRICS:
-            assert a[m] == pytest.approx(b[m], rel=1e-4, abs=1e-5), m
+    scores = score_checkpoint(model, objects, 32, lpips_net, clip, compute)
+    assert [r["uid"] for r in scores.rows] == [o.uid for o in objects]
+    for obj, row in zip(objects, scores.rows, strict=True):
+        pred, target = predict_novel_views(model, obj, 32, compute), obj.targets(32)
+        assert row["psnr"] == pytest.approx(psnr(pred, target).mean().item(), rel=1e-5)
+        assert row["lpips"] == pytest.approx(lpips_distance(lpips_net, pred, target).mean().item(), rel=1e-4)
+        text = clip.text_similarity(pred, [obj.caption] * len(pred)).mean().item()
+        assert row["clip_text"] == pytest.approx(text, rel=1e-4, abs=1e-5)
+        assert set(METRICS) <= set(row)
 
 
 def test_run_evaluation_with_a_clip_folder(tmp_path, heldout, checkpoints) -> None:

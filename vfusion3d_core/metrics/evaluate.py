@@ -11,8 +11,6 @@ object. Writes ``metrics.csv``, ``per_object.csv`` and ``turntables/<checkpoint>
 from __future__ import annotations
 
 import csv
-import inspect
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +20,10 @@ from torch import nn
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.metrics.clip import ClipScorer
-from vfusion3d_core.metrics.image import lpips_distance, psnr, ssim
 from vfusion3d_core.metrics.novel_views import (
     METRICS,
-    HeldoutObject,
-    NovelViewScores,
     load_heldout_objects,
-    predict_novel_views,
+    score_checkpoint,
     turntable_strip,
 )
 from vfusion3d_core.steps import StepRequest
@@ -86,39 +81,6 @@ class EvaluationResult:
     objects: int
 
 
-def _offers_compute(fn: Callable) -> bool:
-    return "compute" in inspect.signature(fn).parameters
-
-
-@torch.no_grad()
-def score_on_device(model: nn.Module, objects: list[HeldoutObject], size: int, lpips_net: nn.Module,
-                    clip: ClipScorer, compute: ComputeSettings) -> NovelViewScores:
-    """Score ``model`` on every held-out object, metrics computed on ``compute.torch_device``.
-
-    Predictions [K, 3, size, size] come from the LRM's ``predict_novel_views`` (on the model's device);
-    predictions and targets are moved to the device for PSNR / SSIM / LPIPS / CLIP.
-    """
-    device = compute.torch_device
-    predict_kwargs = {"compute": compute} if _offers_compute(predict_novel_views) else {}
-    scores = NovelViewScores()
-    for obj in objects:
-        pred = predict_novel_views(model, obj, size, **predict_kwargs).to(device)
-        target = obj.targets(size).to(device)
-        caption = clip.text_embeddings([obj.caption])  # [1, D], once per object
-        row: dict[str, float | str] = {
-            "uid": obj.uid,
-            "psnr": psnr(pred, target).mean().item(),
-            "ssim": ssim(pred, target).mean().item(),
-            "lpips": lpips_distance(lpips_net, pred, target, compute).mean().item(),
-            "clip_image": clip.image_similarity(pred, target).mean().item(),
-            "clip_text": (clip.image_embeddings(pred) * caption).sum(-1).mean().item()}
-        bad = [k for k in METRICS if not math.isfinite(float(row[k]))]
-        if bad:
-            raise FloatingPointError(f"non-finite {bad} for held-out object {obj.uid}")
-        scores.rows.append(row)
-    return scores
-
-
 def build_metric_models(request: EvaluateRequest) -> tuple[nn.Module, ClipScorer, dict[str, str]]:
     """(LPIPS module, CLIP scorer) on the request's device, and their labels ("RANDOM ..." when random)."""
     from vfusion3d_core.lrm.train.losses import build_lpips
@@ -151,16 +113,15 @@ def run_evaluation(request: EvaluateRequest, log: Callable[[str], None] | None =
             models[name] = LRM(models[request.untrained_config_from].config).to(device)
     log(f"evaluating {len(models)} checkpoints on {len(objects)} held-out objects at {request.render_size} px "
         f"on {device}; CLIP: {labels['clip']}; LPIPS: {labels['lpips']}")
-    turntable_kwargs = {"compute": request.compute} if _offers_compute(turntable_strip) else {}
     means: dict[str, dict[str, float]] = {}
     per_object: list[dict[str, float | str]] = []
     for name in request.checkpoints:
         model = models[name].eval()
-        scores = score_on_device(model, objects, request.render_size, lpips_net, clip, request.compute)
+        scores = score_checkpoint(model, objects, request.render_size, lpips_net, clip, request.compute)
         means[name] = scores.mean()
         per_object += [{"checkpoint": name, **r} for r in scores.rows]
         turntable_strip(model, objects[0], request.turntable_frames, request.render_size,
-                        **turntable_kwargs).save(out / "turntables" / f"{name}.png")
+                        request.compute).save(out / "turntables" / f"{name}.png")
         log(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in means[name].items()))
     with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([["checkpoint", *METRICS],

@@ -116,19 +116,27 @@ class NovelViewScores:
 @torch.no_grad()
 def score_checkpoint(model: LRM, objects: list[HeldoutObject], size: int, lpips_net: nn.Module,
                      clip: ClipScorer, compute: ComputeSettings | None = None) -> NovelViewScores:
-    """Score ``model`` on every held-out object (see the module docstring); predictions run on the
-    model's device (``compute``: precision of the encoder), the metrics on the CPU."""
+    """Score ``model`` on every held-out object (see the module docstring).
+
+    Predictions [K, 3, size, size] run on the model's device (``compute``: precision of the encoder); the
+    metrics on ``compute``'s device (the model's when None), under its autocast for LPIPS / CLIP. Each
+    caption is embedded once per object.
+    """
     model.eval()
+    device = compute.torch_device if compute is not None else model_device(model)
     scores = NovelViewScores()
     for obj in objects:
-        pred, target = predict_novel_views(model, obj, size, compute), obj.targets(size)
-        row = {"uid": obj.uid,
-               "psnr": psnr(pred, target).mean().item(),
-               "ssim": ssim(pred, target).mean().item(),
-               "lpips": lpips_distance(lpips_net, pred, target).mean().item(),
-               "clip_image": clip.image_similarity(pred, target).mean().item(),
-               "clip_text": clip.text_similarity(pred, [obj.caption] * len(pred)).mean().item()}
-        bad = [k for k in METRICS if not math.isfinite(row[k])]
+        pred = predict_novel_views(model, obj, size, compute).to(device)
+        target = obj.targets(size).to(device)
+        caption = clip.text_embeddings([obj.caption])  # [1, D]
+        row: dict[str, float | str] = {
+            "uid": obj.uid,
+            "psnr": psnr(pred, target).mean().item(),
+            "ssim": ssim(pred, target).mean().item(),
+            "lpips": lpips_distance(lpips_net, pred, target, compute).mean().item(),
+            "clip_image": clip.image_similarity(pred, target).mean().item(),
+            "clip_text": (clip.image_embeddings(pred) * caption.to(device)).sum(-1).mean().item()}
+        bad = [k for k in METRICS if not math.isfinite(float(row[k]))]
         if bad:
             raise FloatingPointError(f"non-finite {bad} for held-out object {obj.uid}")
         scores.rows.append(row)
