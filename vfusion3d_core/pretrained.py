@@ -37,7 +37,7 @@ def require_pretrained(preset: str, step: str, paths: Mapping[str, str | None], 
         elif not str(value).startswith(("s3://", "hf://")) and not Path(value).is_dir():
             problems.append(f"{name}={value!r} is not a directory{hint}")
     if problems:
-        opt_out = (f"; or set from_scratch=True to train {step} from randomly initialised networks"
+        opt_out = (f"; or set from_scratch=True to run {step} with randomly initialised networks"
                    if preset in PRETRAINED_PRESETS and not from_scratch else "")
         raise MissingPretrainedError(f"{step} at preset {preset!r} needs pretrained weights: "
                                      + "; ".join(problems) + opt_out)

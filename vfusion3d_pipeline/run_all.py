@@ -7,6 +7,9 @@ asset job recorded in the instance under DAGSTER_HOME (so everything shows in `d
 2. every partitioned asset, once per registered prompt shard (synthesis, filtering);
 3. everything else (the LRMs trained on synthetic data and the evaluation), which reads all partitions.
 
+Before phase 1 every pretrained folder the preset needs is checked (``preflight``): at small / paper a run
+without weights fails in seconds, naming each missing path.
+
 Runs execute in this process (one import of torch & co. instead of one per run).
 
     python -m vfusion3d_pipeline.run_all [--dry-run] [--config RUN_CONFIG.json]
@@ -20,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 from vfusion3d_pipeline.partitions import prompt_shards
+from vfusion3d_pipeline.preflight import missing_pretrained
 from vfusion3d_pipeline.recovery import recover_dead_runs
 
 
@@ -64,6 +68,10 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: l
 
 def run_graph(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None) -> list[str]:
     """Materialize every asset (each registered prompt shard for partitioned ones); returns the run ids."""
+    preset = defs.resources["preset"].name if "preset" in defs.resources else "tiny"
+    problems = missing_pretrained(preset, run_config)
+    if problems:  # before any work: at small/paper renders_3d would render every object first
+        raise SystemExit(f"[run_all] cannot start at preset {preset!r}:\n  " + "\n  ".join(problems))
     before, partitioned, after = phases(defs)
     print(f"[run_all] phase 1: {before}\n[run_all] phase 2 (per prompt shard): {partitioned}\n"
           f"[run_all] phase 3: {after}", flush=True)

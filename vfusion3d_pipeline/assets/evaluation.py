@@ -56,6 +56,10 @@ class EvalConfig(StepComputeConfig):
     turntable_frames: int = 8
     seed: int = 0
 
+    def check_pretrained(self, preset: str) -> None:
+        """Refuse (dg.Failure) a small / paper run without its metric models (see ``check_metric_models``)."""
+        check_metric_models(preset, self)
+
 
 def training_uids(store: ArtifactStore, manifest: Manifest) -> dict[str, set[str]]:
     """Sample uids each training input of a checkpoint contributed, by input name.

@@ -97,6 +97,14 @@ class QualityModelsConfig(StepComputeConfig):
         return QualityTrainConfig(self.svm_c, self.appearance_pca, self.mlp_hidden, self.mlp_alpha,
                                   user_holdout_fraction=self.user_holdout_fraction, seed=self.seed)
 
+    def check_pretrained(self, preset: str) -> None:
+        """Refuse (dg.Failure) a small / paper run without ``dino_path`` unless ``from_scratch``."""
+        try:
+            require_pretrained(preset, QUALITY, {"dino_path": self.dino_path}, self.from_scratch,
+                               {"dino_path": DINO_HINT})
+        except MissingPretrainedError as exc:
+            raise dg.Failure(str(exc)) from exc
+
 
 def render_orbits(version: ArtifactVersion, split: str) -> list[Orbit]:
     return [Orbit(s.key, composite_on_white(s.views), float(s.meta["elevation_deg"]), float(s.meta["radius"]),
@@ -141,11 +149,7 @@ def iter_partition_videos(version: ArtifactVersion) -> Iterator[SyntheticVideoSa
 )
 def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfig, artifacts: ArtifactStoreResource,
                    preset: PresetResource, compute: ComputeResource, mlflow: MLflowResource) -> dg.MaterializeResult:
-    try:
-        require_pretrained(preset.validated(), QUALITY, {"dino_path": config.dino_path}, config.from_scratch,
-                           {"dino_path": DINO_HINT})
-    except MissingPretrainedError as exc:
-        raise dg.Failure(str(exc)) from exc
+    config.check_pretrained(preset.validated())
     settings = compute.settings(config)
     set_threads(config.torch_threads)
     featurizer = DinoFeaturizer.build(config.dino(), settings)

@@ -27,7 +27,8 @@ from vfusion3d_core.data.s3_store import S3ArtifactStore, shard_locations
 from vfusion3d_core.lrm import LRM
 from vfusion3d_core.lrm.train import LRMTrainConfig
 from vfusion3d_core.lrm.train.evaluate import evaluate_novel_views
-from vfusion3d_core.lrm.train.request import LRMTrainRequest, run_train_request
+from vfusion3d_core.lrm.train.losses import LPIPSUnavailable
+from vfusion3d_core.lrm.train.request import LRMTrainRequest, check_training_weights, run_train_request
 from vfusion3d_core.pretrained import MissingPretrainedError
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.gpu_steps import GpuStepsConfig, check_execution, step_report
@@ -78,6 +79,17 @@ class LRMTrainAssetConfig(StepComputeConfig):
         except (TypeError, ValueError) as exc:
             raise dg.Failure(f"invalid LRM training config: {exc}") from exc
 
+    def check_pretrained(self, preset: str, has_init: bool = False) -> None:
+        """Refuse (dg.Failure) before any work: a random encoder at small/paper (no ``dino_pretrained_path``,
+        no starting weights, no ``from_scratch``), a missing DINOv2 folder, missing LPIPS weights.
+        ``has_init``: the asset starts from an upstream checkpoint (``lrm_finetuned``)."""
+        init = "upstream" if has_init else self.init_official
+        try:
+            check_training_weights(self.recipe(preset), init, None if init else self.dino_pretrained_path,
+                                   self.from_scratch)
+        except (MissingPretrainedError, LPIPSUnavailable) as exc:
+            raise dg.Failure(str(exc).replace("from_scratch=True", "from_scratch: true")) from exc
+
 
 def _external_shards(folder: str) -> tuple[list[Path], dict[str, str]]:
     shards = sorted(Path(folder).glob("**/*.tar"))
@@ -122,7 +134,7 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
                               from_scratch=config.from_scratch, compute=settings)
     try:
         request.check_starting_point()
-    except MissingPretrainedError as exc:
+    except (MissingPretrainedError, LPIPSUnavailable) as exc:
         raise dg.Failure(str(exc).replace("from_scratch=True", "from_scratch: true")) from exc
     described = settings.describe()
     context.log.info(f"training {asset}: {recipe.steps} steps on {len(shards)} shard(s) (first {shards[0]}), "

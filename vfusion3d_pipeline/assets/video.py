@@ -88,6 +88,14 @@ class VideoModelAssetConfig(StepComputeConfig):
         except (TypeError, ValueError) as exc:
             raise dg.Failure(f"invalid video_model config: {exc}") from exc
 
+    def check_pretrained(self, preset: str) -> None:
+        """Refuse (dg.Failure) before any work: missing pretrained folders at small/paper, random networks that
+        would train 0 steps."""
+        try:
+            check_pretrained(self.to_core(preset), preset, self.from_scratch)
+        except ValueError as exc:
+            raise dg.Failure(str(exc)) from exc
+
 
 @dg.asset(
     name=MODEL,
@@ -102,11 +110,8 @@ class VideoModelAssetConfig(StepComputeConfig):
 def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig, artifacts: ArtifactStoreResource,
                 preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
     preset_name = preset.validated()
+    config.check_pretrained(preset_name)
     cfg = config.to_core(preset_name)
-    try:  # refuse before any work: missing pretrained folders, random networks trained 0 steps
-        check_pretrained(cfg, preset_name, config.from_scratch)
-    except ValueError as exc:
-        raise dg.Failure(str(exc)) from exc
     check_execution(config.execution)
     settings = compute.settings(config)
     set_threads(config.torch_threads)

@@ -25,6 +25,15 @@ def lpips_backbone_path(net: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net]
 
 
+def lpips_weights_problem(net: str, random_backbone: bool = False) -> str | None:
+    """Why an LPIPS with backbone ``net`` cannot be built here (its torchvision weights are not in the local
+    torch hub cache), or None when it can."""
+    if random_backbone or lpips_backbone_path(net).is_file():
+        return None
+    return (f"LPIPS needs the torchvision {net} weights at {lpips_backbone_path(net)} (TORCH_HOME="
+            f"{os.environ.get('TORCH_HOME', '~/.cache/torch')}); copy them there, or set lpips_random_backbone=True")
+
+
 def build_lpips(net: str = "alex", random_backbone: bool = False) -> nn.Module:
     """The lpips package's LPIPS metric, frozen.
 
@@ -36,10 +45,9 @@ def build_lpips(net: str = "alex", random_backbone: bool = False) -> nn.Module:
 
     if net not in BACKBONE_FILES:
         raise ValueError(f"unknown LPIPS net {net!r}; choose from {sorted(BACKBONE_FILES)}")
-    if not random_backbone and not lpips_backbone_path(net).is_file():
-        raise LPIPSUnavailable(
-            f"LPIPS needs the torchvision {net} weights at {lpips_backbone_path(net)} (TORCH_HOME="
-            f"{os.environ.get('TORCH_HOME', '~/.cache/torch')}); copy them there, or set lpips_random_backbone=True")
+    problem = lpips_weights_problem(net, random_backbone)
+    if problem:
+        raise LPIPSUnavailable(problem)
     if random_backbone:
         log.warning("LPIPS uses a RANDOM %s backbone (lpips_random_backbone=True)", net)
     import warnings

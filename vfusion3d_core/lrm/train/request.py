@@ -17,8 +17,9 @@ import torch
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.lrm.train.config import LRMTrainConfig
+from vfusion3d_core.lrm.train.losses import lpips_weights_problem
 from vfusion3d_core.lrm.train.trainer import LRMTrainer, TrainResult
-from vfusion3d_core.pretrained import require_pretrained
+from vfusion3d_core.pretrained import MissingPretrainedError, require_pretrained
 from vfusion3d_core.steps import StepRequest
 
 MetricLogger = Callable[[dict[str, float], int], None]
@@ -71,12 +72,27 @@ class LRMTrainRequest(StepRequest):
         return dataclasses.replace(self, **changes)
 
     def check_starting_point(self) -> None:
-        """At ``small``/``paper`` refuse a randomly initialised encoder: a run needs ``init`` or
-        ``dino_pretrained_path`` unless ``from_scratch`` (raises ``MissingPretrainedError`` naming
-        ``dino_pretrained_path``). A set ``dino_pretrained_path`` must be a directory at every preset."""
-        needs = None if self.init else self.dino_pretrained_path
-        require_pretrained(self.recipe.model_preset, "LRM training", {"dino_pretrained_path": needs},
-                           from_scratch=self.from_scratch or bool(self.init), hints={"dino_pretrained_path": DINO_HINT})
+        """Refuse before any work (see ``check_training_weights``)."""
+        check_training_weights(self.recipe, self.init, self.dino_pretrained_path, self.from_scratch)
+
+
+def check_training_weights(recipe: LRMTrainConfig, init: str | None, dino_pretrained_path: str | None,
+                           from_scratch: bool) -> None:
+    """At ``small``/``paper`` refuse a randomly initialised encoder: a run needs ``init`` or
+    ``dino_pretrained_path`` unless ``from_scratch`` (``MissingPretrainedError`` naming ``dino_pretrained_path``);
+    a set ``dino_pretrained_path`` must be a directory at every preset; an LPIPS loss with a real backbone needs
+    its weights in the local torch hub cache. Every problem is named in one ``MissingPretrainedError``."""
+    problems = []
+    needs = None if init else dino_pretrained_path
+    try:
+        require_pretrained(recipe.model_preset, "LRM training", {"dino_pretrained_path": needs},
+                           from_scratch=from_scratch or bool(init), hints={"dino_pretrained_path": DINO_HINT})
+    except MissingPretrainedError as exc:
+        problems.append(str(exc))
+    if recipe.lpips_weight:
+        problems.append(lpips_weights_problem(recipe.lpips_net, recipe.lpips_random_backbone) or "")
+    if any(problems):
+        raise MissingPretrainedError("; ".join(p for p in problems if p))
 
 
 @dataclass
