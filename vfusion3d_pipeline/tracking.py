@@ -51,8 +51,9 @@ class MLflowRun:
         return self.run.info.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
-        """Params as strings; credential-like keys, URL passwords and env secret values become ``***``."""
-        self._mlflow.log_params({k: str(v)[:500] for k, v in redact(params).items()})
+        """Params as strings, nested dicts flattened to ``parent.key`` (e.g. ``compute.resolved_device``);
+        credential-like keys, URL passwords and env secret values become ``***``."""
+        self._mlflow.log_params({k: str(v)[:500] for k, v in flat_params(redact(params)).items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
@@ -140,3 +141,14 @@ def mlflow_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str
         exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_location)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
         yield MLflowRun(mlflow, run)
+
+
+def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of ``parent.key`` entries."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out.update(flat_params(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

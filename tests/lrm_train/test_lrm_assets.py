@@ -58,7 +58,7 @@ def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     assert "constant colour" in mat.metadata["heldout_evaluation"].value
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
     assert run.data.tags["input.lrm_pretrained"] == pre.digest and run.data.tags["input.renders_3d"] == renders.digest
-    assert run.data.params["compute_resolved_device"] == "cpu" and run.data.params["compute_precision"] == "fp32"
+    assert run.data.params["compute.resolved_device"] == "cpu" and run.data.params["compute.precision"] == "fp32"
     history = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == [2, 4]  # logged every 2 steps
     assert run.data.metrics["heldout_psnr"] == heldout["heldout_psnr"]

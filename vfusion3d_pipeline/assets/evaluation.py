@@ -108,17 +108,6 @@ def _markdown_table(header: list[str], rows: list[list]) -> str:
                      + ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows])
 
 
-def mlflow_params(run_config: dict) -> dict:
-    """A run config as flat MLflow params: nested dicts (``compute``) become ``compute.<key>``."""
-    out = {}
-    for k, v in run_config.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{sk}": sv for sk, sv in v.items()})
-        else:
-            out[k] = v
-    return out
-
-
 def check_metric_models(preset: str, config: EvalConfig) -> bool:
     """Whether LPIPS uses a random backbone; refuses (dg.Failure naming every missing path) a small / paper run
     without a CLIP folder or the LPIPS AlexNet weights, unless ``from_scratch``."""
@@ -211,7 +200,7 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
                             inputs={RENDERS: renders.digest, **{n: v.digest for n, v in versions.items()}},
                             code_version=CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, ASSET)
-        run.log_params(mlflow_params(run_config))
+        run.log_params(run_config)
         run.log_input(RENDERS, renders, context="evaluation")
         for n, v in versions.items():
             run.log_input(n, v, context="evaluation")

@@ -191,7 +191,7 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
         manifest = Manifest(QUALITY, file_entries(staging, files), counts, run_config, inputs=inputs,
                             code_version=QUALITY_CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, QUALITY)
-        run.log_params(mlflow_params(run_config))
+        run.log_params(run_config)
         run.log_input(RENDERS, renders)
         run.log_metrics({k: v for k, v in m.items() if isinstance(v, int | float)})
         run.log_output(QUALITY, version)
@@ -208,17 +208,6 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
         "compute": dg.MetadataValue.json(settings.describe()),
         "mlflow_run_id": run.run_id,
     })
-
-
-def mlflow_params(run_config: dict) -> dict:
-    """A run config as flat MLflow params: nested dicts (``compute``) become ``compute.<key>``."""
-    out = {}
-    for k, v in run_config.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{sk}": sv for sk, sv in v.items()})
-        else:
-            out[k] = v
-    return out
 
 
 class FilteredDatasetConfig(StepComputeConfig):
@@ -302,7 +291,7 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
                             inputs={QUALITY: models_version.digest, f"{SYNTHETIC}/{key}": synth.digest},
                             code_version=FILTER_CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, FILTERED, key)
-        run.log_params(mlflow_params(run_config))
+        run.log_params(run_config)
         run.log_input(QUALITY, models_version)
         run.log_input(f"{SYNTHETIC}/{key}", synth)
         run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})

@@ -142,7 +142,7 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
     with mlflow.run_for(context) as run:
         run.log_params({**recipe.to_dict(), "num_processes": config.num_processes, "init": str(init),
                         "dino_pretrained_path": str(request.dino_pretrained_path),
-                        "from_scratch": config.from_scratch, **{f"compute_{k}": v for k, v in described.items()}})
+                        "from_scratch": config.from_scratch, "compute": described})
         for name, version in input_versions.items():
             run.log_input(name, version)
         pipes_metadata: dict = {}

@@ -14,7 +14,6 @@ from pathlib import Path
 import dagster as dg
 import torch
 
-from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import Manifest, ManifestError, file_entries, sha256_file
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, shard_relpath
@@ -51,11 +50,6 @@ def set_threads(n: int | None) -> None:
         if n < 1:
             raise dg.Failure(f"torch_threads must be >= 1, got {n}")
         torch.set_num_threads(n)
-
-
-def compute_params(settings: ComputeSettings) -> dict:
-    """The resolved compute settings as flat ``compute.*`` MLflow params."""
-    return {f"compute.{k}": v for k, v in settings.describe().items()}
 
 
 class VideoModelAssetConfig(StepComputeConfig):
@@ -125,7 +119,7 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
     described = settings.describe()
     with mlflow.run_for(context) as run, store.staging(MODEL) as staging:
         run.log_params({**cfg.to_dict(), "eval_count": config.eval_count, "from_scratch": config.from_scratch,
-                        **compute_params(settings)})
+                        "compute": settings.describe()})
         run.log_input(RENDERS, renders)
         to_mlflow = run.metric_logger()
 
@@ -265,7 +259,7 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
         run_config = {"shard": key, "scheduler": settings.scheduler, "steps": settings.steps,
                       "image_guidance": settings.image_guidance, "video_guidance": list(settings.video_guidance),
                       "base_seed": config.base_seed, "samples_per_shard": config.samples_per_shard}
-        run.log_params({**run_config, **compute_params(compute_settings)})
+        run.log_params({**run_config, "compute": compute_settings.describe()})
         run.log_input(MODEL, model_version)
         request = SynthesisRequest(str(model_version.path / MODEL_DIR), model_version.digest, str(shard_path), key,
                                    str(staging), settings, config.base_seed, config.samples_per_shard,
