@@ -138,3 +138,31 @@ def test_shard_writer_accepts_posed_samples(tmp_path, orbits) -> None:
         w.write(posed_sample(video, 30.0, 1.5, Intrinsics(), {"prompt_shard": "shard-000001"}))
     (s,) = iter_samples([tmp_path / "shard-000000.tar"])
     assert s.meta["prompt_shard"] == "shard-000001" and s.meta["elevation_deg"] == 30.0
+
+
+def test_bootstrap_features_stream_orbits_and_match_the_in_memory_bootstrap() -> None:
+    """Orbits are pulled lazily (one batch of videos alive), and the features/labels equal those of the
+    whole bootstrap built in memory."""
+    from vfusion3d_core.filtering.models import bootstrap_features
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8) for _ in range(4)]
+    featurizer = DinoFeaturizer.build(DinoConfig(image_size=32, patch_size=8, hidden_size=32, num_layers=1,
+                                                 num_heads=2))
+    pulled = []
+
+    def stream():
+        for i, f in enumerate(frames):
+            pulled.append(i)
+            yield Orbit(f"o{i}", f, 10.0 * i, 2.0, np.array([1.0, 1.0, 0.5, 0.5]))
+
+    calls = []
+    original = featurizer.video_features
+    featurizer.video_features = lambda videos: (calls.append((len(pulled), len(videos))), original(videos))[1]
+    boot = bootstrap_features(featurizer, stream(), seed=3, batch=5)
+    assert calls[0] == (1, 5)  # the first batch (an orbit + its 4 corruptions) before the second orbit is read
+    assert max(n for _, n in calls) <= 5 and boot.first.key == "o0"
+    videos, labels, kinds = bootstrap_videos(frames, seed=3)
+    np.testing.assert_array_equal(boot.y, labels)
+    assert boot.kinds == kinds and boot.elevations.tolist() == [0.0, 10.0, 20.0, 30.0]
+    np.testing.assert_allclose(boot.x, original(videos), rtol=1e-4, atol=1e-5)

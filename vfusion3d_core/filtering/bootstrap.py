@@ -7,6 +7,8 @@ and ``noise`` (the orbit blended with strong per-pixel noise).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 CORRUPTIONS = ("shuffled", "frozen", "blank", "noise")
@@ -46,18 +48,19 @@ def corrupt(frames: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarr
     raise ValueError(f"unknown corruption {kind!r}; choose from {CORRUPTIONS}")
 
 
-def bootstrap_videos(orbits: list[np.ndarray], seed: int = 0) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """(videos, labels 1 = good / 0 = bad, kind of each) for real orbits: each orbit + its four corruptions."""
+def iter_bootstrap(orbits: Iterable[np.ndarray], seed: int = 0) -> Iterator[tuple[np.ndarray, int, str]]:
+    """(video, label 1 = good / 0 = bad, kind) for a stream of real orbits: each orbit, then its corruptions;
+    one orbit in memory at a time."""
     rng = np.random.default_rng(seed)
-    videos, labels, kinds = [], [], []
     for frames in orbits:
-        videos.append(frames)
-        labels.append(1)
-        kinds.append("real")
+        yield frames, 1, "real"
         for kind in CORRUPTIONS:
             if kind == "shuffled" and frames.shape[0] < 4:
                 continue
-            videos.append(corrupt(frames, kind, rng))
-            labels.append(0)
-            kinds.append(kind)
-    return videos, np.asarray(labels, np.int64), kinds
+            yield corrupt(frames, kind, rng), 0, kind
+
+
+def bootstrap_videos(orbits: list[np.ndarray], seed: int = 0) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """(videos, labels 1 = good / 0 = bad, kind of each) for real orbits: each orbit + its four corruptions."""
+    items = list(iter_bootstrap(orbits, seed))
+    return [v for v, _, _ in items], np.asarray([y for _, y, _ in items], np.int64), [k for _, _, k in items]

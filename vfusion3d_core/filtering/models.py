@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from vfusion3d_core.compute import ComputeSettings
-from vfusion3d_core.filtering.bootstrap import bootstrap_videos
+from vfusion3d_core.filtering.bootstrap import iter_bootstrap
 from vfusion3d_core.filtering.features import TEMPORAL_STATS, DinoFeaturizer
 
 SVM_FILE = "quality_svm.joblib"
@@ -151,17 +151,55 @@ def stream_video_features(featurizer: DinoFeaturizer, videos: Iterable[np.ndarra
     return np.concatenate(feats) if feats else featurizer.video_features([])
 
 
-def train_quality_models(featurizer: DinoFeaturizer, train: list[Orbit], heldout: list[Orbit],
+@dataclass
+class BootstrapFeatures:
+    """Video features of real orbits and their corruptions: x float32 [N, D], y [N] (1 = real), kinds [N], the
+    real orbits' elevations [R] and the first orbit (its camera set-up is the renders')."""
+
+    x: np.ndarray
+    y: np.ndarray
+    kinds: list[str]
+    elevations: np.ndarray
+    first: Orbit | None
+
+
+def bootstrap_features(featurizer: DinoFeaturizer, orbits: Iterable[Orbit], seed: int, batch: int = 16
+                       ) -> BootstrapFeatures:
+    """Featurize a stream of orbits with their bootstrap corruptions, ``batch`` videos at a time; only the
+    features and labels are kept (frames of one batch in memory at most)."""
+    labels: list[int] = []
+    kinds: list[str] = []
+    elevations: list[float] = []
+    first: list[Orbit] = []
+
+    def frames() -> Iterator[np.ndarray]:
+        for orbit in orbits:
+            if not first:
+                first.append(orbit)
+            elevations.append(orbit.elevation_deg)
+            yield orbit.frames
+
+    def videos() -> Iterator[np.ndarray]:
+        for video, label, kind in iter_bootstrap(frames(), seed):
+            labels.append(label)
+            kinds.append(kind)
+            yield video
+
+    x = stream_video_features(featurizer, videos(), batch)
+    return BootstrapFeatures(x, np.asarray(labels, np.int64), kinds, np.asarray(elevations, np.float64),
+                             first[0] if first else None)
+
+
+def train_quality_models(featurizer: DinoFeaturizer, train: Iterable[Orbit], heldout: Iterable[Orbit],
                          user_features: np.ndarray | list, user_labels: list[int], cfg: QualityTrainConfig,
-                         elevation_range: tuple[float, float]) -> QualityModels:
+                         elevation_range: tuple[float, float], batch: int = 16) -> QualityModels:
     """Fit the SVM (bootstrap of ``train`` + most user labels) and the elevation MLP (``train``); measure both
     on held-out data.
 
     ``user_features``: float32 [U, TEMPORAL_STATS + 2 * dim] video features of the user-labelled videos
     (``stream_video_features``; an empty list when there are none), ``user_labels`` their U labels.
+    ``train`` / ``heldout`` may be lazy streams: they are featurized ``batch`` videos at a time.
     """
-    if not train:
-        raise ValueError("no training orbits to bootstrap from")
     dims = TEMPORAL_STATS + 2 * featurizer.dim
     x_user = np.asarray(user_features, np.float32)
     if len(user_labels) == 0 and x_user.size == 0:
@@ -170,9 +208,11 @@ def train_quality_models(featurizer: DinoFeaturizer, train: list[Orbit], heldout
         raise ValueError(f"user_features must be [{len(user_labels)}, {dims}] (one row per label), "
                          f"got {x_user.shape}")
     rng = np.random.default_rng(cfg.seed)
-    boot_v, boot_y, _ = bootstrap_videos([o.frames for o in train], cfg.seed)
-    held_v, held_y, held_kinds = bootstrap_videos([o.frames for o in heldout], cfg.seed + 1)
-    x_boot, x_held = featurizer.video_features(boot_v), featurizer.video_features(held_v)
+    boot = bootstrap_features(featurizer, train, cfg.seed, batch)
+    if boot.first is None:
+        raise ValueError("no training orbits to bootstrap from")
+    held = bootstrap_features(featurizer, heldout, cfg.seed + 1, batch)
+    x_boot, boot_y, x_held, held_y, held_kinds = boot.x, boot.y, held.x, held.y, held.kinds
     user_y = np.asarray(user_labels, np.int64)
     order = rng.permutation(len(user_y))
     n_hold = int(round(cfg.user_holdout_fraction * len(user_y))) if len(user_y) >= 4 else 0
@@ -187,7 +227,8 @@ def train_quality_models(featurizer: DinoFeaturizer, train: list[Orbit], heldout
     svm = make_pipeline(columns, StandardScaler(),
                         SVC(C=cfg.svm_c, kernel="rbf", gamma="scale", class_weight="balanced"))
     svm.fit(x_fit, y_fit)
-    metrics: dict = {"train_videos": int(len(y_fit)), "train_good": int(y_fit.sum()),
+    metrics: dict = {"bootstrap_orbits": int(len(boot.elevations)), "heldout_orbits": int(len(held.elevations)),
+                     "train_videos": int(len(y_fit)), "train_good": int(y_fit.sum()),
                      "user_labels": int(len(user_y)), "user_heldout": int(n_hold)}
     metrics["train_accuracy"] = float((svm.predict(x_fit) == y_fit).mean())
     if len(held_y):
@@ -201,17 +242,17 @@ def train_quality_models(featurizer: DinoFeaturizer, train: list[Orbit], heldout
     if n_hold:
         metrics["user_heldout_accuracy"] = float((svm.predict(x_user[hold_idx]) == user_y[hold_idx]).mean())
     x_train_real = x_boot[boot_y == 1]
-    elev = np.asarray([o.elevation_deg for o in train])
+    elev = boot.elevations
     mlp = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(cfg.mlp_hidden,), max_iter=cfg.mlp_iters,
                                                        alpha=cfg.mlp_alpha, random_state=cfg.seed))
     mlp.fit(x_train_real, elev)
-    if heldout:
+    if len(held.elevations):
         x_held_real = x_held[held_y == 1]
-        truth = np.asarray([o.elevation_deg for o in heldout])
+        truth = held.elevations
         pred_e = np.clip(mlp.predict(x_held_real), *elevation_range)
         metrics["elevation_heldout_mae_deg"] = float(np.abs(pred_e - truth).mean())
         metrics["elevation_baseline_mae_deg"] = float(np.abs(elev.mean() - truth).mean())
-    first = train[0]
+    first = boot.first
     info = {"metrics": metrics, "radius": float(first.radius), "intrinsics": [float(v) for v in first.intrinsics],
             "elevation_range_deg": [float(elevation_range[0]), float(elevation_range[1])],
             "train_config": asdict(cfg), "feature_dim": int(x_fit.shape[1]), "dino_weights": featurizer.weights}

@@ -6,6 +6,7 @@ samples in the renders_3d schema). The maths lives in vfusion3d_core.filtering.
 annotations at decoration time.)
 """
 
+import itertools
 import json
 import tarfile
 from collections.abc import Iterator
@@ -75,7 +76,8 @@ class QualityModelsConfig(StepComputeConfig):
     labels_csv: str | None = None  # video_key,label (good/bad) rows appended by `vfusion3d label`
     dino_path: str | None = None  # local pretrained Dinov2Model folder + image processor (required at small / paper)
     from_scratch: bool = False  # small / paper: allow a RANDOM DINOv2 instead of refusing without dino_path
-    feature_batch: int = 16  # videos featurized at a time (user-labelled videos are streamed)
+    feature_batch: int = 16  # videos featurized at a time (render orbits and user-labelled videos are streamed)
+    max_bootstrap_orbits: int | None = None  # render orbits bootstrapped (+ their corruptions); unset = the preset's
     dino_image_size: int = 32
     dino_patch_size: int = 8
     dino_hidden_size: int = 64
@@ -106,9 +108,16 @@ class QualityModelsConfig(StepComputeConfig):
             raise dg.Failure(str(exc)) from exc
 
 
-def render_orbits(version: ArtifactVersion, split: str) -> list[Orbit]:
-    return [Orbit(s.key, composite_on_white(s.views), float(s.meta["elevation_deg"]), float(s.meta["radius"]),
-                  s.intrinsics[0]) for s in iter_samples(version.files_under(split))]
+# Render orbits the classifier bootstraps from, per preset: every one at tiny; at scale a sample the size of the
+# paper's ~2,000 hand-labelled videos (100,000 renders at 512 px would never fit in memory, nor need to).
+MAX_BOOTSTRAP_ORBITS = {"tiny": None, "small": 1000, "paper": 2000}
+
+
+def render_orbits(version: ArtifactVersion, split: str, limit: int | None = None) -> Iterator[Orbit]:
+    """The first ``limit`` (all when None) orbits of a renders_3d split, read lazily shard by shard."""
+    samples = itertools.islice(iter_samples(version.files_under(split)), limit)
+    return (Orbit(s.key, composite_on_white(s.views), float(s.meta["elevation_deg"]), float(s.meta["radius"]),
+                  s.intrinsics[0]) for s in samples)
 
 
 def synthetic_partitions(store: ArtifactStore) -> Iterator[tuple[str, ArtifactVersion]]:
@@ -176,17 +185,19 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
     _, unknown = match_labels(labels, found_keys)
     if unknown:  # named, never trained on
         context.log.warning(f"{len(unknown)} labelled video key(s) not found in synthetic_videos: {unknown[:10]}")
-    train, heldout = render_orbits(renders, "train"), render_orbits(renders, "heldout")
+    limit = config.max_bootstrap_orbits or MAX_BOOTSTRAP_ORBITS[preset.validated()]
+    train, heldout = render_orbits(renders, "train", limit), render_orbits(renders, "heldout", limit)
     rc = renders.manifest.config
     elevation_range = (float(rc.get("elevation_min_deg", 0.0)), float(rc.get("elevation_max_deg", 45.0)))
     store.clean_staging(QUALITY)
     with mlflow.run_for(context) as run, store.staging(QUALITY) as staging:
         x_user = np.concatenate(user_features) if user_features else []
         models = train_quality_models(featurizer, train, heldout, x_user, user_labels, config.train(),
-                                      elevation_range)
+                                      elevation_range, config.feature_batch)
         files = [f"{MODELS_DIR}/{f}" for f in models.save(staging / MODELS_DIR)]
         m = models.info["metrics"]
-        counts = {"bootstrap_orbits": len(train), "heldout_orbits": len(heldout), "user_labels": len(user_labels)}
+        counts = {"bootstrap_orbits": m["bootstrap_orbits"], "heldout_orbits": m["heldout_orbits"],
+                  "user_labels": len(user_labels)}
         run_config = {**config.model_dump(), "compute": settings.describe(), "dino_weights": featurizer.weights}
         manifest = Manifest(QUALITY, file_entries(staging, files), counts, run_config, inputs=inputs,
                             code_version=QUALITY_CODE_VERSION, run_id=context.run.run_id)
