@@ -43,3 +43,40 @@ def test_a_run_leaves_the_environment_of_this_process_alone(tmp_path, monkeypatc
     with mlflow_run(f"sqlite:///{tmp_path}/c.db", "leak", "run", {}):
         pass
     assert default_resources()["mlflow"].uri() == f"sqlite:///{tmp_path}/user.db"
+
+
+def _log_same_dataset(uri: str, root: str, index: int, barrier) -> None:
+    from vfusion3d_core.data import ArtifactStore
+
+    version = ArtifactStore(root).latest("thing")
+    for round_ in range(4):
+        with mlflow_run(uri, "datasets", f"run{index}-{round_}", {}) as run:
+            barrier.wait()  # every process logs the same dataset digest at the same moment
+            run.log_input("thing", version)
+            run.log_output("thing", version)
+
+
+def test_runs_logging_one_dataset_at_once_all_succeed(tmp_path) -> None:
+    """MLflow's SQL store looks a dataset up, then inserts it: simultaneous runs logging the same digest race to a
+    unique-constraint error (seen with two CLI materializations of one asset); every run must still log it."""
+    from vfusion3d_core.data import ArtifactStore, Manifest, file_entries
+
+    store = ArtifactStore(tmp_path / "artifacts")
+    with store.staging("thing") as d:
+        (d / "a.txt").write_text("a")
+        store.commit(d, Manifest("thing", file_entries(d, ["a.txt"]), {}, {}), "thing")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    _log_one(uri, 99)  # the store exists before the race
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_log_same_dataset, args=(uri, str(tmp_path / "artifacts"), i, barrier))
+             for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("datasets").experiment_id])
+    assert len(runs) == 16 and all(r.data.tags["input.thing"] == r.data.tags["output.digest"] for r in runs)
+    assert all(r.inputs.dataset_inputs for r in runs)

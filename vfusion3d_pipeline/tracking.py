@@ -63,12 +63,24 @@ class MLflowRun:
         return lambda metrics, step: self.log_metrics(metrics, step)
 
     def log_input(self, name: str, version: ArtifactVersion, context: str = "training") -> None:
-        self._mlflow.log_input(_dataset(name, version), context=context)
+        self._log_dataset(_dataset(name, version), context)
         self._mlflow.set_tag(f"input.{name}", version.digest)
 
     def log_output(self, name: str, version: ArtifactVersion) -> None:
-        self._mlflow.log_input(_dataset(name, version), context="output")
+        self._log_dataset(_dataset(name, version), "output")
         self._mlflow.set_tags({"output.digest": version.digest, "output.path": location(version)})
+
+    def _log_dataset(self, dataset: Any, context: str, attempts: int = 3) -> None:
+        """``mlflow.log_input``, retried when another process inserted the same dataset row at the same moment:
+        MLflow's SQL store looks a dataset up, then inserts it, so two runs logging one digest at once race to a
+        unique-constraint error; the retry finds the row the other run wrote."""
+        for attempt in range(attempts):
+            try:
+                self._mlflow.log_input(dataset, context=context)
+                return
+            except Exception as exc:
+                if attempt == attempts - 1 or not _is_unique_violation(exc):
+                    raise
 
     def register_model(self, name: str, artifact_path: str, version: ArtifactVersion) -> str:
         """Register ``runs:/<run>/<artifact_path>`` as a new version of model ``name``; the version's tags
@@ -152,3 +164,13 @@ def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _is_unique_violation(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is a database unique-constraint violation."""
+    while exc is not None:
+        text = str(exc)
+        if type(exc).__name__ == "IntegrityError" or "UNIQUE constraint failed" in text or "duplicate key" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -172,13 +172,27 @@ def test_training_request_with_dino_folder_trains(shards, tmp_path) -> None:
 
 @pytest.mark.parametrize("preset", ["small", "paper"])
 def test_large_presets_refuse_a_random_encoder(tmp_path, preset) -> None:
-    request = LRMTrainRequest(recipe=LRMTrainConfig.preset(preset), shards=["x.tar"], work_dir=str(tmp_path))
+    recipe = LRMTrainConfig.preset(preset, lpips_random_backbone=True)  # LPIPS weights: the next test
+    request = LRMTrainRequest(recipe=recipe, shards=["x.tar"], work_dir=str(tmp_path))
     with pytest.raises(MissingPretrainedError, match="dino_pretrained_path"):
         run_train_request(request)  # refused before any model is built or shard opened
     request.replace(from_scratch=True).check_starting_point()
     request.replace(init=str(tmp_path)).check_starting_point()
     with pytest.raises(MissingPretrainedError, match="not a directory"):
         request.replace(dino_pretrained_path=str(tmp_path / "missing")).check_starting_point()
+
+
+def test_missing_lpips_weights_are_named_with_the_missing_encoder(tmp_path, monkeypatch) -> None:
+    """Both problems of a `small` run in one refusal, before any work; with the weights present it starts."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    request = LRMTrainRequest(recipe=LRMTrainConfig.preset("small"), shards=["x.tar"], work_dir=str(tmp_path))
+    with pytest.raises(MissingPretrainedError) as info:
+        request.check_starting_point()
+    assert "dino_pretrained_path is not set" in str(info.value) and "alexnet-owt-7be5be79.pth" in str(info.value)
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "alexnet-owt-7be5be79.pth").write_bytes(b"weights")  # what is checked is presence
+    request.replace(from_scratch=True).check_starting_point()
 
 
 def test_tiny_preset_needs_no_dino_folder(tmp_path) -> None:
