@@ -123,3 +123,25 @@ def test_large_preset_without_dino_folder_is_refused(tmp_path) -> None:
     message = str(failure.event_specific_data.error)
     assert "dino_pretrained_path" in message and "from_scratch: true" in message
     assert ArtifactStore(tmp_path).latest("lrm_3d_only") is None
+
+
+def test_lrm_3d_only_starts_from_a_dinov2_folder_through_the_asset(tmp_path) -> None:
+    """dino_pretrained_path in the asset config reaches the encoder: with lr 0 the published checkpoint's
+    encoder is exactly the folder's Dinov2Model (written by save_pretrained), and the manifest names it."""
+    from test_lrm_compute import tiny_dino_folder
+    from transformers import Dinov2Model
+
+    instance = dg.DagsterInstance.ephemeral()
+    res = resources(tmp_path)
+    assert dg.materialize([renders_3d], resources=res, instance=instance,
+                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    folder = tiny_dino_folder(tmp_path)
+    overrides = {**json.loads(TRAIN["overrides_json"]), "lr": 0.0}
+    config = {**TRAIN, "steps": 2, "overrides_json": json.dumps(overrides), "dino_pretrained_path": folder}
+    assert dg.materialize([lrm_3d_only], resources=res, instance=instance, selection=[lrm_3d_only],
+                          run_config={"ops": {"lrm_3d_only": {"config": config}}}).success
+    version = ArtifactStore(tmp_path).latest("lrm_3d_only")
+    assert version.manifest.config["dino_pretrained_path"] == folder
+    encoder = LRM.from_pretrained(version.path / "model").encoder.dino.state_dict()
+    for name, value in Dinov2Model.from_pretrained(folder).state_dict().items():
+        assert torch.equal(encoder[name], value), name
