@@ -171,3 +171,58 @@ def test_policy_validates_its_share() -> None:
         BadItemPolicy(max_bad_fraction=1.5)
     with pytest.raises(ValueError, match="kind"):
         SkipReport().ok("file")
+
+
+def test_labels_csv_reports_every_bad_row_at_once(tmp_path) -> None:
+    from vfusion3d_core.filtering.models import LabelsError, read_labels_csv
+
+    p = tmp_path / "labels.csv"
+    p.write_text("video_key,label,partition\npa,good,s0\npb,maybe,s0\n../x,bad,s0\npa,bad,s1\n,good,s0\npc,bad,s0\n")
+    with pytest.raises(LabelsError) as info:
+        read_labels_csv(p)
+    message = str(info.value)
+    for line, needle in ((3, "maybe"), (4, "'../x'"), (5, "partition 's1'"), (6, "video_key ''")):
+        assert f"{p}:{line}: " in message and needle in message, (line, message)
+    assert "4 of 6 rows" in message and "video_key,label,partition" in message and "p0123456789abcdef,good" in message
+    report = SkipReport(BadItemPolicy(max_bad_fraction=0.7))
+    assert read_labels_csv(p, report=report) == {"pa": 1, "pc": 0}
+    assert report.counts()["skipped_rows"] == 4 and report.good["row"] == 2
+
+
+def test_labels_csv_under_the_share_skips_with_a_warning(tmp_path, caplog) -> None:
+    from vfusion3d_core.filtering.models import read_labels_csv
+
+    p = tmp_path / "labels.csv"
+    rows = [f"p{i:04d},{'good' if i % 2 else 'bad'}" for i in range(200)]
+    rows[57] = "p0057,perhaps"
+    p.write_text("video_key,label\n" + "\n".join(rows) + "\n")
+    labels = read_labels_csv(p)
+    assert len(labels) == 199 and "p0057" not in labels and labels["p0001"] == 1
+    assert any(f"{p}:59" in r.getMessage() and "perhaps" in r.getMessage() for r in caplog.records)
+
+
+def test_header_only_labels_csv_is_an_error(tmp_path) -> None:
+    from vfusion3d_core.filtering.models import LabelsError, read_labels_csv
+
+    p = tmp_path / "labels.csv"
+    p.write_text("video_key,label\n")
+    with pytest.raises(LabelsError, match="no labels .*\n.*video_key,label,partition"):
+        read_labels_csv(p)
+
+
+def test_prompt_file_nul_byte_skips_its_line(tmp_path, caplog) -> None:
+    from vfusion3d_core.prompts import PromptSourceError
+    from vfusion3d_core.prompts.sources import read_prompt_file
+
+    p = tmp_path / "prompts.txt"
+    lines = [f"a red cube number {i}" for i in range(150)]
+    lines[41] = "a blue\x00 ball"
+    p.write_bytes(("\n".join(lines) + "\n").encode())
+    report = SkipReport()
+    prompts = read_prompt_file(p, report=report)
+    assert len(prompts) == 149 and "a blue\x00 ball" not in prompts and prompts[41] == "a red cube number 42"
+    assert report.counts()["skipped_rows"] == 1 and report.problems() == [f"{p}:42: line: binary data (NUL byte)"]
+    csv_path = tmp_path / "prompts.csv"
+    csv_path.write_bytes(b"prompt\na cube\nbad\x00line\nsphere\n")
+    with pytest.raises(PromptSourceError, match=f"(?s)binary.*{csv_path.name}:3"):
+        read_prompt_file(csv_path, column="prompt")  # 1 of 4 lines: over 1 %

@@ -476,12 +476,15 @@ def _(ws: Workspace) -> None:
     assert known == {"pa": 1, "pb": 0} and unknown == ["pyy", "pzz"]
 
 
-# tar shards: refused with ShardError / SampleError naming the shard, nothing extracted, nothing published
+# tar shards: a batch input (docs/reliability.md, "Bad items in batch inputs"): the bad shard or sample is skipped
+# with a warning naming it and its reason, nothing of it is extracted or unpickled; next to a 2-sample good shard it
+# is over the allowed share (1 %), so the run fails with TooManyBadItems naming the shard and the reason and
+# nothing is published. ``exc`` is the kind of bad item: a whole shard (ShardError) or a sample (SampleError).
 def _shard_refused(ws: Workspace, shard: Path, exc: str, *needles: str) -> None:
-    from vfusion3d_core.data import SampleError, ShardError
+    from vfusion3d_core.data import TooManyBadItems
 
-    types = {"ShardError": ShardError, "SampleError": SampleError}
-    with expect(types[exc], str(shard), *needles):
+    kinds = {"ShardError": "shards", "SampleError": "samples"}
+    with expect(TooManyBadItems, str(shard), f"1 of {3 if exc == 'SampleError' else 2} {kinds[exc]}", *needles):
         publish_shards(ws, [good_shard(ws), shard])  # a good shard first: its samples must not be published
 
 
@@ -745,19 +748,28 @@ def _(ws: Workspace) -> None:
 
 @case("ckpt-inf-init-weights")
 def _(ws: Workspace) -> None:
-    """Fine-tuning initialised from a checkpoint with inf weights is refused before the first step."""
+    """Fine-tuning initialised from a checkpoint with inf weights is refused: loading the checkpoint already
+    refuses it (naming the file and the tensor, issue 17); a model holding inf in memory is refused by the
+    trainer before the first step."""
+    import torch
     from safetensors.torch import load_file, save_file
 
-    from vfusion3d_core.lrm import LRM
+    from vfusion3d_core.lrm import LRM, CheckpointMismatchError
     from vfusion3d_core.lrm.train.checkpoint import CheckpointError
 
     ckpt = _copy_checkpoint(ws)
+    model = LRM.from_pretrained(ckpt)
     weights = load_file(ckpt / "model.safetensors")
-    weights[sorted(weights)[0]].fill_(float("inf"))
+    name = sorted(weights)[0]
+    weights[name].fill_(float("inf"))
     save_file(weights, ckpt / "model.safetensors")
+    with expect(CheckpointMismatchError, str(ckpt / "model.safetensors"), name, "non-finite"):
+        LRM.from_pretrained(ckpt)
+    with torch.no_grad():
+        model.state_dict()[name].fill_(float("inf"))
     out = ws.inputs / "finetune"
     with expect(CheckpointError, "non-finite", "refusing to train"):
-        _trainer(out, [str(good_shard(ws))], model=LRM.from_pretrained(ckpt))
+        _trainer(out, [str(good_shard(ws))], model=model)
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
 
 

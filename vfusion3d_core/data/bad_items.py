@@ -115,19 +115,21 @@ class SkipReport:
                 out.append(f"{bad} of {total} {plural} ({100 * bad / total:.1f}%)")
         return out
 
-    def check(self) -> None:
+    def check(self, shown: int | None = SHOWN_CULPRITS) -> None:
         """Raise TooManyBadItems when the skipped share of a kind exceeds the policy or (``fail_when_empty``)
-        when bad items were met and no usable item was left (see ``usable``)."""
+        when bad items were met and no usable item was left (see ``usable``); the message names the first
+        ``shown`` bad items (all of them when None)."""
         over = self.over_share()
         empty = self.policy.fail_when_empty and bool(self.bad) and self.usable() == 0
         if not over and not empty:
             return
         why = (f"bad items over the allowed share of {100 * self.policy.max_bad_fraction:g}%: {', '.join(over)}"
                if over else "no usable item left")
-        shown = "\n  ".join(self.problems()[:SHOWN_CULPRITS])
-        more = len(self.bad) - SHOWN_CULPRITS
+        limit = len(self.bad) if shown is None else shown
+        listed = "\n  ".join(self.problems()[:limit])
+        more = len(self.bad) - limit
         tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise TooManyBadItems(f"{self.what}: {why}; skipped:\n  {shown}{tail}")
+        raise TooManyBadItems(f"{self.what}: {why}; skipped:\n  {listed}{tail}")
 
     def merge(self, other: SkipReport) -> None:
         """Add ``other``'s counts and bad items to this report."""
