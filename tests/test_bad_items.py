@@ -226,3 +226,24 @@ def test_prompt_file_nul_byte_skips_its_line(tmp_path, caplog) -> None:
     csv_path.write_bytes(b"prompt\na cube\nbad\x00line\nsphere\n")
     with pytest.raises(PromptSourceError, match=f"(?s)binary.*{csv_path.name}:3"):
         read_prompt_file(csv_path, column="prompt")  # 1 of 4 lines: over 1 %
+
+
+def test_integrity_check_lists_every_bad_item_and_fails(tmp_path) -> None:
+    """A check's job is to report bad items: it fails, listing all of them (not only the first)."""
+    from vfusion3d_core.data import ArtifactStore, Manifest, file_entries
+    from vfusion3d_pipeline.engine_checks import FILTERED, filtered_partition_problems
+
+    store = ArtifactStore(tmp_path / "root")
+    with store.staging(FILTERED, "shard-000000") as d:
+        with ShardWriter(d, 8) as w:
+            for i in range(3):
+                w.write(make_sample(f"k{i}", seed=i))
+        _tar(d / "shard-000001.tar", _members("png", **{"002_png": b"nope"}) + _members("miss", meta_json=None)
+             + _members("k3"))
+        _tar(d / "shard-000002.tar", [("/abs/evil.000.png", b"x")] + _members("k4"))
+        files = sorted(p.name for p in d.glob("*.tar"))
+        store.commit(d, Manifest(FILTERED, file_entries(d, files), {"kept": 4}, {}), FILTERED, "shard-000000")
+    problems, info = filtered_partition_problems(store, "shard-000000")
+    joined = "\n".join(problems)
+    assert "png.002.png" in joined and "missing ['meta.json']" in joined and "unsafe member path '/abs/evil" in joined
+    assert info["samples"] == 4 and info["skipped_samples"] == 2 and info["skipped_shards"] == 1
