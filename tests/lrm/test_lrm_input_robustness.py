@@ -73,6 +73,14 @@ def test_refused_rgba_image_leaves_no_folder(tmp_path, checkpoint, good):
     assert not alone.exists()
 
 
+def test_the_same_bad_file_twice_is_counted_twice(tmp_path, checkpoint, good):
+    bad = tmp_path / "BAD.png"
+    bad.write_bytes(b"")
+    result = run(bad, good, bad, "--checkpoint", checkpoint, "-o", tmp_path / "out", *FAST)
+    assert result.exit_code == 1, result.output
+    assert "1 of 3 image(s) processed; 2 failed" in result.output
+
+
 def test_all_good_batch_exits_zero_with_a_summary(tmp_path, checkpoint, good):
     result = run(good, "--checkpoint", checkpoint, "-o", tmp_path / "out", *FAST)
     assert result.exit_code == 0, result.output

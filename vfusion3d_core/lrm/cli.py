@@ -49,7 +49,11 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
     """Reconstruct each IMAGE in 3D: writes input.png, mesh.<fmt> and turntable.<mp4|gif>.
 
     By default the fast path runs (bf16 where the hardware has fast bf16, empty-space skipping,
-    coarse-to-fine meshing); --exact runs the reference fp32 path."""
+    coarse-to-fine meshing); --exact runs the reference fp32 path.
+
+    An image that cannot be used is reported by name with its reason and the others are still processed;
+    the exit status is 1 when any image failed, after a summary line. Each image's outputs appear only once
+    all are written (a refused or failed image leaves no folder)."""
     from tqdm.auto import tqdm
 
     from vfusion3d_core.compute import ComputeSettings, DeviceUnavailableError
@@ -63,12 +67,12 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
         raise click.UsageError("--official-config only applies to --official")
     if exact and precision == "bf16":
         raise click.UsageError("--exact is the fp32 reference path; it cannot run with --precision bf16")
-    failed: dict[Path, str] = {}
-    for path in images:  # headers only: unreadable images are reported before loading a large model
+    failed: dict[int, str] = {}  # position in IMAGES -> reason (the same file may be given twice)
+    for index, path in enumerate(images):  # headers only: unreadable images are reported before loading a model
         try:
             open_image(path, max_pixels).close()
         except ImageError as err:
-            failed[path] = str(err)
+            failed[index] = str(err)
             click.echo(f"skipped {err}", err=True)
     if len(failed) == len(images):
         raise click.ClickException(batch_summary(images, failed))
@@ -85,13 +89,14 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
                            mesh_format=mesh_format, mesh_level=mesh_level, video_format=video_format, fps=fps,
                            border_ratio=border_ratio, remove_background=remove_background, max_pixels=max_pixels,
                            inference=inference_options(compute, exact, max_memory_gb))
-    jobs = [(p, o) for p, o in zip(images, output_dirs(list(images), outdir), strict=True) if p not in failed]
-    for path, out in tqdm(jobs, desc="images", unit="image"):
+    jobs = [(i, p, o) for i, (p, o) in enumerate(zip(images, output_dirs(list(images), outdir), strict=True))
+            if i not in failed]
+    for index, path, out in tqdm(jobs, desc="images", unit="image"):
         try:
             written = generate_one(model, path, out, opts, log=tqdm.write)
         except (ImageError, ValueError, RuntimeError, OSError) as err:  # one image's failure: report, go on
             message = str(err) if str(err).startswith(str(path)) else f"{path}: {err}"
-            failed[path] = message
+            failed[index] = message
             tqdm.write(f"failed {message}")
             continue
         tqdm.write(f"{path} -> " + ", ".join(str(p) for p in written.values()))
@@ -100,10 +105,10 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
     click.echo(batch_summary(images, failed))
 
 
-def batch_summary(images: tuple[Path, ...], failed: dict[Path, str]) -> str:
-    """One line: how many images were processed, and each failed one by name with its reason."""
-    done = len(images) - len(failed)
-    line = f"{done} of {len(images)} image(s) processed"
+def batch_summary(images: tuple[Path, ...], failed: dict[int, str]) -> str:
+    """One line: how many images were processed, and each failed one (by position in ``images``) with its
+    reason, which names the file."""
+    line = f"{len(images) - len(failed)} of {len(images)} image(s) processed"
     if failed:
-        line += f"; {len(failed)} failed: " + "; ".join(failed[p] for p in images if p in failed)
+        line += f"; {len(failed)} failed: " + "; ".join(failed[i] for i in sorted(failed))
     return line
