@@ -247,3 +247,24 @@ def test_integrity_check_lists_every_bad_item_and_fails(tmp_path) -> None:
     joined = "\n".join(problems)
     assert "png.002.png" in joined and "missing ['meta.json']" in joined and "unsafe member path '/abs/evil" in joined
     assert info["samples"] == 4 and info["skipped_samples"] == 2 and info["skipped_shards"] == 1
+
+
+def test_training_stream_skips_bad_samples_and_fails_over_the_share(tmp_path) -> None:
+    from vfusion3d_core.lrm.train.data import MultiviewTrainingStream
+
+    shards = [str(p) for p in _good_shards(tmp_path / "good", 12, 4)]
+    shards.append(str(_tar(tmp_path / "bad.tar", _members("b0") + _members("bad", **{"001_png": b"garbage"})
+                           + _members("b1") + _members("b2"))))
+    good = {f"g{i}" for i in range(12)} | {"b0", "b1", "b2"}
+    stream = MultiviewTrainingStream(shards, views_per_sample=2, source_size=8, seed=3, max_bad_fraction=0.1)
+    it = iter(stream)
+    first_epoch = [next(it)["key"] for _ in range(len(good))]
+    assert set(first_epoch) == good
+    next(it)  # the second epoch begins: the first one's report is in
+    assert stream.skip_report.counts()["skipped_samples"] == 1
+    assert "bad.001.png" in stream.skip_report.problems()[0]
+    strict = iter(MultiviewTrainingStream(shards, views_per_sample=2, source_size=8, seed=3))
+    for _ in range(len(good)):
+        next(strict)
+    with pytest.raises(TooManyBadItems, match="(?s)1 of 16 samples.*bad.001.png"):
+        next(strict)
