@@ -129,6 +129,10 @@ def test_caption_rows_not_used_are_reported_by_line(tmp_path) -> None:
     issues = CaptionIssues()
     read_captions(tmp_path / "captions.csv", issues)
     assert (issues.malformed, issues.empty, issues.duplicate) == ([5], [(4, "ball")], [(6, "red_box")])
+    collected = CaptionIssues()
+    with pytest.warns(CaptionWarning):
+        load_mesh_folder(tmp_path, caption_issues=collected)
+    assert collected.unknown == [(3, "ghost")] and collected.count == 4
 
 
 def test_clean_captions_raise_no_warning(tmp_path) -> None:

@@ -157,21 +157,21 @@ def load_mesh_file(path: Path, uid: str, caption: str) -> ColoredMesh:
     return mesh
 
 
-def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None
-                     ) -> tuple[list[ColoredMesh], list[SkippedFile]]:
+def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None,
+                     caption_issues: CaptionIssues | None = None) -> tuple[list[ColoredMesh], list[SkippedFile]]:
     """Load every mesh under ``folder``. Bad files are reported in the second list and skipped.
 
     Captions come from ``captions_csv`` (or ``captions.csv`` in the folder when present); a mesh
     without a caption gets its file name as caption. Caption rows that are not used as given (uids matching
     no mesh file, empty captions, malformed or repeated rows) are listed by line, with their count, in one
-    ``CaptionWarning``.
+    ``CaptionWarning``; pass ``caption_issues`` to receive them (and their ``count``) as data too.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"mesh folder {folder} does not exist")
     if captions_csv is None and (folder / "captions.csv").is_file():
         captions_csv = folder / "captions.csv"
-    issues = CaptionIssues()
+    issues = CaptionIssues() if caption_issues is None else caption_issues
     captions = read_captions(Path(captions_csv), issues) if captions_csv else {}
     files, skipped = list_mesh_files(folder)
     meshes: list[ColoredMesh] = []
