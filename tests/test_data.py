@@ -13,6 +13,7 @@ from vfusion3d_core.data import (
     SampleError,
     ShardError,
     ShardWriter,
+    TooManyBadItems,
     count_samples,
     file_entries,
     iter_samples,
@@ -80,19 +81,22 @@ def test_duplicate_keys_and_bad_samples_rejected(tmp_path) -> None:
         MultiviewSample("../b", "c", bad.views, bad.c2w, bad.intrinsics)
 
 
-def test_truncated_and_unsafe_shards_are_refused(tmp_path) -> None:
+def test_truncated_and_unsafe_shards_are_skipped_and_named(tmp_path) -> None:
+    """Alone, a bad shard leaves nothing usable: the run fails naming it (policy: data/bad_items.py)."""
     with ShardWriter(tmp_path, 4) as w:
         w.write(make_sample("a"))
         w.write(make_sample("b"))
     shard = w.shards[0]
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ShardError, match="shard-000000.tar"):
+    with pytest.raises(TooManyBadItems, match="shard-000000.tar"):
         list(iter_samples([shard]))
-    with pytest.raises(ShardError, match="unsafe member"):
+    with pytest.raises(TooManyBadItems, match="unsafe member"):
         list(iter_samples([_one_member_tar(tmp_path / "evil.tar", "../escape.txt")]))
-    with pytest.raises(SampleError, match="incomplete sample"):
+    with pytest.raises(TooManyBadItems, match="incomplete sample"):
         list(iter_samples([_one_member_tar(tmp_path / "incomplete.tar", "k.000.png")]))
+    with pytest.raises(ShardError, match="truncated"):
+        count_samples(shard)
 
 
 def _one_member_tar(path, member: str):

@@ -89,3 +89,58 @@ def test_corrupt_and_hostile_files_are_reported_and_skipped(tmp_path) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_mesh_folder(tmp_path / "nope")
+
+
+def test_huge_coordinates_are_scaled_not_dropped(tmp_path) -> None:
+    box = trimesh.creation.box(extents=(2, 1, 1))
+    box.apply_scale(1e30)
+    box.apply_translation((3e30, -1e30, 0))
+    box.export(tmp_path / "huge.obj")
+    same = np.full((3, 3), 1e30)  # every vertex at one far point: truly degenerate
+    trimesh.Trimesh(same, [[0, 1, 2]], process=False).export(tmp_path / "point.obj")
+    meshes, skipped = load_mesh_folder(tmp_path)
+    assert [m.uid for m in meshes] == ["huge"]
+    assert meshes[0].bounding_radius == pytest.approx(0.8, abs=1e-5)
+    np.testing.assert_allclose(np.ptp(meshes[0].vertices, axis=0) / np.ptp(meshes[0].vertices[:, 0]),
+                               [1, 0.5, 0.5], atol=1e-5)  # the shape survives the scaling
+    assert [(os.path.basename(s.path), "degenerate" in s.reason) for s in skipped] == [("point.obj", True)]
+
+
+def test_caption_rows_not_used_are_reported_by_line(tmp_path) -> None:
+    from vfusion3d_core.objects.folder import CaptionIssues, CaptionWarning, read_captions
+
+    _write_meshes(tmp_path)
+    (tmp_path / "captions.csv").write_text(
+        "uid,caption\n"           # 1 header
+        "red_box,a long red box\n"  # 2
+        "ghost,a mesh nobody has\n"  # 3 unknown uid
+        "ball,   \n"               # 4 empty caption
+        "lonely\n"                 # 5 malformed
+        "red_box,a red box\n")     # 6 repeated uid (wins)
+    with pytest.warns(CaptionWarning) as record:
+        meshes, skipped = load_mesh_folder(tmp_path)
+    assert skipped == [] and len(record) == 1
+    message = str(record[0].message)
+    assert "4 caption row(s) not used as given" in message
+    assert "line 3 'ghost'" in message and "line 4 'ball'" in message and "line(s) 5" in message
+    assert "line 6 'red_box'" in message
+    by_uid = {m.uid: m.caption for m in meshes}
+    assert by_uid == {"red_box": "a red box", "ball": "ball", "can_v2": "can.v2"}
+    issues = CaptionIssues()
+    read_captions(tmp_path / "captions.csv", issues)
+    assert (issues.malformed, issues.empty, issues.duplicate) == ([5], [(4, "ball")], [(6, "red_box")])
+    collected = CaptionIssues()
+    with pytest.warns(CaptionWarning):
+        load_mesh_folder(tmp_path, caption_issues=collected)
+    assert collected.unknown == [(3, "ghost")] and collected.count == 4
+
+
+def test_clean_captions_raise_no_warning(tmp_path) -> None:
+    import warnings
+
+    _write_meshes(tmp_path)
+    (tmp_path / "captions.csv").write_text("uid,caption\nred_box,a long red box\nball,a ball\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        meshes, _ = load_mesh_folder(tmp_path)
+    assert len(meshes) == 3

@@ -6,7 +6,7 @@ from collections import Counter
 
 import dagster as dg
 
-from vfusion3d_core.data import ArtifactStore, SampleError, ShardError, iter_samples
+from vfusion3d_core.data import ArtifactStore, BadItemPolicy, SkipReport, iter_samples
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.video.synthesis import prompt_seed
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
@@ -26,20 +26,20 @@ def renders_3d_integrity(artifacts: ArtifactStoreResource) -> dg.AssetCheckResul
     uids: dict[str, set[str]] = {"train": set(), "heldout": set()}
     per_split = Counter()
     views_expected = m.config["num_views"]
+    # a check lists every bad shard and sample (never stops at the first) and fails when there is any
+    bad = SkipReport(BadItemPolicy.collect_all(), what="renders_3d_integrity")
     for split in uids:
         shards = version.files_under(split)
-        try:
-            for sample in iter_samples(shards):
-                if sample.key in uids[split]:
-                    problems.append(f"duplicate uid {sample.key} in {split}")
-                uids[split].add(sample.key)
-                per_split[split] += 1
-                if sample.num_views != views_expected:
-                    problems.append(f"{sample.key}: {sample.num_views} views, expected {views_expected}")
-        except (ShardError, SampleError) as exc:
-            problems.append(str(exc))
+        for sample in iter_samples(shards, bad):
+            if sample.key in uids[split]:
+                problems.append(f"duplicate uid {sample.key} in {split}")
+            uids[split].add(sample.key)
+            per_split[split] += 1
+            if sample.num_views != views_expected:
+                problems.append(f"{sample.key}: {sample.num_views} views, expected {views_expected}")
         if per_split[split] != m.counts.get(f"{split}_objects", 0):
             problems.append(f"{split}: {per_split[split]} samples, manifest says {m.counts.get(f'{split}_objects', 0)}")
+    problems += bad.problems()
     overlap = uids["train"] & uids["heldout"]
     if overlap:
         problems.append(f"{len(overlap)} uid(s) in both train and held-out, e.g. {sorted(overlap)[:3]}")
@@ -49,7 +49,7 @@ def renders_3d_integrity(artifacts: ArtifactStoreResource) -> dg.AssetCheckResul
         problems.append(f"objects.csv lists {listed} objects, manifest says {m.counts['objects']}")
     return dg.AssetCheckResult(
         passed=not problems,
-        metadata={"train": per_split["train"], "heldout": per_split["heldout"], "overlap": len(overlap),
+        metadata={"train": per_split["train"], "heldout": per_split["heldout"], "overlap": len(overlap), **bad.counts(),
                   "problems": dg.MetadataValue.json(problems[:50]), "version": version.path.name},
     )
 
@@ -71,17 +71,16 @@ def synthetic_partition_check(store: ArtifactStore, key: str) -> dg.AssetCheckRe
     m = version.manifest
     problems = m.verify(version.path)
     keys: list[str] = []
-    try:
-        for sample in iter_video_samples([version.path / f.path for f in m.files if f.path.endswith(".tar")]):
-            keys.append(sample.key)
-            if sample.model_digest != m.inputs.get("video_model"):
-                problems.append(f"{sample.key}: model digest {sample.model_digest[:12]} is not the manifest's input")
-            if sample.seed != prompt_seed(m.config["base_seed"], sample.key):
-                problems.append(f"{sample.key}: seed {sample.seed} does not follow from its prompt id")
-            if sample.num_frames != sample.meta.get("num_frames"):
-                problems.append(f"{sample.key}: {sample.num_frames} frames, meta says {sample.meta.get('num_frames')}")
-    except (ShardError, SampleError) as exc:
-        problems.append(str(exc))
+    bad = SkipReport(BadItemPolicy.collect_all(), what="synthetic_videos_integrity")
+    for sample in iter_video_samples([version.path / f.path for f in m.files if f.path.endswith(".tar")], bad):
+        keys.append(sample.key)
+        if sample.model_digest != m.inputs.get("video_model"):
+            problems.append(f"{sample.key}: model digest {sample.model_digest[:12]} is not the manifest's input")
+        if sample.seed != prompt_seed(m.config["base_seed"], sample.key):
+            problems.append(f"{sample.key}: seed {sample.seed} does not follow from its prompt id")
+        if sample.num_frames != sample.meta.get("num_frames"):
+            problems.append(f"{sample.key}: {sample.num_frames} frames, meta says {sample.meta.get('num_frames')}")
+    problems += bad.problems()  # every bad shard and sample, not only the first
     dupes = sorted(k for k, n in Counter(keys).items() if n > 1)
     if dupes:
         problems.append(f"{len(dupes)} duplicated sample(s), e.g. {dupes[:3]}")
@@ -89,6 +88,6 @@ def synthetic_partition_check(store: ArtifactStore, key: str) -> dg.AssetCheckRe
         problems.append(f"{len(keys)} samples, manifest says {m.counts.get('videos')}")
     return dg.AssetCheckResult(
         passed=not problems,
-        metadata={"partition": key, "samples": len(keys), "duplicates": len(dupes),
+        metadata={"partition": key, "samples": len(keys), "duplicates": len(dupes), **bad.counts(),
                   "problems": dg.MetadataValue.json(problems[:50]), "version": version.path.name},
     )

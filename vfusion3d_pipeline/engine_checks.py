@@ -5,7 +5,7 @@ from collections import Counter, defaultdict
 import dagster as dg
 import numpy as np
 
-from vfusion3d_core.data import ArtifactStore, Manifest, ManifestError, SampleError, ShardError, iter_samples
+from vfusion3d_core.data import ArtifactStore, BadItemPolicy, Manifest, ManifestError, SkipReport, iter_samples
 from vfusion3d_core.data.manifest import MANIFEST_NAME
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard
@@ -82,18 +82,18 @@ def filtered_partition_problems(store: ArtifactStore, key: str) -> tuple[list[st
     frames = None
     if synth is not None:
         first = next(iter_video_samples(sorted(synth.path / f.path for f in synth.manifest.files
-                                               if f.path.endswith(".tar"))), None)
+                                               if f.path.endswith(".tar")),
+                                        SkipReport(BadItemPolicy.collect_all())), None)
         frames = first.num_frames if first is not None else None
     keys: list[str] = []
-    try:
-        for s in iter_samples(sorted(version.path / f.path for f in m.files if f.path.endswith(".tar"))):
-            keys.append(s.key)
-            if frames is not None and s.num_views != frames:
-                problems.append(f"{s.key}: {s.num_views} views, the synthetic videos have {frames} frames")
-            if not (np.isfinite(s.c2w).all() and np.isfinite(s.intrinsics).all()):
-                problems.append(f"{s.key}: non-finite camera")
-    except (ShardError, SampleError) as exc:
-        problems.append(str(exc))
+    bad = SkipReport(BadItemPolicy.collect_all(), what="filtered_multiview_integrity")
+    for s in iter_samples(sorted(version.path / f.path for f in m.files if f.path.endswith(".tar")), bad):
+        keys.append(s.key)
+        if frames is not None and s.num_views != frames:
+            problems.append(f"{s.key}: {s.num_views} views, the synthetic videos have {frames} frames")
+        if not (np.isfinite(s.c2w).all() and np.isfinite(s.intrinsics).all()):
+            problems.append(f"{s.key}: non-finite camera")
+    problems += bad.problems()  # every bad shard and sample, not only the first
     if len(keys) != m.counts.get("kept"):
         problems.append(f"{len(keys)} samples, manifest says {m.counts.get('kept')} kept")
     mine = set(keys)
@@ -110,7 +110,7 @@ def filtered_partition_problems(store: ArtifactStore, key: str) -> tuple[list[st
                 clash = mine & tar_keys(ov.path / f.path)
                 if clash:
                     problems.append(f"sample key(s) also in partition {other}: {sorted(clash)[:3]}")
-    return problems, {"partition": key, "samples": len(keys), "views_per_sample": frames}
+    return problems, {"partition": key, "samples": len(keys), "views_per_sample": frames, **bad.counts()}
 
 
 @dg.asset_check(asset=FILTERED, blocking=True, partitions_def=prompt_shards,

@@ -3,7 +3,9 @@ processor), device/precision settings, the typed FilterRequest, streaming in bou
 pretrained-weights gate of quality_models / filtered_multiview_dataset at small / paper."""
 
 import gc
+import io
 import json
+import tarfile
 import weakref
 
 import dagster as dg
@@ -14,7 +16,7 @@ import torch
 from pipeline_utils import MICRO_RENDERS, VIDEO_MICRO
 
 from vfusion3d_core.compute import ComputeSettings
-from vfusion3d_core.data import ArtifactStore, iter_samples
+from vfusion3d_core.data import ArtifactStore, TooManyBadItems, iter_samples
 from vfusion3d_core.data.audit_cli import default_tracking_uri
 from vfusion3d_core.data.shards import ShardWriter
 from vfusion3d_core.data.video_sample import SyntheticVideoSample
@@ -228,6 +230,34 @@ def test_run_filter_on_shards_matches_filter_videos(tiny_models, tmp_path) -> No
     assert loaded.featurizer.device == torch.device("cpu")
     # blank videos never pass; every kept sample is one of the real orbits
     assert all(int(k[1:]) % 2 == 0 for k, _, keep, _ in result.scores if keep)
+
+
+def test_run_filter_skips_a_bad_video_and_counts_it(tiny_models, tmp_path) -> None:
+    """Issue 17: one undecodable video does not stop the partition; above the share the run fails naming it."""
+    models, orbits = tiny_models
+    videos = _videos(orbits["heldout"], 6)
+    with ShardWriter(tmp_path / "in", samples_per_shard=3) as w:
+        for v in videos:
+            w.write(v)
+    bad = {k: v for k, v in videos[0].to_wds().items() if k != "__key__"}
+    bad["001.png"] = b"not a png"
+    with tarfile.open(tmp_path / "in" / "bad.tar", "w") as tf:
+        for suffix, data in bad.items():
+            info = tarfile.TarInfo(f"vbad.{suffix}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    shards = [str(w.shards[0]), str(tmp_path / "in" / "bad.tar"), str(w.shards[1])]
+    models.save(tmp_path / "models")
+    request = FilterRequest("shard-000004", shards, str(tmp_path / "models"), str(tmp_path / "out"), batch_size=3,
+                            compute=ComputeSettings("cpu", "fp32"), max_bad_fraction=0.2)
+    result, _ = run_filter(request)
+    assert result.counts["videos"] == 6 and [k for k, *_ in result.scores] == [v.key for v in videos]
+    assert result.skipped == {"skipped_samples": 1, "skipped_shards": 0}
+    assert "vbad.001.png" in result.skipped_items[0] and "bad.tar" in result.skipped_items[0]
+    strict = FilterRequest("shard-000004", shards, str(tmp_path / "models"), str(tmp_path / "out2"), batch_size=3,
+                           compute=ComputeSettings("cpu", "fp32"))
+    with pytest.raises(TooManyBadItems, match="vbad.001.png"):
+        run_filter(strict)
 
 
 def test_keep_floor_is_linear_in_the_number_of_videos() -> None:

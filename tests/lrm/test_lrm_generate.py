@@ -111,7 +111,11 @@ def test_generate_exact_flag_matches_the_exact_api_path(tmp_path, checkpoint, im
     exact = trimesh.load(tmp_path / "exact" / "object" / "mesh.ply", force="mesh", process=False)
     fast = trimesh.load(tmp_path / "fast" / "object" / "mesh.ply", force="mesh", process=False)
     assert len(exact.faces) == len(reference.faces)
-    np.testing.assert_allclose(exact.vertices, reference.vertices, atol=1e-5)
+    # the CLI's model is loaded from the checkpoint: its planes differ from the in-memory model's by float
+    # rounding (~6e-7, other kernels for the loaded tensors), and marching cubes amplifies that where two grid
+    # densities straddling the level are close: a handful of vertices may move by up to ~1e-4
+    np.testing.assert_allclose(exact.vertices, reference.vertices, atol=1e-4)
+    assert (np.abs(exact.vertices - reference.vertices) > 1e-5).any(axis=1).mean() < 1e-3
     assert abs(len(fast.faces) - len(reference.faces)) < 0.05 * len(reference.faces)
 
 

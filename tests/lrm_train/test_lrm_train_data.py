@@ -129,8 +129,8 @@ def test_stream_reads_shards_lazily_through_a_bounded_buffer(shards, monkeypatch
     pulled = []
     real = data_module.iter_raw_samples
 
-    def counting(paths):
-        for raw in real(paths):
+    def counting(paths, *report):
+        for raw in real(paths, *report):
             pulled.append(raw["__key__"])
             yield raw
     monkeypatch.setattr(data_module, "iter_raw_samples", counting)

@@ -476,12 +476,15 @@ def _(ws: Workspace) -> None:
     assert known == {"pa": 1, "pb": 0} and unknown == ["pyy", "pzz"]
 
 
-# tar shards: refused with ShardError / SampleError naming the shard, nothing extracted, nothing published
+# tar shards: a batch input (docs/reliability.md, "Bad items in batch inputs"): the bad shard or sample is skipped
+# with a warning naming it and its reason, nothing of it is extracted or unpickled; next to a 2-sample good shard it
+# is over the allowed share (1 %), so the run fails with TooManyBadItems naming the shard and the reason and
+# nothing is published. ``exc`` is the kind of bad item: a whole shard (ShardError) or a sample (SampleError).
 def _shard_refused(ws: Workspace, shard: Path, exc: str, *needles: str) -> None:
-    from vfusion3d_core.data import SampleError, ShardError
+    from vfusion3d_core.data import TooManyBadItems
 
-    types = {"ShardError": ShardError, "SampleError": SampleError}
-    with expect(types[exc], str(shard), *needles):
+    kinds = {"ShardError": "shards", "SampleError": "samples"}
+    with expect(TooManyBadItems, str(shard), f"1 of {3 if exc == 'SampleError' else 2} {kinds[exc]}", *needles):
         publish_shards(ws, [good_shard(ws), shard])  # a good shard first: its samples must not be published
 
 
@@ -745,19 +748,28 @@ def _(ws: Workspace) -> None:
 
 @case("ckpt-inf-init-weights")
 def _(ws: Workspace) -> None:
-    """Fine-tuning initialised from a checkpoint with inf weights is refused before the first step."""
+    """Fine-tuning initialised from a checkpoint with inf weights is refused: loading the checkpoint already
+    refuses it (naming the file and the tensor, issue 17); a model holding inf in memory is refused by the
+    trainer before the first step."""
+    import torch
     from safetensors.torch import load_file, save_file
 
-    from vfusion3d_core.lrm import LRM
+    from vfusion3d_core.lrm import LRM, CheckpointMismatchError
     from vfusion3d_core.lrm.train.checkpoint import CheckpointError
 
     ckpt = _copy_checkpoint(ws)
+    model = LRM.from_pretrained(ckpt)
     weights = load_file(ckpt / "model.safetensors")
-    weights[sorted(weights)[0]].fill_(float("inf"))
+    name = sorted(weights)[0]
+    weights[name].fill_(float("inf"))
     save_file(weights, ckpt / "model.safetensors")
+    with expect(CheckpointMismatchError, str(ckpt / "model.safetensors"), name, "non-finite"):
+        LRM.from_pretrained(ckpt)
+    with torch.no_grad():
+        model.state_dict()[name].fill_(float("inf"))
     out = ws.inputs / "finetune"
     with expect(CheckpointError, "non-finite", "refusing to train"):
-        _trainer(out, [str(good_shard(ws))], model=LRM.from_pretrained(ckpt))
+        _trainer(out, [str(good_shard(ws))], model=model)
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
 
 
@@ -922,6 +934,85 @@ def _(ws: Workspace) -> None:
                           "--video-format", "gif", "--remove-background", "never")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.rglob("*") if p.is_file())[:1], result.output
+
+
+# issue 17 part B: batches of images, configs, meshes far from the unit box, captions that match nothing
+@case("image-bad-among-good")
+def _(ws: Workspace) -> None:
+    """`generate BAD good`: BAD is reported by name with its reason, good is processed, the exit status is 1
+    with a summary line, and BAD leaves no output folder."""
+    bad = ws.inputs / "BAD.png"
+    bad.write_text("hello")
+    out = ws.inputs / "out"
+    result = generate_cli(ws, str(bad), str(_image(ws)), "--checkpoint", str(lrm_checkpoint(ws)), "-o", str(out),
+                          "--views", "1", "--render-size", "16", "--mesh-resolution", "8", "--mesh-format", "obj",
+                          "--video-format", "gif", "--remove-background", "never")
+    assert_cli_refuses(result, str(bad), "cannot read image", "1 of 2 image(s) processed")
+    assert sorted(p.name for p in out.iterdir()) == ["input"], sorted(out.iterdir())
+    assert (out / "input" / "input.png").is_file()
+
+
+def _config_refused(ws: Workspace, text: str, *needles: str) -> None:
+    from vfusion3d_core.lrm import LRM, CheckpointMismatchError
+
+    ckpt = _copy_checkpoint(ws)
+    (ckpt / "config.json").write_text(text)
+    with expect(CheckpointMismatchError, str(ckpt / "config.json"), *needles):
+        LRM.from_pretrained(ckpt)
+    result = generate_cli(ws, str(_image(ws)), "--checkpoint", str(ckpt), "-o", str(ws.inputs / "out"))
+    assert_cli_refuses(result, "cannot load the model", str(ckpt / "config.json"), *needles)
+    assert not (ws.inputs / "out").exists()
+
+
+@case("ckpt-config-zero-sizes")
+def _(ws: Workspace) -> None:
+    cfg = json.loads((lrm_checkpoint(ws) / "config.json").read_text())
+    _config_refused(ws, json.dumps(dict(cfg, transformer_heads=0, triplane_dim=-8)), "transformer_heads=0",
+                    "triplane_dim=-8")
+
+
+@case("ckpt-config-not-json")
+def _(ws: Workspace) -> None:
+    _config_refused(ws, '{"transformer_dim": 64,,}', "not valid JSON at line 1 column 24")
+
+
+@case("mesh-huge-coordinates", accepted=True)
+def _(ws: Workspace) -> None:
+    """Coordinates around 1e30 are scaled into the unit ball (float64), not dropped as zero extent."""
+    import trimesh
+
+    from vfusion3d_core.objects.folder import load_mesh_folder
+
+    src = ws.inputs / "meshes"
+    src.mkdir()
+    box = trimesh.creation.box()
+    box.apply_scale(1e30)
+    box.export(src / "far.obj")
+    meshes, skipped = load_mesh_folder(src)
+    assert [m.uid for m in meshes] == ["far"] and skipped == [], skipped
+    assert abs(meshes[0].bounding_radius - 0.8) < 1e-5
+
+
+@case("mesh-captions-unknown-uid-and-empty")
+def _(ws: Workspace) -> None:
+    """Caption rows for uids with no mesh file and empty captions are reported by line in one warning."""
+    import warnings
+
+    import trimesh
+
+    from vfusion3d_core.objects.folder import CaptionWarning, load_mesh_folder
+
+    src = ws.inputs / "meshes"
+    src.mkdir()
+    trimesh.creation.box().export(src / "good.obj")
+    (src / "captions.csv").write_text("uid,caption\ngood,a box\nnobody,a ghost\ngood2,\n")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        meshes, _ = load_mesh_folder(src)
+    assert [m.uid for m in meshes] == ["good"]
+    messages = [str(w.message) for w in record if issubclass(w.category, CaptionWarning)]
+    assert len(messages) == 1 and "line 3 'nobody'" in messages[0] and "line 4 'good2'" in messages[0], messages
+    assert "2 caption row(s) not used as given" in messages[0]
 
 
 # --- running a case ----------------------------------------------------------------------------------------

@@ -14,11 +14,12 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 VIEW_SUFFIX = ".png"
 SAMPLE_KEY_RE = re.compile(r"[A-Za-z0-9-][A-Za-z0-9_-]*")
@@ -75,18 +76,32 @@ class MultiviewSample:
         missing = [m for m in ("c2w.npy", "intrinsics.npy", "caption.txt", "meta.json") if m not in sample]
         if not view_names or missing:
             raise SampleError(f"{source}: incomplete sample (views: {len(view_names)}, missing {missing})")
-        try:
-            views = np.stack([decode_png(sample[n], "RGBA") for n in view_names])
-            c2w = np.load(io.BytesIO(sample["c2w.npy"]), allow_pickle=False)
-            intrinsics = np.load(io.BytesIO(sample["intrinsics.npy"]), allow_pickle=False)
-            caption = sample["caption.txt"].decode("utf-8")
-            meta = json.loads(sample["meta.json"])
-        except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError) as exc:
-            raise SampleError(f"{source}: cannot decode sample: {exc}") from exc
+        views = np.stack([decode_member(sample, n, source, lambda b: decode_png(b, "RGBA")) for n in view_names])
+        c2w = decode_member(sample, "c2w.npy", source, load_npy)
+        intrinsics = decode_member(sample, "intrinsics.npy", source, load_npy)
+        caption = decode_member(sample, "caption.txt", source, lambda b: b.decode("utf-8"))
+        meta = decode_member(sample, "meta.json", source, json.loads)
         try:
             return cls(key, caption, views, c2w, intrinsics, meta)
         except SampleError as exc:
             raise SampleError(f"{source}: {exc}") from exc
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    """An ``.npy`` member; object arrays are refused, never unpickled."""
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def decode_member(sample: dict[str, Any], name: str, source: str, decode: Callable[[bytes], Any]) -> Any:
+    """``decode(sample[name])``; a failure raises SampleError naming the member (``<key>.<name>``) and ``source``
+    (``shard:key``) with the reason, never the in-memory buffer it was read from."""
+    member = f"{sample.get('__key__', '?')}.{name}"
+    try:
+        return decode(sample[name])
+    except UnidentifiedImageError as exc:
+        raise SampleError(f"{source}: cannot decode member {member}: not a readable image") from exc
+    except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError) as exc:
+        raise SampleError(f"{source}: cannot decode member {member}: {exc}") from exc
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
@@ -131,7 +146,9 @@ def png_member_names(sample: dict[str, Any], source: str) -> list[str]:
     """The numbered PNG members of a raw sample, in order; they must run 000, 001, ... without gaps."""
     names = sorted(k for k in sample if k.endswith(VIEW_SUFFIX) and k[:-len(VIEW_SUFFIX)].isdigit())
     if names != [f"{i:03d}{VIEW_SUFFIX}" for i in range(len(names))]:
-        raise SampleError(f"{source}: image members are not numbered 000..{len(names) - 1:03d}")
+        expected = {f"{i:03d}{VIEW_SUFFIX}" for i in range(len(names))}
+        odd = [f"{sample.get('__key__', '?')}.{n}" for n in names if n not in expected]
+        raise SampleError(f"{source}: image members are not numbered 000..{len(names) - 1:03d} (out of place: {odd})")
     return names
 
 

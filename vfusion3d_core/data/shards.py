@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import webdataset as wds
 
 from vfusion3d_core.data.artifacts import pid_alive
+from vfusion3d_core.data.bad_items import SkipReport
 from vfusion3d_core.data.s3_store import register_webdataset_scheme, remote_tar_problem
 from vfusion3d_core.data.sample import MultiviewSample, SampleError
 
 SHARD_PATTERN = "shard-{index:06d}.tar"
+T = TypeVar("T")
 
 
 class ShardError(ValueError):
@@ -115,62 +118,122 @@ def _all_shards(urls: Iterable) -> Iterable:
     return urls
 
 
-def _raise_shard_error(exc: Exception) -> bool:
-    raise ShardError(str(exc)) from exc
+def iter_raw_samples(urls: Iterable[str | Path], report: SkipReport | None = None) -> Iterator[dict]:
+    """Raw samples (member suffix -> bytes, ``__key__``, ``__url__``) of shards in order, through WebDataset, under
+    the bad-item policy (data/bad_items.py).
 
-
-def iter_raw_samples(urls: Iterable[str | Path]) -> Iterator[dict]:
-    """Raw samples (member suffix -> bytes) of shards in order, through WebDataset.
-
-    Truncated or malformed tars raise ShardError naming the shard. ``s3://`` URLs are streamed through
-    boto3 (vfusion3d_core/data/s3_store.py).
+    A shard that cannot be read at all (not a tar, empty, unsafe or non-regular members: never extracted) is
+    skipped whole; a truncated shard yields the samples before the truncation and the rest of it is recorded as
+    skipped; later shards are read either way. Each shard counts as one good or bad ``shard`` item in
+    ``report``. Without ``report`` a default one is checked when the shards are exhausted (TooManyBadItems above
+    1 % bad shards or when none was readable); with one, the caller calls ``report.check()``. ``s3://`` URLs are
+    streamed through boto3 (vfusion3d_core/data/s3_store.py).
     """
+    own = report is None
+    report = report if report is not None else SkipReport(what="reading shards")
     register_webdataset_scheme()
     for url in urls:
         url = str(url)
-        _check_tar(url)
+        unusable, truncated = _scan_tar(url)
+        if unusable:
+            report.skip("shard", url, "whole shard", unusable)
+            continue
+        errors: list[str] = []
+
+        def record(exc: Exception, errors: list[str] = errors) -> bool:
+            # WebDataset appends " @ <stream repr>" to the message; the shard is named by the report already
+            first = str(exc.args[0]) if exc.args else ""
+            errors.append(f"{type(exc).__name__}: {first.split(' @ ')[0]}")
+            return True  # WebDataset goes on with what follows (here: the end of this shard)
+
         # Callers split shards across ranks/workers themselves, so WebDataset must not split again.
-        dataset = wds.WebDataset(url, shardshuffle=False, handler=_raise_shard_error, empty_check=False,
+        dataset = wds.WebDataset(url, shardshuffle=False, handler=record, empty_check=False,
                                  nodesplitter=_all_shards, workersplitter=_all_shards)
+        read = 0
+        for raw in dataset:
+            read += 1
+            yield raw
+        if truncated or errors:
+            reasons = truncated or "; ".join(dict.fromkeys(errors))  # the scan's reason covers the reader's
+            report.skip("shard", url, f"after sample {read}", f"{reasons} (the rest of the shard is lost)")
+        else:
+            report.ok("shard")
+    if own:
+        report.check()
+
+
+def iter_decoded(urls: Iterable[str | Path], decode: Callable[[dict], T],
+                 report: SkipReport | None = None) -> Iterator[T]:
+    """``decode(raw)`` of every raw sample of the shards; a sample that raises SampleError is skipped and recorded
+    in ``report`` (one ``sample`` item, named by shard and key, with the reason). Shard problems are handled by
+    iter_raw_samples. Without ``report`` a default one is checked at the end (see iter_raw_samples)."""
+    own = report is None
+    report = report if report is not None else SkipReport(what="reading samples")
+    for raw in iter_raw_samples(urls, report):
         try:
-            yield from dataset
-        except ShardError as exc:
-            raise ShardError(f"{url}: {exc}") from exc
+            item = decode(raw)
+        except SampleError as exc:
+            url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
+            report.skip("sample", url, key, str(exc).removeprefix(f"{url}:{key}: "))
+            continue
+        report.ok("sample")
+        yield item
+    if own:
+        report.check()
 
 
-def iter_samples(urls: Iterable[str | Path]) -> Iterator[MultiviewSample]:
-    """Decoded MultiviewSamples of shards in order."""
-    for raw in iter_raw_samples(urls):
-        yield MultiviewSample.from_wds(raw)
+def iter_samples(urls: Iterable[str | Path], report: SkipReport | None = None) -> Iterator[MultiviewSample]:
+    """Decoded MultiviewSamples of shards in order, bad samples and shards skipped under the bad-item policy
+    (see iter_decoded)."""
+    yield from iter_decoded(urls, MultiviewSample.from_wds, report)
+
+
+def _scan_tar(path: str) -> tuple[str | None, str | None]:
+    """(why the whole shard is unusable, why it is truncated), each None when fine. Local tars are read member by
+    member (headers only); unsafe names (absolute, ``..``) and non-regular members make the shard unusable, all of
+    them named. Remote ``s3://`` shards get the cheap checks (whole blocks, end-of-archive marker)."""
+    if path.startswith("s3://"):
+        return remote_tar_problem(path), None
+    if "://" in path:
+        return None, None
+    unsafe: list[str] = []
+    members = 0
+    try:
+        tf = tarfile.open(path, "r:")  # noqa: SIM115  (closed by the with block below)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        return f"unreadable tar shard: {exc}", None
+    with tf:
+        try:
+            for member in tf:
+                members += 1
+                name = member.name
+                if not member.isfile():
+                    unsafe.append(f"member {name!r} is not a regular file")
+                elif name.startswith("/") or ".." in Path(name).parts:
+                    unsafe.append(f"unsafe member path {name!r}")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            if unsafe:
+                return "; ".join(unsafe), None
+            if members == 0:
+                return f"unreadable tar shard: {exc}", None
+            return None, f"truncated tar shard (unreadable after {members} member(s): {exc})"
+        end = tf.offset  # where the member list stopped: the end-of-archive marker must follow
+    if unsafe:
+        return "; ".join(unsafe) + " (refused, nothing extracted)", None
+    with open(path, "rb") as f:
+        f.seek(end)
+        marker = f.read(2 * tarfile.BLOCKSIZE)
+    if len(marker) < 2 * tarfile.BLOCKSIZE or marker.count(0) != len(marker):
+        # A tar cut at a member boundary reads as a shorter valid archive; only the marker tells.
+        return None, f"truncated tar shard (no end-of-archive marker after byte {end})"
+    return None, None
 
 
 def _check_tar(path: str) -> None:
-    """Reject truncated/malformed tars and unsafe members before streaming them. Remote ``s3://`` shards
-    get the cheap checks (whole blocks, end-of-archive marker); WebDataset refuses bad members as it reads."""
-    if path.startswith("s3://"):
-        problem = remote_tar_problem(path)
-        if problem:
-            raise ShardError(f"{path}: {problem}")
-        return
-    if "://" in path:
-        return
-    try:
-        with tarfile.open(path, "r:") as tf:
-            for member in tf:
-                name = member.name
-                if not member.isfile():
-                    raise ShardError(f"{path}: member {name!r} is not a regular file")
-                if name.startswith("/") or ".." in Path(name).parts:
-                    raise ShardError(f"{path}: unsafe member path {name!r}")
-            end = tf.offset  # where the member list stopped: the end-of-archive marker must follow
-        with open(path, "rb") as f:
-            f.seek(end)
-            marker = f.read(2 * tarfile.BLOCKSIZE)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ShardError(f"{path}: unreadable tar shard: {exc}") from exc
-    if len(marker) < 2 * tarfile.BLOCKSIZE or marker.count(0) != len(marker):
-        # A tar cut at a member boundary reads as a shorter valid archive; only the marker tells.
-        raise ShardError(f"{path}: truncated tar shard (no end-of-archive marker after byte {end})")
+    """Raise ShardError naming the shard when it is unusable or truncated (count_samples)."""
+    unusable, truncated = _scan_tar(path)
+    if unusable or truncated:
+        raise ShardError(f"{path}: {unusable or truncated}")
 
 
 def count_samples(path: str | Path) -> int:

@@ -9,7 +9,7 @@ Members of sample KEY (KEY = the prompt_id) in a tar shard:
     KEY.meta.json                       prompt_id, shard, scheduler, steps, guidance, num_frames, resolution, ...
 
 Shards are written with ``vfusion3d_core.data.shards.ShardWriter`` (duck-typed: ``key`` + ``to_wds``)
-and read with ``iter_raw_samples`` + ``SyntheticVideoSample.from_wds``.
+and read with ``iter_video_samples`` (``iter_raw_samples`` + ``SyntheticVideoSample.from_wds``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from vfusion3d_core.data.sample import SampleError, check_sample_key, decode_png, encode_png_sequence, png_member_names
-from vfusion3d_core.data.shards import iter_raw_samples
+from vfusion3d_core.data.bad_items import SkipReport
+from vfusion3d_core.data.sample import (
+    SampleError,
+    check_sample_key,
+    decode_member,
+    decode_png,
+    encode_png_sequence,
+    png_member_names,
+)
+from vfusion3d_core.data.shards import iter_decoded
 
 REQUIRED = ("prompt.txt", "seed.txt", "model.txt", "meta.json")
 
@@ -69,17 +76,21 @@ class SyntheticVideoSample:
         missing = [m for m in REQUIRED if m not in sample]
         if not names or missing:
             raise SampleError(f"{source}: incomplete video sample (frames: {len(names)}, missing {missing})")
+        frames = np.stack([decode_member(sample, n, source, lambda b: decode_png(b, "RGB")) for n in names])
+        prompt = decode_member(sample, "prompt.txt", source, lambda b: b.decode("utf-8"))
+        seed = decode_member(sample, "seed.txt", source, lambda b: int(b.decode()))
+        digest = decode_member(sample, "model.txt", source, lambda b: b.decode())
+        meta = decode_member(sample, "meta.json", source, json.loads)
         try:
-            frames = np.stack([decode_png(sample[n], "RGB") for n in names])
-            out = cls(key, sample["prompt.txt"].decode("utf-8"), frames, int(sample["seed.txt"].decode()),
-                      sample["model.txt"].decode(), json.loads(sample["meta.json"]))
-        except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError) as exc:
-            raise SampleError(f"{source}: cannot decode video sample: {exc}") from exc
+            out = cls(key, prompt, frames, seed, digest, meta)
+        except SampleError as exc:
+            raise SampleError(f"{source}: {exc}") from exc
         return out
 
 
-def iter_video_samples(urls: Iterable[str | Path]) -> Iterator[SyntheticVideoSample]:
-    """Decoded synthetic video samples of shards, in order (ShardError / SampleError on bad data)."""
-    for raw in iter_raw_samples(urls):
-        yield SyntheticVideoSample.from_wds(raw)
-
+def iter_video_samples(urls: Iterable[str | Path], report: SkipReport | None = None) -> Iterator[SyntheticVideoSample]:
+    """Decoded synthetic video samples of shards, in order, under the bad-item policy (data/bad_items.py): bad
+    samples and unreadable shards are skipped and recorded in ``report``. Without ``report`` a default one is
+    checked when the shards are exhausted (TooManyBadItems above 1 % or when nothing usable is left); with one,
+    the caller calls ``report.check()``."""
+    yield from iter_decoded(urls, SyntheticVideoSample.from_wds, report)

@@ -10,7 +10,7 @@ levels away. Samples use the renders_3d schema (``data/sample.py``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from vfusion3d_core.cameras import Intrinsics, orbit_cameras
 from vfusion3d_core.compute import ComputeSettings
+from vfusion3d_core.data.bad_items import BadItemPolicy, SkipReport
 from vfusion3d_core.data.sample import MultiviewSample
 from vfusion3d_core.data.shards import ShardWriter
 from vfusion3d_core.data.video_sample import SyntheticVideoSample, iter_video_samples
@@ -55,6 +56,9 @@ class FilterResult:
     files: list[str]
     counts: dict[str, int]
     scores: list[tuple[str, float, bool, float]] = field(default_factory=list)  # key, score, kept, elevation
+    # bad input items skipped under the bad-item policy (data/bad_items.py): skipped_samples, skipped_shards
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_items: list[str] = field(default_factory=list)  # "shard: key: reason" of each
 
 
 @dataclass
@@ -64,6 +68,8 @@ class FilterRequest(StepRequest):
     video_shards: the partition's ``SyntheticVideoSample`` tar shards (local paths or ``s3://`` URLs), in order.
     quality_models_dir: a ``QualityModels.save`` folder whose files were verified against their manifest.
     output_dir: where the posed multi-view shards, scores.csv, histogram and examples go.
+    max_bad_fraction: the bad-item policy's share (data/bad_items.py): bad videos / shards are skipped and
+    counted; above this share of either the run fails naming them.
     """
 
     partition: str
@@ -74,6 +80,7 @@ class FilterRequest(StepRequest):
     min_keep_fraction: float = 0.0
     samples_per_shard: int = 64
     batch_size: int = 16
+    max_bad_fraction: float = 0.01
     compute: ComputeSettings = field(default_factory=ComputeSettings)
 
     def __post_init__(self) -> None:
@@ -92,9 +99,20 @@ def run_filter(request: FilterRequest, progress: Callable[[int], None] | None = 
     its shards twice (``filter_videos``). Returns the result and the models (for their metadata)."""
     models = QualityModels.load(request.quality_models_dir, request.compute)
     shards = list(request.video_shards)
-    result = filter_videos(lambda: iter_video_samples(shards), models, request.output_dir, request.partition,
-                           request.threshold, request.samples_per_shard, request.batch_size, progress,
-                           request.min_keep_fraction)
+    reports: list[SkipReport] = []
+
+    def videos() -> Iterator[SyntheticVideoSample]:
+        # bad videos / shards are skipped (named warnings); the run fails above the policy's share (1 %)
+        report = SkipReport(BadItemPolicy(request.max_bad_fraction), what=f"{request.partition}: synthetic videos")
+        reports.append(report)
+        yield from iter_video_samples(shards, report)
+        report.check()
+
+    result = filter_videos(videos, models, request.output_dir, request.partition, request.threshold,
+                           request.samples_per_shard, request.batch_size, progress, request.min_keep_fraction)
+    first = reports[0]  # both passes read the same bytes: the first pass's report is the partition's
+    result.skipped = {k: v for k, v in first.counts().items() if k != "skipped_rows"}
+    result.skipped_items = first.problems()
     return result, models
 
 

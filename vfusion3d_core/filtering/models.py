@@ -30,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from vfusion3d_core.compute import ComputeSettings
+from vfusion3d_core.data.bad_items import BadItemPolicy, SkipReport, TooManyBadItems
 from vfusion3d_core.filtering.bootstrap import iter_bootstrap
 from vfusion3d_core.filtering.features import TEMPORAL_STATS, DinoFeaturizer
 
@@ -100,33 +101,65 @@ class QualityModels:
                    json.loads((d / INFO_FILE).read_text()))
 
 
-def read_labels_csv(path: str | Path) -> dict[str, int]:
-    """video_key -> 1 (good) / 0 (bad); the last row for a key wins."""
+LABELS_FORMAT = ("expected columns video_key,label (partition optional); label is good or bad; e.g.\n"
+                 "  video_key,label,partition\n  p0123456789abcdef,good,shard-000000")
+
+
+def read_labels_csv(path: str | Path, policy: BadItemPolicy | None = None,
+                    report: SkipReport | None = None) -> dict[str, int]:
+    """video_key -> 1 (good) / 0 (bad); the last row for a key wins (relabelling appends).
+
+    Every row is read; a bad row (no key, unknown label, key that is not a sample key, key labelled in another
+    partition than before) is a bad item under the bad-item policy (vfusion3d_core/data/bad_items.py): skipped
+    with a warning naming ``file:line``, counted in ``report`` (``skipped_rows``; a given report brings its own
+    policy, else ``policy``, else the default). Above the policy's share (1 % by default) one LabelsError
+    lists every bad row with its line. A file without the columns or without any label row is a LabelsError;
+    both errors show the expected columns and an example row.
+    """
     p = Path(path)
+    report = report if report is not None else SkipReport(policy or BadItemPolicy(), what="reading labels")
     if not p.is_file():
         raise LabelsError(f"{p}: no such labels file")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise LabelsError(f"{p}: not UTF-8 text") from exc
+        raise LabelsError(f"{p}: not UTF-8 text ({LABELS_FORMAT})") from exc
     reader = csv.DictReader(text.splitlines())
     if reader.fieldnames is None or not {"video_key", "label"} <= set(reader.fieldnames):
-        raise LabelsError(f"{p}: needs columns video_key,label (got {reader.fieldnames})")
+        raise LabelsError(f"{p}: needs columns video_key,label (got {reader.fieldnames}); {LABELS_FORMAT}")
     out: dict[str, int] = {}
-    partitions: dict[str, str] = {}
+    partitions: dict[str, tuple[str, int]] = {}
     for n, row in enumerate(reader, start=2):
-        label = (row["label"] or "").strip().lower()
-        key = (row["video_key"] or "").strip()
-        if label not in LABELS or not key:
-            raise LabelsError(f"{p}:{n}: expected a video_key and label good/bad, got {row}")
-        if not VIDEO_KEY_RE.match(key):
-            raise LabelsError(f"{p}:{n}: video_key {key!r} is not a sample key (letters, digits, '_', '-')")
-        part = (row.get("partition") or "").strip()
-        if part and partitions.setdefault(key, part) != part:
-            raise LabelsError(f"{p}:{n}: video_key {key!r} is labelled in partition {part!r} here but "
-                              f"{partitions[key]!r} earlier; a prompt id belongs to one partition")
-        out[key] = LABELS[label]  # a later row for the same key overrides (relabelling appends)
+        problem = _label_row_problem(row, partitions, n)
+        if problem:
+            report.skip("row", f"{p}:{n}", f"video_key {(row.get('video_key') or '').strip()!r}", problem)
+            continue
+        report.ok("row")
+        out[(row["video_key"] or "").strip()] = LABELS[(row["label"] or "").strip().lower()]
+    if not report.good["row"] and not report.skipped("row"):
+        raise LabelsError(f"{p}: no labels (only the header); {LABELS_FORMAT}")
+    try:
+        report.check(shown=None)  # every bad row at once: a user fixes them in one go
+    except TooManyBadItems as exc:
+        raise LabelsError(f"{p}: {exc}\n{LABELS_FORMAT}") from exc
     return out
+
+
+def _label_row_problem(row: dict, partitions: dict[str, tuple[str, int]], n: int) -> str | None:
+    """Why a labels row is bad, or None; a valid row's partition is remembered in ``partitions``."""
+    label = (row.get("label") or "").strip().lower()
+    key = (row.get("video_key") or "").strip()
+    if not key or label not in LABELS:
+        return f"expected a video_key and label good/bad, got {dict(row)}"
+    if not VIDEO_KEY_RE.match(key):
+        return f"video_key {key!r} is not a sample key (letters, digits, '_', '-')"
+    part = (row.get("partition") or "").strip()
+    if part:
+        first, line = partitions.setdefault(key, (part, n))
+        if first != part:
+            return (f"video_key {key!r} is labelled in partition {part!r} here but {first!r} on line {line}; "
+                    "a prompt id belongs to one partition")
+    return None
 
 
 def match_labels(labels: dict[str, int], available: Iterable[str]) -> tuple[dict[str, int], list[str]]:

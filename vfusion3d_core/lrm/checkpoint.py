@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import LRMConfig
+from .config import ConfigError, LRMConfig
 from .convert import CheckpointMismatchError, unwrap_state_dict
 
 WEIGHTS_NAME = "model.safetensors"
@@ -34,9 +33,9 @@ def read_checkpoint(directory: str | Path) -> tuple[LRMConfig, dict[str, torch.T
         raise CheckpointMismatchError(f"{path} is not an LRM checkpoint directory "
                                       f"(needs {CONFIG_NAME} and {WEIGHTS_NAME})")
     try:
-        config = LRMConfig.load(path / CONFIG_NAME)
-    except (ValueError, TypeError, json.JSONDecodeError) as err:
-        raise CheckpointMismatchError(f"{path / CONFIG_NAME} is not a valid LRM config: {err}") from err
+        config = LRMConfig.load(path / CONFIG_NAME)  # ConfigError messages name the file
+    except ConfigError as err:
+        raise CheckpointMismatchError(f"not a valid LRM config: {err}") from err
     return config, _load_safetensors(path / WEIGHTS_NAME)
 
 

@@ -49,12 +49,15 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
     """Reconstruct each IMAGE in 3D: writes input.png, mesh.<fmt> and turntable.<mp4|gif>.
 
     By default the fast path runs (bf16 where the hardware has fast bf16, empty-space skipping,
-    coarse-to-fine meshing); --exact runs the reference fp32 path."""
+    coarse-to-fine meshing); --exact runs the reference fp32 path.
+
+    An image that cannot be used is reported by name with its reason and the others are still processed;
+    the exit status is 1 when any image failed, after a summary line. Each image's outputs appear only once
+    all are written (a refused or failed image leaves no folder)."""
     from tqdm.auto import tqdm
 
     from vfusion3d_core.compute import ComputeSettings, DeviceUnavailableError
 
-    from .convert import CheckpointMismatchError
     from .generate import GenerateOptions, generate_one, inference_options, load_model, output_dirs
     from .preprocess import ImageError, open_image
 
@@ -62,13 +65,17 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
         raise click.UsageError("give exactly one of --checkpoint DIR or --official FILE")
     if official_config is not None and official is None:
         raise click.UsageError("--official-config only applies to --official")
-    for path in images:  # fail before loading a large model
+    if exact and precision == "bf16":
+        raise click.UsageError("--exact is the fp32 reference path; it cannot run with --precision bf16")
+    failed: dict[int, str] = {}  # position in IMAGES -> reason (the same file may be given twice)
+    for index, path in enumerate(images):  # headers only: unreadable images are reported before loading a model
         try:
             open_image(path, max_pixels).close()
         except ImageError as err:
-            raise click.ClickException(str(err)) from err
-    if exact and precision == "bf16":
-        raise click.UsageError("--exact is the fp32 reference path; it cannot run with --precision bf16")
+            failed[index] = str(err)
+            click.echo(f"skipped {err}", err=True)
+    if len(failed) == len(images):
+        raise click.ClickException(batch_summary(images, failed))
     try:
         compute = ComputeSettings(device, precision)
         torch_device = compute.torch_device
@@ -76,16 +83,32 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
         raise click.UsageError(str(err)) from err
     try:
         model = load_model(checkpoint, official, official_config, torch_device)
-    except (CheckpointMismatchError, ValueError, OSError) as err:
+    except (ValueError, OSError) as err:  # CheckpointMismatchError and ConfigError are ValueErrors
         raise click.ClickException(f"cannot load the model: {err}") from err
     opts = GenerateOptions(render_size=render_size, num_views=views, mesh_resolution=mesh_resolution,
                            mesh_format=mesh_format, mesh_level=mesh_level, video_format=video_format, fps=fps,
                            border_ratio=border_ratio, remove_background=remove_background, max_pixels=max_pixels,
                            inference=inference_options(compute, exact, max_memory_gb))
-    for path, out in tqdm(list(zip(images, output_dirs(list(images), outdir), strict=True)), desc="images",
-                          unit="image"):
+    jobs = [(i, p, o) for i, (p, o) in enumerate(zip(images, output_dirs(list(images), outdir), strict=True))
+            if i not in failed]
+    for index, path, out in tqdm(jobs, desc="images", unit="image"):
         try:
             written = generate_one(model, path, out, opts, log=tqdm.write)
-        except (ImageError, RuntimeError) as err:
-            raise click.ClickException(str(err)) from err
+        except (ImageError, ValueError, RuntimeError, OSError) as err:  # one image's failure: report, go on
+            message = str(err) if str(err).startswith(str(path)) else f"{path}: {err}"
+            failed[index] = message
+            tqdm.write(f"failed {message}")
+            continue
         tqdm.write(f"{path} -> " + ", ".join(str(p) for p in written.values()))
+    if failed:
+        raise click.ClickException(batch_summary(images, failed))
+    click.echo(batch_summary(images, failed))
+
+
+def batch_summary(images: tuple[Path, ...], failed: dict[int, str]) -> str:
+    """One line: how many images were processed, and each failed one (by position in ``images``) with its
+    reason, which names the file."""
+    line = f"{len(images) - len(failed)} of {len(images)} image(s) processed"
+    if failed:
+        line += f"; {len(failed)} failed: " + "; ".join(failed[i] for i in sorted(failed))
+    return line

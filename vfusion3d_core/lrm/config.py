@@ -28,6 +28,29 @@ DINOV2_BASE: dict[str, Any] = {
     "use_mask_token": True,
 }
 
+# Released model kwargs that are known and deliberately not fields of LRMConfig, with the reason.
+# Any other key that is not a field is an error (a typo would otherwise silently fall back to a default).
+OFFICIAL_IGNORED_KEYS: dict[str, str] = {
+    "encoder_model_name": "the DINOv2 architecture comes from dino_config (weights from the checkpoint)",
+    "encoder_type": "only the DINOv2 encoder exists here",
+}
+
+# Integer hyper-parameters that must be positive (checked before any arithmetic on them).
+_POSITIVE_INT_FIELDS = (
+    "camera_embed_dim", "rendering_samples_per_ray", "transformer_dim", "transformer_layers", "transformer_heads",
+    "triplane_low_res", "triplane_high_res", "triplane_dim", "encoder_feat_dim", "source_size", "render_size",
+    "decoder_hidden_dim", "decoder_layers", "source_camera_dim",
+)
+_POSITIVE_INT_DINO_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "num_channels")
+
+
+class ConfigError(ValueError):
+    """An LRM config that cannot be used: unreadable JSON, unknown keys or invalid values (all listed)."""
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
 
 @dataclass
 class LRMConfig:
@@ -60,21 +83,36 @@ class LRMConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError on inconsistent hyper-parameters."""
-        errors = []
-        if self.encoder_feat_dim != int(self.dino_config.get("hidden_size", -1)):
-            errors.append(f"encoder_feat_dim={self.encoder_feat_dim} != dino hidden_size="
-                          f"{self.dino_config.get('hidden_size')}")
-        if self.transformer_dim % self.transformer_heads:
-            errors.append(f"transformer_dim={self.transformer_dim} not divisible by heads={self.transformer_heads}")
-        if self.triplane_high_res != 2 * self.triplane_low_res:
-            errors.append("triplane_high_res must be 2 * triplane_low_res (ConvTranspose2d k2 s2)")
-        if self.rendering_samples_per_ray % 2 or self.rendering_samples_per_ray < 8:
-            errors.append("rendering_samples_per_ray must be even and >= 8 (half coarse, half importance)")
-        if self.source_size < int(self.dino_config.get("patch_size", 14)):
-            errors.append("source_size smaller than one DINOv2 patch")
+        """Raise ConfigError listing every invalid hyper-parameter (non-positive or non-integer sizes, head
+        dims that do not divide, inconsistent resolutions); derived checks run only on valid sizes."""
+        errors = [f"{name}={getattr(self, name)!r} must be a positive integer"
+                  for name in _POSITIVE_INT_FIELDS if not _positive_int(getattr(self, name))]
+        if not isinstance(self.dino_config, dict):
+            raise ConfigError(f"invalid LRMConfig: dino_config must be a dict, got {type(self.dino_config).__name__}")
+        dino = {k: self.dino_config.get(k) for k in _POSITIVE_INT_DINO_KEYS}
+        errors += [f"dino_config.{k}={v!r} must be a positive integer" for k, v in dino.items() if not _positive_int(v)]
+        ok = {name for name in _POSITIVE_INT_FIELDS if _positive_int(getattr(self, name))}
+        ok |= {f"dino.{k}" for k, v in dino.items() if _positive_int(v)}
+        if {"encoder_feat_dim", "dino.hidden_size"} <= ok and self.encoder_feat_dim != dino["hidden_size"]:
+            errors.append(f"encoder_feat_dim={self.encoder_feat_dim} != dino_config.hidden_size={dino['hidden_size']}")
+        if {"transformer_dim", "transformer_heads"} <= ok and self.transformer_dim % self.transformer_heads:
+            errors.append(f"transformer_dim={self.transformer_dim} not divisible by "
+                          f"transformer_heads={self.transformer_heads}")
+        if {"dino.hidden_size", "dino.num_attention_heads"} <= ok and \
+                dino["hidden_size"] % dino["num_attention_heads"]:
+            errors.append(f"dino_config.hidden_size={dino['hidden_size']} not divisible by "
+                          f"dino_config.num_attention_heads={dino['num_attention_heads']}")
+        if {"triplane_low_res", "triplane_high_res"} <= ok and self.triplane_high_res != 2 * self.triplane_low_res:
+            errors.append(f"triplane_high_res={self.triplane_high_res} must be 2 * triplane_low_res="
+                          f"{self.triplane_low_res} (ConvTranspose2d k2 s2)")
+        if "rendering_samples_per_ray" in ok and (self.rendering_samples_per_ray % 2 or
+                                                  self.rendering_samples_per_ray < 8):
+            errors.append(f"rendering_samples_per_ray={self.rendering_samples_per_ray} must be even and >= 8 "
+                          "(half coarse, half importance)")
+        if {"source_size", "dino.patch_size"} <= ok and self.source_size < dino["patch_size"]:
+            errors.append(f"source_size={self.source_size} smaller than one DINOv2 patch ({dino['patch_size']})")
         if errors:
-            raise ValueError("invalid LRMConfig: " + "; ".join(errors))
+            raise ConfigError("invalid LRMConfig: " + "; ".join(errors))
 
     @property
     def samples_coarse(self) -> int:
@@ -86,10 +124,17 @@ class LRMConfig:
                              **overrides: Any) -> LRMConfig:
         """Build from the released model kwargs and a transformers Dinov2Config dict.
 
-        Unknown keys (``encoder_freeze``, ``encoder_model_name``, ...) are accepted and ignored unless
-        they are fields of this class. ``overrides`` (e.g. ``source_size=512``) win over both.
+        Keys that are not fields of this class must be listed in ``OFFICIAL_IGNORED_KEYS`` (e.g.
+        ``encoder_model_name``); any other is reported by name in a ConfigError, never dropped silently.
+        ``overrides`` (e.g. ``source_size=512``) win over both.
         """
+        if dino_config is not None and not isinstance(dino_config, dict):
+            raise ConfigError(f"dino_config must be a JSON object, got {type(dino_config).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(model_kwargs) - names - set(OFFICIAL_IGNORED_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown released model kwargs: {unknown} (known: the LRMConfig fields and "
+                              f"{sorted(OFFICIAL_IGNORED_KEYS)})")
         kwargs = {k: v for k, v in model_kwargs.items() if k in names and k not in ("dino_config",)}
         dino = dict(DINOV2_BASE) if dino_config is None else clean_dino_config(dino_config)
         kwargs.update(overrides)
@@ -103,11 +148,13 @@ class LRMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LRMConfig:
-        """Inverse of ``to_dict``; raises ValueError on unknown keys."""
+        """Inverse of ``to_dict``; raises ConfigError on unknown keys and invalid values."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"an LRM config is a JSON object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names - {"model_type", "format_version"})
         if unknown:
-            raise ValueError(f"unknown LRMConfig keys: {unknown}")
+            raise ConfigError(f"unknown LRMConfig keys: {unknown}")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def save(self, path: str | Path) -> None:
@@ -116,8 +163,25 @@ class LRMConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> LRMConfig:
-        """Read a JSON file written by ``save``."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a JSON file written by ``save``; every failure is one ConfigError naming the file."""
+        data = read_json(path)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; ConfigError naming the file and the position (line, column) of a syntax error,
+    or the reason it cannot be read (missing, not UTF-8)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON at line {err.lineno} column {err.colno} "
+                          f"(char {err.pos}): {err.msg}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config ({type(err).__name__}: {err})") from err
 
 
 def clean_dino_config(dino_config: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -122,22 +123,52 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
     return out
 
 
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise CheckpointMismatchError unless ``state_dict`` has exactly the model's keys and shapes."""
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str | Path | None = None,
+                     name_in_file: Callable[[str], str] | None = None) -> None:
+    """Raise CheckpointMismatchError unless ``state_dict`` has exactly the model's keys and shapes.
+
+    ``source``: the file the tensors came from (named in the message); ``name_in_file``: our parameter name
+    -> the tensor's name in that file (e.g. ``ours_to_official`` for released weights), shown with ours."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+    shapes = [f"{_file_name(k, name_in_file)}: expected {tuple(expected[k].shape)} (model config), "
+              f"found {tuple(state_dict[k].shape)} (file)"
               for k in sorted(set(expected) & set(state_dict)) if state_dict[k].shape != expected[k].shape]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing keys: {_preview(missing)}")
+        problems.append(f"{len(missing)} missing keys: {_preview([_file_name(k, name_in_file) for k in missing])}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_preview(unexpected)}")
+        problems.append(f"{len(unexpected)} unexpected keys: "
+                        f"{_preview([_file_name(k, name_in_file) for k in unexpected])}")
     if shapes:
         problems.append(f"{len(shapes)} shape mismatches: {_preview(shapes)}")
     if problems:
-        raise CheckpointMismatchError("checkpoint does not match the model config; " + "; ".join(problems))
+        where = f"{source}: " if source is not None else ""
+        raise CheckpointMismatchError(where + "checkpoint does not match the model config; " + "; ".join(problems))
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], source: str | Path | None = None,
+                 name_in_file: Callable[[str], str] | None = None) -> None:
+    """Raise CheckpointMismatchError naming ``source`` and every tensor holding NaN/inf (such a model renders
+    garbage or NaN meshes). Tensors on the meta device (shape-only checks) carry no values and are skipped."""
+    bad = [_file_name(k, name_in_file) for k, t in state_dict.items()
+           if t.is_floating_point() and not t.is_meta and not bool(torch.isfinite(t).all())]
+    if bad:
+        where = str(source) if source is not None else "the state dict"
+        raise CheckpointMismatchError(f"{where} holds non-finite (NaN/inf) weights in {len(bad)} tensor(s): "
+                                      f"{_preview(bad)}; refusing to load it")
+
+
+def _file_name(name: str, name_in_file: Callable[[str], str] | None) -> str:
+    """``name``, followed by its name in the file when that differs."""
+    if name_in_file is None:
+        return name
+    try:
+        other = name_in_file(name)
+    except KeyError:
+        return name
+    return name if other == name else f"{other} (ours: {name})"
 
 
 def _preview(items: list[str], limit: int = 6) -> str:

@@ -3,7 +3,8 @@ a turntable video and the preprocessed input."""
 
 from __future__ import annotations
 
-import json
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,8 @@ from tqdm.auto import tqdm
 from vfusion3d_core.cameras import default_source_camera, turntable_cameras
 from vfusion3d_core.compute import ComputeSettings, resolve_device
 
-from .checkpoint import WEIGHTS_NAME, read_weight_file
-from .config import LRMConfig
-from .convert import CheckpointMismatchError
+from .checkpoint import read_weight_file
+from .config import ConfigError, LRMConfig, read_json
 from .inference import InferenceOptions
 from .mesh import EmptyMeshError, extract_mesh, save_mesh
 from .model import LRM
@@ -69,36 +69,38 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def load_official_config(path: str | Path | None, preset: str = "paper") -> LRMConfig:
     """Config for a released weight file: a JSON of the released model kwargs (flat, or under
-    'model'; optional 'dino_config' and 'source_size'), or the named preset when ``path`` is None."""
+    'model'; optional 'dino_config' and 'source_size'), or the named preset when ``path`` is None.
+
+    ConfigError naming the file on invalid JSON (with the position), unknown keys or invalid values."""
     if path is None:
         return get_preset(preset)
-    data = json.loads(Path(path).read_text())
-    kwargs = data.get("model", data)
-    dino = kwargs.get("dino_config", data.get("dino_config"))
-    extra = {"source_size": data["source_size"]} if "source_size" in data else {}
-    return LRMConfig.from_official_kwargs(kwargs, dino, **extra)
+    data = read_json(path)
+    try:
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a JSON object of model kwargs, got {type(data).__name__}")
+        model = data.get("model", data)
+        if not isinstance(model, dict):
+            raise ConfigError(f"'model' must be a JSON object of model kwargs, got {type(model).__name__}")
+        kwargs = dict(model)
+        dino = kwargs.pop("dino_config", data.get("dino_config"))
+        if "source_size" in data:  # a top-level source_size wins over the model kwargs
+            kwargs["source_size"] = data["source_size"]
+        return LRMConfig.from_official_kwargs(kwargs, dino)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
 
 
 def load_model(checkpoint: str | Path | None = None, official: str | Path | None = None,
                official_config: str | Path | None = None, device: torch.device | str = "cpu") -> LRM:
-    """Our checkpoint directory, or a released weight file (+ optional kwargs JSON; default paper)."""
+    """Our checkpoint directory, or a released weight file (+ optional kwargs JSON; default paper).
+
+    Every failure (config, missing/mis-shaped/non-finite tensors) names the file it comes from."""
     if (checkpoint is None) == (official is None):
         raise ValueError("give exactly one of a checkpoint directory or an official weight file")
     if checkpoint is not None:
-        return refuse_non_finite(LRM.from_pretrained(checkpoint, device), Path(checkpoint) / WEIGHTS_NAME)
+        return LRM.from_pretrained(checkpoint, device)
     config = load_official_config(official_config)
-    return refuse_non_finite(LRM.from_state_dict(config, read_weight_file(official), device, official=True),
-                             Path(official))
-
-
-def refuse_non_finite(model: LRM, source: Path) -> LRM:
-    """``model``, unless a weight loaded from ``source`` holds NaN/inf (CheckpointMismatchError naming the file:
-    such a model renders garbage or NaN meshes)."""
-    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise CheckpointMismatchError(f"{source} holds non-finite (NaN/inf) weights in {len(bad)} tensor(s), "
-                                      f"e.g. {bad[:3]}; refusing to use it")
-    return model
+    return LRM.from_state_dict(config, read_weight_file(official), device, official=True, source=Path(official))
 
 
 @torch.no_grad()
@@ -120,31 +122,51 @@ def render_turntable(model: LRM, planes: torch.Tensor, size: int, num_views: int
 @torch.no_grad()
 def generate_one(model: LRM, image_path: str | Path, outdir: str | Path, opts: GenerateOptions,
                  log: Callable[[str], None] = print, progress_bar: bool = True) -> dict[str, Path]:
-    """Write ``input.png``, ``mesh.<fmt>`` and ``turntable.<mp4|gif>`` for one image into ``outdir``."""
+    """Write ``input.png``, ``mesh.<fmt>`` and ``turntable.<mp4|gif>`` for one image into ``outdir``.
+
+    The image is preprocessed before anything is created (a refused image leaves no folder behind); the
+    outputs are written into a temporary sibling folder and moved into ``outdir`` only once all are
+    written, so a failure part-way leaves neither an empty nor a half-written ``outdir``."""
     device = next(model.parameters()).device
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
     prepared = prepare_image(image_path, model.config.source_size, opts.border_ratio, opts.remove_background,
                              opts.max_pixels)
     log(f"{image_path}: foreground from {prepared.mask_source}")
-    written = {"input": out / "input.png"}
-    prepared.to_pil().save(written["input"])
-    image = prepared.image[None].to(device)  # [1, 3, S, S]
-    source = default_source_camera()[None].to(device)  # [1, 16]
-    planes = model.encode(image, source, opts.inference)
-    size = opts.render_size or model.config.render_size
-    with tqdm(total=opts.num_views, desc=f"turntable {Path(image_path).name}", unit="view",
-              disable=not progress_bar, leave=False) as bar:
-        frames = render_turntable(model, planes, size, opts.num_views, opts.chunk_rays, bar.update, opts.inference)
-    written["video"] = write_video(frames, out / "turntable", opts.fps, opts.video_format)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        mesh = extract_mesh(model, planes, opts.mesh_resolution, opts.mesh_level, opts.chunk_points,
-                            options=opts.inference)
-    except EmptyMeshError as err:
-        log(f"{image_path}: no mesh written: {err}")
+        written = {"input": staging / "input.png"}
+        prepared.to_pil().save(written["input"])
+        image = prepared.image[None].to(device)  # [1, 3, S, S]
+        source = default_source_camera()[None].to(device)  # [1, 16]
+        planes = model.encode(image, source, opts.inference)
+        size = opts.render_size or model.config.render_size
+        with tqdm(total=opts.num_views, desc=f"turntable {Path(image_path).name}", unit="view",
+                  disable=not progress_bar, leave=False) as bar:
+            frames = render_turntable(model, planes, size, opts.num_views, opts.chunk_rays, bar.update,
+                                      opts.inference)
+        written["video"] = write_video(frames, staging / "turntable", opts.fps, opts.video_format)
+        try:
+            mesh = extract_mesh(model, planes, opts.mesh_resolution, opts.mesh_level, opts.chunk_points,
+                                options=opts.inference)
+        except EmptyMeshError as err:
+            log(f"{image_path}: no mesh written: {err}")
+        else:
+            written["mesh"] = save_mesh(mesh, staging / f"mesh.{opts.mesh_format}")
+        return publish(staging, out, written)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, out: Path, written: dict[str, Path]) -> dict[str, Path]:
+    """Move the files of ``staging`` into ``out``: a rename of the whole folder when ``out`` does not exist,
+    else one ``replace`` per file (earlier outputs of the same names are overwritten, other files kept)."""
+    if not out.exists():
+        staging.rename(out)
     else:
-        written["mesh"] = save_mesh(mesh, out / f"mesh.{opts.mesh_format}")
-    return written
+        for path in written.values():
+            path.replace(out / path.name)
+    return {key: out / path.name for key, path in written.items()}
 
 
 def output_dirs(images: list[Path], root: Path) -> list[Path]:

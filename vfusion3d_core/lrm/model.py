@@ -12,10 +12,16 @@ from torch import nn
 from vfusion3d_core.cameras import from_render_vector, rays_from_cameras
 
 from .attention import blocked_attention
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import WEIGHTS_NAME, read_checkpoint, save_checkpoint
 from .conditioning import CameraEmbedder
 from .config import LRMConfig
-from .convert import CheckpointMismatchError, check_state_dict, convert_official_state_dict
+from .convert import (
+    CheckpointMismatchError,
+    check_finite,
+    check_state_dict,
+    convert_official_state_dict,
+    ours_to_official,
+)
 from .decoder import TriplaneDecoder, activate_density, mask_out_of_box
 from .encoder import DinoEncoder
 from .fast_render import Occupancy, PreparedField, render_rays_skipping
@@ -201,13 +207,16 @@ class LRM(nn.Module):
         return {"planes": planes, **self.render(planes, render_cameras, render_size, **render_kwargs)}
 
     # --- weights ----------------------------------------------------------------------------------------
-    def load_official_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def load_official_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str | Path | None = None
+                                 ) -> None:
         """Load a released VFusion3D state dict (OpenLRM / transformers-4.42 names).
 
-        Raises CheckpointMismatchError on unmapped, missing or unexpected keys and shape mismatches.
+        Raises CheckpointMismatchError (naming ``source``, the file, when given) on unmapped, missing or
+        unexpected keys, shape mismatches and NaN/inf weights.
         """
         converted = convert_official_state_dict(state_dict)
-        check_state_dict(self, converted)
+        check_state_dict(self, converted, source, ours_to_official)
+        check_finite(converted, source, ours_to_official)
         self.load_state_dict(converted, strict=True)
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -220,17 +229,23 @@ class LRM(nn.Module):
         does not match its config)."""
         config, state_dict = read_checkpoint(directory)
         config.dino_pretrained_path = None  # weights come from the checkpoint
-        return cls.from_state_dict(config, state_dict, device)
+        return cls.from_state_dict(config, state_dict, device, source=Path(directory) / WEIGHTS_NAME)
 
     @classmethod
     def from_state_dict(cls, config: LRMConfig, state_dict: Mapping[str, torch.Tensor],
-                        device: str | torch.device = "cpu", official: bool = False) -> LRM:
-        """Build on the meta device and assign ``state_dict`` (ours, or released names if ``official``)."""
+                        device: str | torch.device = "cpu", official: bool = False,
+                        source: str | Path | None = None) -> LRM:
+        """Build on the meta device and assign ``state_dict`` (ours, or released names if ``official``).
+
+        CheckpointMismatchError, naming ``source`` (the file the tensors came from), on missing, unexpected
+        or mis-shaped tensors and on NaN/inf weights."""
         with torch.device("meta"):
             model = cls(config)
         if official:
             state_dict = convert_official_state_dict(state_dict)
-        check_state_dict(model, state_dict)
+        name_in_file = ours_to_official if official else None
+        check_state_dict(model, state_dict, source, name_in_file)
+        check_finite(state_dict, source, name_in_file)
         model.load_state_dict({k: v.to(device) for k, v in state_dict.items()}, strict=True, assign=True)
         leftover = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if leftover:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # refuse larger images before decoding (decompression-bomb guard)
 REMBG_MODEL = "u2net"
@@ -48,16 +48,33 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
                 raise ImageError(f"{path}: {width}x{height} = {width * height} pixels exceeds the limit of "
                                  f"{max_pixels}; refusing to decode (decompression-bomb guard, see --max-pixels)")
             img.load()
+            upright = ImageOps.exif_transpose(img)  # camera photos store their rotation in EXIF
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
             SyntaxError) as err:
         raise ImageError(f"{path}: cannot read image ({err})") from err
-    return img
+    return img if upright is None else upright
+
+
+# Integer greyscale modes whose samples span 0..65535 (16-bit PNG/TIFF decode to one of these).
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit greyscale (modes ``I;16*`` and ``I``) scaled to 8-bit ``L`` (v * 255 / 65535, rounded);
+    other modes unchanged. PIL's own ``convert`` clips these samples at 255, turning them white."""
+    if img.mode not in SIXTEEN_BIT_MODES:
+        return img
+    samples = np.asarray(img).astype(np.float64)
+    if img.mode == "I" and (samples.min() < 0 or samples.max() > 65535):
+        raise ImageError(f"32-bit integer image with samples in [{samples.min():.0f}, {samples.max():.0f}]: "
+                         "only 16-bit ranges (0..65535) are supported")
+    return Image.fromarray(np.round(samples * (255.0 / 65535.0)).astype(np.uint8), "L")
 
 
 def to_rgba(img: Image.Image) -> tuple[np.ndarray, bool]:
     """(uint8 [H, W, 4], whether the image carries a non-trivial alpha channel)."""
     has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-    rgba = np.asarray(img.convert("RGBA")).copy()
+    rgba = np.asarray(to_8bit(img).convert("RGBA")).copy()
     return rgba, bool(has_alpha and (rgba[..., 3] < 255).any())
 
 
@@ -83,21 +100,36 @@ def remove_background(rgba: np.ndarray, model: str = REMBG_MODEL) -> np.ndarray:
     return np.asarray(out.convert("RGBA")).copy()
 
 
-def recentre(rgba: np.ndarray, size: int, border_ratio: float = 0.15) -> torch.Tensor:
-    """Crop to the alpha bounding box, pad to a square with ``border_ratio`` margin on each side,
-    resize to ``size`` and composite on white. rgba uint8 [H, W, 4] -> [3, size, size] in [0, 1]."""
+def padded_square(rgba: np.ndarray, size: int, border_ratio: float = 0.15) -> np.ndarray:
+    """Crop to the alpha bounding box, resize so its long side spans ``size * (1 - 2 * border_ratio)``
+    and centre it on a transparent ``size`` x ``size`` canvas. rgba uint8 [H, W, 4] -> uint8 [size, size, 4].
+
+    The crop is resized *before* padding, so memory is proportional to the input plus the output, never
+    to the long side squared (a 20000x300 strip would otherwise be padded to 20000x20000 first)."""
     assert 0 <= border_ratio < 0.5, border_ratio
-    ys, xs = np.nonzero(rgba[..., 3] > 0)
-    if len(ys) == 0:
+    opaque = rgba[..., 3] > 0
+    rows, cols = np.flatnonzero(opaque.any(axis=1)), np.flatnonzero(opaque.any(axis=0))  # no per-pixel indices
+    del opaque
+    if len(rows) == 0:
         raise ImageError("the image is fully transparent: no foreground to reconstruct")
-    crop = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    crop = rgba[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h, w = crop.shape[:2]
-    side = max(1, int(round(max(h, w) / (1 - 2 * border_ratio))))
-    canvas = np.zeros((side, side, 4), dtype=np.uint8)
-    top, left = (side - h) // 2, (side - w) // 2
-    canvas[top:top + h, left:left + w] = crop
-    resized = np.asarray(Image.fromarray(canvas, "RGBA").resize((size, size), Image.Resampling.LANCZOS))
-    arr = torch.from_numpy(resized.astype(np.float32) / 255.0).permute(2, 0, 1)  # [4, S, S]
+    side = max(h, w) / (1 - 2 * border_ratio)  # the padded square, in input pixels
+    scale = size / side
+    new_h, new_w = max(1, min(size, int(round(h * scale)))), max(1, min(size, int(round(w * scale))))
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(crop), "RGBA").resize(
+        (new_w, new_h), Image.Resampling.LANCZOS))
+    canvas = np.zeros((size, size, 4), dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    canvas[top:top + new_h, left:left + new_w] = resized
+    return canvas
+
+
+def recentre(rgba: np.ndarray, size: int, border_ratio: float = 0.15) -> torch.Tensor:
+    """Crop to the alpha bounding box, pad to a square with ``border_ratio`` margin on each side at
+    ``size`` (see ``padded_square``) and composite on white. rgba uint8 [H, W, 4] -> [3, size, size] in [0, 1]."""
+    square = padded_square(rgba, size, border_ratio)
+    arr = torch.from_numpy(square.astype(np.float32) / 255.0).permute(2, 0, 1)  # [4, S, S]
     alpha = arr[3:4]
     return arr[:3] * alpha + (1 - alpha)
 

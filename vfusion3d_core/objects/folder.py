@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,75 @@ def uid_for_path(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", path.stem) or "mesh"
 
 
-def read_captions(csv_path: Path) -> dict[str, str]:
-    """uid -> caption from a CSV with columns ``uid,caption`` (header optional)."""
+class CaptionWarning(UserWarning):
+    """Rows of a captions CSV that were not used (unknown uid, empty caption, malformed or repeated row)."""
+
+
+@dataclass
+class CaptionIssues:
+    """Problems found in a captions CSV, each as (line number, uid); line numbers are 1-based file lines."""
+
+    malformed: list[int] = field(default_factory=list)  # fewer than two columns
+    empty: list[tuple[int, str]] = field(default_factory=list)  # caption blank after whitespace folding
+    duplicate: list[tuple[int, str]] = field(default_factory=list)  # uid seen on an earlier line (later wins)
+    unknown: list[tuple[int, str]] = field(default_factory=list)  # uid matching no mesh file of the folder
+    line_of: dict[str, int] = field(default_factory=dict)  # uid -> line of its caption row (the last one)
+
+    @property
+    def count(self) -> int:
+        """Number of reported rows."""
+        return len(self.malformed) + len(self.empty) + len(self.duplicate) + len(self.unknown)
+
+    def describe(self, csv_path: str | Path) -> str:
+        """One message listing every reported row by line."""
+        parts = []
+        if self.malformed:
+            parts.append(f"{len(self.malformed)} malformed (fewer than 2 columns) on line(s) {_lines(self.malformed)}")
+        if self.empty:
+            parts.append(f"{len(self.empty)} empty caption(s): {_rows(self.empty)} (file names used instead)")
+        if self.duplicate:
+            parts.append(f"{len(self.duplicate)} repeated uid(s): {_rows(self.duplicate)} (the later row wins)")
+        if self.unknown:
+            parts.append(f"{len(self.unknown)} uid(s) matching no mesh file: {_rows(self.unknown)}")
+        return f"{csv_path}: {self.count} caption row(s) not used as given: " + "; ".join(parts)
+
+
+def _lines(lines: list[int], limit: int = 20) -> str:
+    shown = ", ".join(str(n) for n in lines[:limit])
+    return shown + (f", ... (+{len(lines) - limit} more)" if len(lines) > limit else "")
+
+
+def _rows(rows: list[tuple[int, str]], limit: int = 20) -> str:
+    shown = ", ".join(f"line {n} {uid!r}" for n, uid in rows[:limit])
+    return shown + (f", ... (+{len(rows) - limit} more)" if len(rows) > limit else "")
+
+
+def read_captions(csv_path: Path, issues: CaptionIssues | None = None) -> dict[str, str]:
+    """uid -> caption from a CSV with columns ``uid,caption`` (header optional).
+
+    Rows that are malformed, have an empty caption or repeat a uid are recorded in ``issues`` (when given)
+    with their line number; empty captions are not returned (the mesh falls back to its file name)."""
+    issues = CaptionIssues() if issues is None else issues
     captions: dict[str, str] = {}
+    lines = issues.line_of
     with open(csv_path, newline="", encoding="utf-8") as f:
-        for row in csv.reader(f):
-            if len(row) < 2 or (not captions and row[0].strip().lower() == "uid"):
+        reader = csv.reader(f)
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            if not lines and not issues.malformed and not issues.empty and row[0].strip().lower() == "uid":
+                continue  # header
+            if len(row) < 2:
+                issues.malformed.append(line)
                 continue
-            captions[row[0].strip()] = " ".join(row[1].split())
+            uid, caption = row[0].strip(), " ".join(row[1].split())
+            if not caption:
+                issues.empty.append((line, uid))
+                continue
+            if uid in lines:
+                issues.duplicate.append((line, uid))
+            captions[uid], lines[uid] = caption, line
     return captions
 
 
@@ -95,19 +157,22 @@ def load_mesh_file(path: Path, uid: str, caption: str) -> ColoredMesh:
     return mesh
 
 
-def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None
-                     ) -> tuple[list[ColoredMesh], list[SkippedFile]]:
+def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None,
+                     caption_issues: CaptionIssues | None = None) -> tuple[list[ColoredMesh], list[SkippedFile]]:
     """Load every mesh under ``folder``. Bad files are reported in the second list and skipped.
 
     Captions come from ``captions_csv`` (or ``captions.csv`` in the folder when present); a mesh
-    without a caption gets its file name as caption.
+    without a caption gets its file name as caption. Caption rows that are not used as given (uids matching
+    no mesh file, empty captions, malformed or repeated rows) are listed by line, with their count, in one
+    ``CaptionWarning``; pass ``caption_issues`` to receive them (and their ``count``) as data too.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"mesh folder {folder} does not exist")
     if captions_csv is None and (folder / "captions.csv").is_file():
         captions_csv = folder / "captions.csv"
-    captions = read_captions(Path(captions_csv)) if captions_csv else {}
+    issues = CaptionIssues() if caption_issues is None else caption_issues
+    captions = read_captions(Path(captions_csv), issues) if captions_csv else {}
     files, skipped = list_mesh_files(folder)
     meshes: list[ColoredMesh] = []
     seen: set[str] = set()
@@ -122,4 +187,9 @@ def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None
             seen.add(uid)
         except MeshError as exc:
             skipped.append(SkippedFile(str(path), str(exc)))
+    if captions_csv:
+        known = {p.stem for p in files} | {uid_for_path(p) for p in files}
+        issues.unknown = sorted((issues.line_of[uid], uid) for uid in captions if uid not in known)
+        if issues.count:
+            warnings.warn(issues.describe(captions_csv), CaptionWarning, stacklevel=2)
     return meshes, skipped

@@ -92,12 +92,18 @@ def _material_color(visual: trimesh.visual.texture.TextureVisuals) -> np.ndarray
 def normalize_into_box(mesh: ColoredMesh, bounding_radius: float = DEFAULT_BOUNDING_RADIUS) -> ColoredMesh:
     """Centre the bounding box at the origin and scale so the farthest vertex is ``bounding_radius`` away.
 
-    Raises MeshError for a degenerate mesh (all vertices at one point).
+    Computed in float64 with the norm taken on coordinates pre-divided by their largest magnitude, so any
+    finite float32 scale (coordinates of 1e30 and more) is scaled, never overflowing to inf. Raises MeshError
+    for a degenerate mesh (all vertices at one point).
     """
-    lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
-    centred = mesh.vertices - (lo + hi) / 2
-    extent = float(np.linalg.norm(centred, axis=1).max())
-    if not np.isfinite(extent) or extent < 1e-8:
+    vertices = np.asarray(mesh.vertices, np.float64)
+    lo, hi = vertices.min(0), vertices.max(0)
+    centred = vertices - (lo / 2 + hi / 2)  # halves first: lo + hi itself can overflow
+    largest = float(np.abs(centred).max())
+    if not np.isfinite(largest):
+        raise MeshError(f"{mesh.uid}: non-finite vertex coordinates")
+    extent = largest * float(np.linalg.norm(centred / largest, axis=1).max()) if largest > 0 else 0.0
+    if extent < 1e-8:
         raise MeshError(f"{mesh.uid}: degenerate mesh (zero extent)")
     mesh.vertices = (centred * (bounding_radius / extent)).astype(np.float32)
     return mesh

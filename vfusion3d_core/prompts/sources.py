@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vfusion3d_core.data.bad_items import SkipReport, TooManyBadItems
 from vfusion3d_core.objects.procedural import ProceduralObjectGenerator
 
 FORMATS = {".txt": "text", ".text": "text", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -78,11 +79,13 @@ def normalize_all(texts: list[str], min_chars: int = 3, max_chars: int = 200) ->
     return out, stats
 
 
-def read_prompt_file(path: str | Path, column: str = "prompt") -> list[str]:
+def read_prompt_file(path: str | Path, column: str = "prompt", report: SkipReport | None = None) -> list[str]:
     """Raw prompts of a .txt (one per line), .csv or .parquet (column ``column``) file, in file order.
 
-    Raises PromptSourceError naming the file when it is missing, binary / not UTF-8, lacks the column,
-    holds non-text values in it, or holds no prompt at all.
+    A text / CSV line holding a NUL byte is a bad row under the bad-item policy (data/bad_items.py): skipped with
+    a warning naming ``file:line`` and counted in ``report`` (``skipped_rows``); above the policy's share (1 %)
+    or when no line is left the file is refused as binary. Raises PromptSourceError naming the file when it is
+    missing, binary / not UTF-8, lacks the column, holds non-text values in it, or holds no prompt at all.
     """
     p = Path(path)
     kind = FORMATS.get(p.suffix.lower())
@@ -100,8 +103,7 @@ def read_prompt_file(path: str | Path, column: str = "prompt") -> list[str]:
             raise PromptSourceError(f"{p}: not a readable parquet file: {exc}") from exc
         prompts = _column(df, column, p)
     else:
-        if b"\x00" in data:
-            raise PromptSourceError(f"{p}: binary data (NUL bytes) in a {kind} prompt file")
+        data = _drop_nul_lines(p, data, kind, report)
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -117,6 +119,27 @@ def read_prompt_file(path: str | Path, column: str = "prompt") -> list[str]:
     if not any(s.strip() for s in prompts):
         raise PromptSourceError(f"{p}: no prompts (the file is empty or holds only blank lines)")
     return prompts
+
+
+def _drop_nul_lines(p: Path, data: bytes, kind: str, report: SkipReport | None) -> bytes:
+    """``data`` without its lines holding NUL bytes, each recorded as a skipped row; PromptSourceError (binary
+    data) when they are over the policy's share or nothing else is left."""
+    if b"\x00" not in data:
+        return data
+    report = report if report is not None else SkipReport(what="reading prompts")
+    kept = []
+    for n, line in enumerate(data.split(b"\n"), start=1):
+        if b"\x00" in line:
+            report.skip("row", f"{p}:{n}", "line", "binary data (NUL byte)")
+        else:
+            if line.strip():
+                report.ok("row")
+            kept.append(line)
+    try:
+        report.check()
+    except TooManyBadItems as exc:
+        raise PromptSourceError(f"{p}: binary data (NUL bytes) in a {kind} prompt file: {exc}") from exc
+    return b"\n".join(kept)
 
 
 def _column(df: pd.DataFrame, column: str, p: Path) -> list[str]:

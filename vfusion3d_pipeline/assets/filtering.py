@@ -306,6 +306,7 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
         run.log_input(QUALITY, models_version)
         run.log_input(f"{SYNTHETIC}/{key}", synth)
         run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
+        run.log_metrics(result.skipped)  # skipped_samples, skipped_shards (bad-item policy)
         run.log_output(FILTERED, version)
     c = result.counts
     context.log.info(f"committed {FILTERED}/{key} {version.path.name}: kept {c['kept']} ({c['kept_by_floor']} by the "
@@ -315,6 +316,7 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
     rejected = [k for k, _, keep, _ in result.scores if not keep]
     return materialize_result(version, {
         "partition": key, "kept": c["kept"], "rejected": c["rejected"], "kept_by_floor": c["kept_by_floor"],
+        **result.skipped, "skipped_items": dg.MetadataValue.json(result.skipped_items[:50]),
         "classifier_heldout_accuracy": metrics.get("heldout_accuracy", float("nan")),
         "classifier_heldout_balanced_accuracy": metrics.get("heldout_balanced_accuracy", float("nan")),
         "score_histogram": image_markdown(version.path / HISTOGRAM_FILE, "SVM score histogram (line: threshold)"),

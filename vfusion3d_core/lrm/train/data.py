@@ -4,6 +4,12 @@ Each object yields one source view and ``views_per_sample`` supervision views, w
 so the source camera becomes the canonical one (azimuth 0, elevation 0, same distance). Shards are
 reshuffled every epoch and split across (rank, dataloader worker) slots; the stream is a pure
 function of (seed, rank, worker, position), so a checkpoint only needs the number of batches consumed.
+
+Bad items follow the bad-item policy (vfusion3d_core/data/bad_items.py): an undecodable sample or an unreadable
+shard is skipped with a warning naming it and counted (``skip_report`` of the process that read it); an epoch
+whose skipped share exceeds ``max_bad_fraction`` (or that left nothing usable) ends the run with TooManyBadItems.
+A skipped sample still takes its place in the stream position, so a resumed run re-reads the k good samples
+before its resume point only when k bad samples preceded it (resume skipping never decodes).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vfusion3d_core.cameras import look_at, to_render_vector, to_source_vector
-from vfusion3d_core.data import MultiviewSample, iter_raw_samples
+from vfusion3d_core.data import BadItemPolicy, MultiviewSample, SampleError, SkipReport, iter_raw_samples
 
 
 def canonicalize_poses(c2w: torch.Tensor, source_index: int) -> torch.Tensor:
@@ -79,7 +85,7 @@ class MultiviewTrainingStream(IterableDataset):
 
     def __init__(self, shards: list[str], views_per_sample: int, source_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, position: StreamPosition | None = None,
-                 random_background: bool = True, shuffle_buffer: int = 64) -> None:
+                 random_background: bool = True, shuffle_buffer: int = 64, max_bad_fraction: float = 0.01) -> None:
         super().__init__()
         if not shards:
             raise ValueError("no shards to train on")
@@ -91,19 +97,22 @@ class MultiviewTrainingStream(IterableDataset):
         self.position = position or StreamPosition()
         self.random_background = random_background
         self.shuffle_buffer = max(1, shuffle_buffer)
+        self.policy = BadItemPolicy(max_bad_fraction)
+        # every bad shard / sample this process's iterators met (a DataLoader worker holds its own copy)
+        self.skip_report = SkipReport(self.policy, what="training stream")
 
     def _slot(self) -> tuple[int, int, int, int]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         return self.rank * workers + worker, self.world_size * workers, workers, worker
 
-    def _raw_epoch(self, epoch: int, slot: int, slots: int) -> Iterator[dict]:
+    def _raw_epoch(self, epoch: int, slot: int, slots: int, report: SkipReport) -> Iterator[dict]:
         order = list(self.shards)
         random.Random(stream_seed(self.seed, "shards", epoch)).shuffle(order)
         if len(order) >= slots:  # shard-level split
-            stream = iter_raw_samples(order[slot::slots])
+            stream = iter_raw_samples(order[slot::slots], report)
         else:  # fewer shards than slots: every slot reads all, keeps every slots-th sample
-            stream = (s for i, s in enumerate(iter_raw_samples(order)) if i % slots == slot)
+            stream = (s for i, s in enumerate(iter_raw_samples(order, report)) if i % slots == slot)
         rng = random.Random(stream_seed(self.seed, "buffer", epoch, slot))
         buffer: list[dict] = []
         for raw in stream:
@@ -119,18 +128,30 @@ class MultiviewTrainingStream(IterableDataset):
         produced, epoch = 0, 0
         while True:
             yielded_this_epoch = 0
-            for raw in self._raw_epoch(epoch, slot, slots):
+            report = SkipReport(self.policy, what=f"training stream, data slot {slot}/{slots}, epoch {epoch}")
+            for raw in self._raw_epoch(epoch, slot, slots, report):
                 yielded_this_epoch += 1
                 if produced >= skip:  # skipped samples are never decoded
-                    yield self.prepare(raw, torch.Generator().manual_seed(stream_seed(self.seed, slot, produced)))
+                    gen = torch.Generator().manual_seed(stream_seed(self.seed, slot, produced))
+                    try:
+                        item = self.prepare(raw, gen)
+                    except SampleError as exc:
+                        url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
+                        report.skip("sample", url, key, str(exc).removeprefix(f"{url}:{key}: "))
+                    else:
+                        report.ok("sample")
+                        yield item
                 produced += 1
+            self.skip_report.merge(report)
+            report.check()
             if yielded_this_epoch == 0:
                 raise RuntimeError(f"data slot {slot}/{slots} received no samples: fewer samples than "
                                    "ranks x workers")
             epoch += 1
 
     def prepare(self, raw: dict, gen: torch.Generator) -> dict:
-        """Decode one raw sample and turn it into a training dict (random views, backgrounds)."""
+        """Decode one raw sample and turn it into a training dict (random views, backgrounds); SampleError for a
+        bad sample (the stream skips and counts it)."""
         sample = MultiviewSample.from_wds(raw)
         v, m = sample.num_views, self.views_per_sample
         views = torch.from_numpy(sample.views).permute(0, 3, 1, 2).float() / 255.0  # [V, 4, S, S]
