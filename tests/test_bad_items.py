@@ -268,3 +268,4 @@ def test_training_stream_skips_bad_samples_and_fails_over_the_share(tmp_path) ->
         next(strict)
     with pytest.raises(TooManyBadItems, match="(?s)1 of 16 samples.*bad.001.png"):
         next(strict)
+

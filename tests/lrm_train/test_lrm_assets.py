@@ -55,6 +55,7 @@ def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     heldout = metrics["heldout"]
     assert heldout["heldout_objects"] == 2 and 0 < heldout["heldout_psnr_constant"] < 40
     assert mat.metadata["heldout_psnr"].value == heldout["heldout_psnr"]
+    assert mat.metadata["skipped_samples"].value == 0 and mat.metadata["skipped_shards"].value == 0
     assert "constant colour" in mat.metadata["heldout_evaluation"].value
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
     assert run.data.tags["input.lrm_pretrained"] == pre.digest and run.data.tags["input.renders_3d"] == renders.digest

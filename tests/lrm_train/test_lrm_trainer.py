@@ -130,3 +130,44 @@ def test_ddp_two_processes_gloo(shards, tmp_path) -> None:
     init = LRM(final.config)
     assert any(not torch.equal(a, b) for a, b in zip(final.state_dict().values(), init.state_dict().values(),
                                                      strict=True))
+
+
+def _shard_with_a_bad_sample(good_shard: str, path: Path) -> str:
+    """good_shard's two samples renamed c0 / c1 with a copy of the first between them whose view 001 is not an
+    image: the bad sample is never the last of its shard."""
+    import io
+    import tarfile
+
+    with tarfile.open(good_shard) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+    keys = sorted({name.split(".", 1)[0] for name, _ in members})
+    renamed = {keys[0]: "c0", keys[1]: "c1"}
+    out = []
+    for key in keys:
+        for name, data in members:
+            if name.split(".", 1)[0] == key:
+                out.append((renamed[key] + "." + name.split(".", 1)[1], data))
+        if key == keys[0]:
+            out += [("bad." + name.split(".", 1)[1], b"garbage" if name.endswith(".001.png") else data)
+                    for name, data in members if name.split(".", 1)[0] == key]
+    with tarfile.open(path, "w") as tar:
+        for name, data in out:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_training_counts_the_bad_samples_its_stream_skipped(make_shards, tmp_path) -> None:
+    """One bad sample among 11: skipped once per epoch read, totalled through the DataLoader batches into the
+    result and the logged metrics, and carried across a resume."""
+    shards = make_shards(8) + [_shard_with_a_bad_sample(make_shards(8)[0], tmp_path / "bad.tar")]
+    cfg = micro_config(steps=6, batch_size=5, checkpoint_every=2, log_every=1, shuffle_buffer=1, max_bad_fraction=0.2,
+                       stages=[StageConfig(0, 32)])
+    logged = []
+    first = LRMTrainer(cfg, shards, tmp_path / "run", log_fn=lambda m, step: logged.append(m)).train(until_step=2)
+    assert first.skipped == {"skipped_samples": 1, "skipped_shards": 0}  # 10 good samples: exactly epoch 1
+    assert logged[-1]["skipped_samples"] == 1.0
+    resumed = LRMTrainer(cfg, shards, tmp_path / "run")
+    assert resumed.step == 2 and resumed.skipped["skipped_samples"] == 1
+    assert resumed.train().skipped == {"skipped_samples": 3, "skipped_shards": 0}  # epochs 2 and 3 met it again

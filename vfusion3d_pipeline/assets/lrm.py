@@ -180,6 +180,7 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
          ("constant colour", "heldout_psnr_constant")])
     return materialize_result(version, {"final_metrics": dg.MetadataValue.json(metrics),
                                         "heldout_psnr": evaluation["heldout_psnr"],
+                                        **{k: int(metrics.get(k, 0)) for k in ("skipped_samples", "skipped_shards")},
                                         "heldout_evaluation": dg.MetadataValue.md(table),
                                         "mlflow_run_id": run.run_id,
                                         "registered_model": dg.MetadataValue.text(registered),

@@ -53,6 +53,9 @@ class LRMTrainConfig:
     # update, its batch is consumed); more than max_skipped_steps skips in a row raise anyway.
     on_nonfinite: str = "raise"
     max_skipped_steps: int = 10
+    # Bad samples / shards in the training data are skipped and counted (skipped_samples / skipped_shards in the
+    # metrics); an epoch whose skipped share exceeds this ends the run (docs/reliability.md, bad items).
+    max_bad_fraction: float = 0.01
 
     def __post_init__(self) -> None:
         self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages]

@@ -68,6 +68,11 @@ def in_stream_order(batches: Iterator[dict], workers: int, batches_done: int) ->
             want = (want + 1) % workers
 
 
+# Bad items a stream item carries the count of (skipped since the previous item of its data slot), so a trainer
+# reading through DataLoader workers can total them: kind -> batch key.
+SKIP_COUNTS = {"sample": "skipped_samples", "shard": "skipped_shards"}
+
+
 @dataclass
 class StreamPosition:
     """Where a rank's stream resumes: batches already consumed (of ``batch_size`` samples each)."""
@@ -126,6 +131,8 @@ class MultiviewTrainingStream(IterableDataset):
         slot, slots, workers, worker = self._slot()
         skip = batches_for_worker(self.position.batches, workers, worker) * self.position.batch_size
         produced, epoch = 0, 0
+        earlier = {kind: 0 for kind in SKIP_COUNTS}  # skips of this iterator's finished epochs
+        sent = {kind: 0 for kind in SKIP_COUNTS}  # skips already attached to a yielded item
         while True:
             yielded_this_epoch = 0
             report = SkipReport(self.policy, what=f"training stream, data slot {slot}/{slots}, epoch {epoch}")
@@ -140,8 +147,13 @@ class MultiviewTrainingStream(IterableDataset):
                         report.skip("sample", url, key, str(exc).removeprefix(f"{url}:{key}: "))
                     else:
                         report.ok("sample")
+                        for kind, name in SKIP_COUNTS.items():  # skips since the previous item, for the trainer
+                            seen = earlier[kind] + report.skipped(kind)
+                            item[name], sent[kind] = seen - sent[kind], seen
                         yield item
                 produced += 1
+            for kind in SKIP_COUNTS:
+                earlier[kind] += report.skipped(kind)
             self.skip_report.merge(report)
             report.check()
             if yielded_this_epoch == 0:

@@ -34,7 +34,13 @@ from vfusion3d_core.lrm.train.checkpoint import (
     save_training_checkpoint,
 )
 from vfusion3d_core.lrm.train.config import LRMTrainConfig, StageConfig
-from vfusion3d_core.lrm.train.data import MultiviewTrainingStream, StreamPosition, in_stream_order, prepare_targets
+from vfusion3d_core.lrm.train.data import (
+    SKIP_COUNTS,
+    MultiviewTrainingStream,
+    StreamPosition,
+    in_stream_order,
+    prepare_targets,
+)
 from vfusion3d_core.lrm.train.losses import ReconstructionLoss
 from vfusion3d_core.lrm.train.optim import build_optimizer, cosine_with_warmup
 
@@ -52,6 +58,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # total loss per optimizer step (this process)
     last_metrics: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
+    skipped: dict[str, int] = field(default_factory=dict)  # bad samples / shards skipped by this rank's stream
 
 
 def distributed_context() -> tuple[int, int, int]:
@@ -115,6 +122,7 @@ class LRMTrainer:
         self.dev_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank + 1)  # jitter
         self.step = 0
         self.batches = 0  # micro-batches consumed by this rank: the data position
+        self.skipped = {name: 0 for name in SKIP_COUNTS.values()}  # bad items skipped so far (this rank)
         self.skipped_steps = 0  # steps skipped for a non-finite loss (on_nonfinite="skip")
         self._skipped_in_a_row = 0
         self.shards = [str(s) for s in shards]
@@ -134,6 +142,7 @@ class LRMTrainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "cpu_gen": self.cpu_gen.get_state(), "dev_gen": self.dev_gen.get_state(),
             "torch_rng": torch.get_rng_state(), "stage": self.cfg.stage_at(self.step).render_size,
+            "skipped": dict(self.skipped),
         }
 
     def load(self, directory: Path) -> None:
@@ -154,6 +163,7 @@ class LRMTrainer:
         self.dev_gen.set_state(state["dev_gen"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.batches = int(state["step"]), int(state["batches"])
+        self.skipped.update({k: int(v) for k, v in state.get("skipped", {}).items()})
         log.info("resumed from %s at step %d", directory, self.step)
 
     def save(self) -> Path | None:
@@ -171,7 +181,8 @@ class LRMTrainer:
         stream = MultiviewTrainingStream(self.shards, self.cfg.views_per_sample, self.model.config.source_size,
                                          self.cfg.seed, self.rank, self.world,
                                          StreamPosition(self.batches, self.cfg.batch_size),
-                                         self.cfg.random_background, self.cfg.shuffle_buffer)
+                                         self.cfg.random_background, self.cfg.shuffle_buffer,
+                                         self.cfg.max_bad_fraction)
         return DataLoader(stream, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers,
                           pin_memory=self.device.type == "cuda")
 
@@ -216,6 +227,8 @@ class LRMTrainer:
             for micro in range(self.cfg.grad_accum):
                 batch = next(batches)
                 self.batches += 1
+                for name in SKIP_COUNTS.values():  # bad items the stream skipped before these samples
+                    self.skipped[name] += int(batch.pop(name).sum()) if name in batch else 0
                 sync_ok = self.ddp is None or micro == self.cfg.grad_accum - 1
                 ctx = self.ddp.no_sync() if not sync_ok else nullcontext()
                 with ctx:
@@ -257,6 +270,7 @@ class LRMTrainer:
                            "lr": self.scheduler.get_last_lr()[0], "render_size": stage.render_size})
             if self.step % self.cfg.log_every == 0 or self.step == until:
                 result.last_metrics = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+                result.last_metrics.update({k: float(v) for k, v in self.skipped.items()})  # totals so far
                 if self.log_fn:
                     self.log_fn(result.last_metrics, self.step)
                 log.info("step %d %s", self.step, {k: round(v, 5) for k, v in result.last_metrics.items()})
@@ -264,4 +278,5 @@ class LRMTrainer:
             if self.step % self.cfg.checkpoint_every == 0 or self.step == until:
                 result.checkpoint = self.save()
         result.step = self.step
+        result.skipped = dict(self.skipped)
         return result
