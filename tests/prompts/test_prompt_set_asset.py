@@ -65,3 +65,18 @@ def test_prompt_set_grows_by_new_shards_only(tmp_path) -> None:
     shard.write_bytes(shard.read_bytes()[:-10])
     problems, _ = prompt_set_problems(store)
     assert any("shard-000000" in p for p in problems)
+
+
+def test_a_bad_line_is_skipped_and_counted_in_the_metadata(tmp_path) -> None:
+    """One NUL-byte line among 150 prompts: the rest are sharded, the line is named in the log and counted
+    (skipped_rows in the dedup metadata and MLflow)."""
+    root, instance = tmp_path / "artifacts", dg.DagsterInstance.ephemeral()
+    src = tmp_path / "prompts.txt"
+    lines = [f"a {c} object number {i}" for i, c in enumerate(["red", "blue", "green"] * 50)]
+    src.write_bytes("\n".join(lines[:70] + ["a broken\x00 line"] + lines[70:]).encode() + b"\n")
+    result = build(root, instance, {"source_file": str(src), "template_count": 0, "shard_size": 64,
+                                    "near_dup_threshold": 1.0})
+    assert result.success
+    dedup = result.asset_materializations_for_node("prompt_set")[0].metadata["dedup"].value
+    assert dedup["skipped_rows"] == 1
+    assert ArtifactStore(root).latest("prompt_set").manifest.counts["prompts"] == 150

@@ -15,6 +15,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vfusion3d_core.data.bad_items import SkipReport
 from vfusion3d_core.data.manifest import Manifest, ManifestError, sha256_file
 from vfusion3d_core.prompts.dedup import Embedder, dedup_key, deduplicate
 from vfusion3d_core.prompts.shards import (
@@ -71,12 +72,13 @@ def prompt_id(prompt: str) -> str:
     return "p" + hashlib.sha256(dedup_key(prompt).encode()).hexdigest()[:16]
 
 
-def collect_prompts(cfg: PromptSetConfig) -> tuple[list[str], dict[str, str]]:
-    """Raw prompts of every configured source (file first, then templates) and a description of each."""
+def collect_prompts(cfg: PromptSetConfig, report: SkipReport | None = None) -> tuple[list[str], dict[str, str]]:
+    """Raw prompts of every configured source (file first, then templates) and a description of each; bad lines
+    of the file are skipped and counted in ``report`` (the bad-item policy)."""
     raw: list[str] = []
     sources: dict[str, str] = {}
     if cfg.source_file is not None:
-        raw += read_prompt_file(cfg.source_file, cfg.source_column)
+        raw += read_prompt_file(cfg.source_file, cfg.source_column, report)
         sources["file"] = str(Path(cfg.source_file).resolve())
         sources["file_sha256"] = sha256_file(cfg.source_file)
     if cfg.template_count:
@@ -114,7 +116,8 @@ def build_prompt_set(cfg: PromptSetConfig, out_dir: str | Path, embed: Embedder,
     PromptSourceError and leaves ``out_dir`` empty.
     """
     cfg.validate()
-    raw, sources = collect_prompts(cfg)
+    report = SkipReport(what="reading prompts")
+    raw, sources = collect_prompts(cfg, report)
     normalized, nstats = normalize_all(raw, cfg.min_chars, cfg.max_chars)
     old = existing_shards(previous, previous_manifest)
     existing = [r.prompt for _, p, _ in old for r in read_prompt_shard(p)]
@@ -137,7 +140,7 @@ def build_prompt_set(cfg: PromptSetConfig, out_dir: str | Path, embed: Embedder,
         new_keys.append(key)
     keys = [k for k, _, _ in old] + new_keys
     stats = {**{f"normalize_{k}": v for k, v in nstats.as_dict().items()}, "exact_duplicates": dd.exact,
-             "near_duplicates": dd.near, "new_prompts": len(dd.kept)}
+             "near_duplicates": dd.near, "new_prompts": len(dd.kept), "skipped_rows": report.skipped("row")}
     counts = {"shards": len(keys), "prompts": len(existing) + len(dd.kept), "new_shards": len(new_keys),
               "new_prompts": len(dd.kept)}
     return PromptSetResult(files, counts, keys, new_keys, stats, dd.near_pairs, sources)

@@ -17,6 +17,7 @@ import numpy as np
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, ManifestError, file_entries, iter_samples
+from vfusion3d_core.data.bad_items import SkipReport
 from vfusion3d_core.data.manifest import sha256_file
 from vfusion3d_core.data.video_sample import SyntheticVideoSample, iter_video_samples
 from vfusion3d_core.filtering.extract import CODE_VERSION as FILTER_CODE_VERSION
@@ -166,9 +167,10 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
     renders = require_latest(store, RENDERS)
     inputs = {RENDERS: renders.digest}
     labels: dict[str, int] = {}
+    label_rows = SkipReport(what="reading labels")
     if config.labels_csv:
         try:
-            labels = read_labels_csv(config.labels_csv)
+            labels = read_labels_csv(config.labels_csv, report=label_rows)
         except LabelsError as exc:
             raise dg.Failure(f"bad labels file: {exc}") from exc
         inputs["labels_csv"] = sha256_file(config.labels_csv)
@@ -197,7 +199,7 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
         files = [f"{MODELS_DIR}/{f}" for f in models.save(staging / MODELS_DIR)]
         m = models.info["metrics"]
         counts = {"bootstrap_orbits": m["bootstrap_orbits"], "heldout_orbits": m["heldout_orbits"],
-                  "user_labels": len(user_labels)}
+                  "user_labels": len(user_labels), "skipped_rows": label_rows.skipped("row")}
         run_config = {**config.model_dump(), "compute": settings.describe(), "dino_weights": featurizer.weights}
         manifest = Manifest(QUALITY, file_entries(staging, files), counts, run_config, inputs=inputs,
                             code_version=QUALITY_CODE_VERSION, run_id=context.run.run_id)
