@@ -71,6 +71,7 @@ def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
     assert model_version.manifest.config["compute"]["device"] == "cpu"
     assert model_version.manifest.config["random_init"] == ["vae", "image_unet", "video_unet"]  # tiny: all random
     assert mat.metadata["counts"].value["training_orbits"] == 6
+    assert mat.metadata["skipped_samples"].value == 0 and run.data.metrics["skipped_samples"] == 0.0
     assert not (store.asset_dir("video_model") / ".checkpoints").exists() or not any(
         (store.asset_dir("video_model") / ".checkpoints").iterdir())
 

@@ -75,6 +75,7 @@ def finetune_video_model(request: FinetuneRequest, log: MetricLogger | None = No
     after = orbit_closeness(model, data, request.eval_count, compute=compute)
     metrics = {**{f"untrained/{k}": v for k, v in before.items()}, **{f"finetuned/{k}": v for k, v in after.items()}}
     metrics.update({f"final_loss/{s}": sum(h[-10:]) / len(h[-10:]) for s, h in history.items() if h})
+    metrics.update({k: float(v) for k, v in trainer.skipped.items()})  # bad training samples skipped (this run)
     text_ref = text_encoder_reference(model.text_encoder)
     video_trainable = trainer.trainable("video") if cfg.video_steps else {}
     info = {"random_init": model.random_components(), "text_encoder": text_ref, "compute": compute.describe(),

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vfusion3d_core.compute import ComputeSettings
-from vfusion3d_core.lrm.train.data import StreamPosition, in_stream_order, stream_seed
+from vfusion3d_core.lrm.train.data import SKIP_COUNTS, StreamPosition, in_stream_order, stream_seed
 from vfusion3d_core.video.checkpoint import TrainState, list_checkpoints, load_train_state, save_train_state
 from vfusion3d_core.video.data import OrbitSource, OrbitStream, orbits_to_float
 from vfusion3d_core.video.ema import EMA
@@ -68,6 +68,7 @@ class VideoTrainer:
         self.stage: str | None = None
         self.scale_fitted = self.steps["vae"] == 0  # a pretrained VAE keeps its own scaling factor
         self.orbits_read = 0  # orbits drawn from the streams by this process (reporting only)
+        self.skipped = {name: 0 for name in SKIP_COUNTS.values()}  # bad samples / shards the streams skipped
         self._batches: Iterator[dict] | None = None
         self.history: dict[str, list[float]] = {s: [] for s in STAGES}
         self.noise = {"image": TrainingNoise(model.image_scheduler), "video": TrainingNoise(model.video_scheduler)}
@@ -116,6 +117,8 @@ class VideoTrainer:
         assert self._batches is not None
         batch = next(self._batches)
         self.orbits_read += len(batch["caption"])
+        for name in SKIP_COUNTS.values():  # bad items the stream skipped before these orbits (OrbitStream only)
+            self.skipped[name] += int(batch.pop(name).sum()) if name in batch else 0
         return batch
 
     def _enter(self, stage: str, step_in_stage: int = 0) -> None:

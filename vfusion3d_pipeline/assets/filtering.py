@@ -232,6 +232,7 @@ class FilteredDatasetConfig(StepComputeConfig):
     min_keep_fraction: float | None = None
     samples_per_shard: int = 64
     batch_size: int = 16  # videos featurized at a time (pass 1 streams the shards)
+    max_bad_fraction: float = 0.01  # bad videos / shards are skipped and counted; above this share the run fails
     from_scratch: bool = False  # small / paper: accept quality models built on a RANDOM DINOv2
     torch_threads: int | None = None
 
@@ -295,7 +296,7 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
                                 quality_models_dir=str(models_version.path / MODELS_DIR), output_dir=str(staging),
                                 threshold=config.threshold, min_keep_fraction=floor,
                                 samples_per_shard=config.samples_per_shard, batch_size=config.batch_size,
-                                compute=settings)
+                                max_bad_fraction=config.max_bad_fraction, compute=settings)
         result, models = run_filter(request, progress=lambda n: context.log.info(f"{key}: scored {n} videos"))
         run_config = {**config.model_dump(), "min_keep_fraction": floor, "partition": key,
                       "compute": settings.describe(), "dino_weights": dino_weights}

@@ -158,6 +158,7 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
         "image_to_video_mse/untrained": m["untrained/image_to_video_mse"],
         "image_to_video_mse/finetuned": m["finetuned/image_to_video_mse"],
         "finetuned_closer": m["finetuned/text_to_video_mse"] < m["untrained/text_to_video_mse"],
+        **{k: int(m.get(k, 0)) for k in ("skipped_samples", "skipped_shards")},  # bad training samples skipped
         "resumed_from_step": result.resumed_from_step,
         "random_init": dg.MetadataValue.json({"networks": info.get("random_init", [])}),
         "text_encoder": dg.MetadataValue.json(info.get("text_encoder", {})),
