@@ -39,8 +39,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from vfusion3d_core.cameras import default_source_camera, turntable_cameras  # noqa: E402
+from vfusion3d_core.compute import resolve_device  # noqa: E402
 from vfusion3d_core.lrm import LRM, get_preset  # noqa: E402
-from vfusion3d_core.lrm.generate import pick_device, render_turntable  # noqa: E402
+from vfusion3d_core.lrm.generate import render_turntable  # noqa: E402
 from vfusion3d_core.lrm.inference import InferenceOptions, fast_bf16  # noqa: E402
 from vfusion3d_core.lrm.mesh import extract_mesh  # noqa: E402
 from vfusion3d_core.lrm.testing import give_surface, object_planes  # noqa: E402
@@ -100,7 +101,7 @@ def chamfer_voxels(a: np.ndarray, b: np.ndarray, resolution: int) -> dict:
 @torch.no_grad()
 def worker(part: str, mode: str, res: int, args: argparse.Namespace, tmp: Path) -> dict:
     """One (part, mode) in this process; returns its metrics (also the files later parts compare to)."""
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     model = LRM(get_preset(args.preset)).to(device).eval()
     config = model.config
@@ -246,7 +247,7 @@ def main() -> None:
     argv = [a for a in sys.argv[1:]]
     parts = args.parts.split(",")
     skip_exact = set(args.skip_exact.split(",")) if args.skip_exact else set()
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     config = get_preset(args.preset)
     out = Table()
     dtype = InferenceOptions().compute_dtype(device)

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vfusion3d_core.cameras import default_source_camera, turntable_cameras
-from vfusion3d_core.compute import ComputeSettings, resolve_device
+from vfusion3d_core.compute import ComputeSettings
 
 from .checkpoint import read_weight_file
 from .config import ConfigError, LRMConfig, read_json
@@ -60,11 +60,6 @@ def inference_options(compute: ComputeSettings, exact: bool = False, max_memory_
         return InferenceOptions.exact(max_memory_gb)
     dtype = {"auto": "auto", "bf16": "bfloat16", "fp32": "float32"}[compute.precision]
     return InferenceOptions(dtype=dtype, field_dtype=dtype, max_memory_gb=max_memory_gb)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu (see ``vfusion3d_core.compute.resolve_device``)."""
-    return resolve_device(name)
 
 
 def load_official_config(path: str | Path | None, preset: str = "paper") -> LRMConfig:

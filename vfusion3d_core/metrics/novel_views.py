@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from vfusion3d_core.cameras import Intrinsics, to_render_vector, to_source_vector, turntable_cameras
-from vfusion3d_core.compute import ComputeSettings
+from vfusion3d_core.compute import ComputeSettings, module_device
 from vfusion3d_core.data import iter_samples
 from vfusion3d_core.lrm.model import LRM
 from vfusion3d_core.lrm.train.data import canonicalize_poses, prepare_targets
@@ -75,16 +75,11 @@ def load_heldout_objects(shards: list[str | Path], max_objects: int = 16, novel_
     return objects
 
 
-def model_device(model: LRM) -> torch.device:
-    """The device the model's weights live on (every function here runs there)."""
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def encode_object(model: LRM, obj: HeldoutObject, compute: ComputeSettings | None = None) -> torch.Tensor:
     """Planes [1, 3, C, H, W] (float32) of ``obj``'s input view, on the model's device; under bf16
     autocast when ``compute``'s precision resolves to bf16 on that device."""
-    device = model_device(model)
+    device = module_device(model)
     image, source = obj.source(model.config.source_size)  # [1, 3, s, s], [1, 16]
     bf16 = compute is not None and ComputeSettings(str(device), compute.precision).dtype == torch.bfloat16
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -123,7 +118,7 @@ def score_checkpoint(model: LRM, objects: list[HeldoutObject], size: int, lpips_
     caption is embedded once per object.
     """
     model.eval()
-    device = compute.torch_device if compute is not None else model_device(model)
+    device = compute.torch_device if compute is not None else module_device(model)
     scores = NovelViewScores()
     for obj in objects:
         pred = predict_novel_views(model, obj, size, compute).to(device)
@@ -148,7 +143,7 @@ def turntable_strip(model: LRM, obj: HeldoutObject, frames: int = 8, size: int =
                     compute: ComputeSettings | None = None) -> Image.Image:
     """The input view followed by a ``frames``-view turntable of the reconstruction, as one PNG strip
     (rendered on the model's device)."""
-    device = model_device(model)
+    device = module_device(model)
     image, _ = obj.source(model.config.source_size)
     planes = encode_object(model, obj, compute)
     radius = float(obj.c2w[0, :3, 3].norm())
