@@ -116,6 +116,18 @@ class ImagePreprocess:
         raise PreprocessConfigError(f"{folder}: no image processor settings ({PREPROCESSOR_FILE} or {PROCESSOR_FILE}); "
                                     "save the model's image processor into the folder (processor.save_pretrained)")
 
+    @classmethod
+    def from_model_folder(cls, folder: str | Path, kind: str) -> ImagePreprocess:
+        """``from_folder`` for a transformers model folder of ``kind`` (e.g. "DINOv2", "CLIP"): a folder without
+        ``config.json`` is a FileNotFoundError, missing processor settings a PreprocessConfigError naming both."""
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a {kind} model folder (no config.json)")
+        try:
+            return cls.from_folder(folder)
+        except PreprocessConfigError as exc:
+            raise PreprocessConfigError(f"{kind} folder {folder}: {exc}") from exc
+
     def to_processor_dict(self) -> dict[str, Any]:
         """The settings as a ``preprocessor_config.json`` a transformers image processor can load."""
         out: dict[str, Any] = {"do_resize": self.shortest_edge is not None or self.resize_hw is not None,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from vfusion3d_core.compute import ComputeSettings
-from vfusion3d_core.preprocess import ImagePreprocess, PreprocessConfigError
+from vfusion3d_core.preprocess import ImagePreprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,12 +91,7 @@ class DinoFeaturizer:
         from transformers import Dinov2Model
 
         directory = Path(directory)
-        if not (directory / "config.json").is_file():
-            raise FileNotFoundError(f"{directory} is not a Dinov2Model folder (no config.json)")
-        try:
-            preprocess = ImagePreprocess.from_folder(directory)
-        except PreprocessConfigError as exc:
-            raise PreprocessConfigError(f"DINOv2 folder {directory}: {exc}") from exc
+        preprocess = ImagePreprocess.from_model_folder(directory, "DINOv2")
         model = Dinov2Model.from_pretrained(str(directory), local_files_only=True)
         marker = directory / WEIGHTS_FILE
         weights = marker.read_text(encoding="utf-8").strip() if marker.is_file() else f"pretrained:{directory.name}"

@@ -52,12 +52,7 @@ class ClipScorer:
         from transformers import AutoTokenizer, CLIPModel
 
         path = Path(path)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is not a CLIP model directory (no config.json)")
-        try:
-            preprocess = ImagePreprocess.from_folder(path)
-        except PreprocessConfigError as exc:
-            raise PreprocessConfigError(f"CLIP folder {path}: {exc}") from exc
+        preprocess = ImagePreprocess.from_model_folder(path, "CLIP")
         model = CLIPModel.from_pretrained(path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         size = int(model.config.vision_config.image_size)
