@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -163,10 +162,6 @@ class OrbitData:
     def resolution(self) -> int:
         return self.frames.shape[2]
 
-    def batch(self, index: torch.Tensor) -> torch.Tensor:
-        """Orbits at ``index`` [B] as float [B, F, 3, S, S] in [-1, 1]."""
-        return orbits_to_float(self.frames[index])
-
     def stream(self, seed: int, position: StreamPosition) -> IterableDataset:
         return _MemoryStream(self, seed, position)
 
@@ -175,26 +170,6 @@ class OrbitData:
 
     def count(self) -> int:
         return len(self)
-
-    @classmethod
-    def from_samples(cls, samples: Iterable[MultiviewSample], num_frames: int, resolution: int,
-                     limit: int | None = None) -> OrbitData:
-        """Orbits of exactly ``num_frames`` views, resized (area) to ``resolution`` when needed."""
-        frames, captions, keys = [], [], []
-        for s in samples:
-            frames.append(orbit_frames(s, num_frames, resolution))
-            captions.append(s.caption)
-            keys.append(s.key)
-            if limit and len(keys) >= limit:
-                break
-        if not frames:
-            raise ValueError("no training orbits")
-        return cls(torch.stack(frames), captions, keys)
-
-    @classmethod
-    def from_shards(cls, shards: list[str | Path], num_frames: int, resolution: int,
-                    limit: int | None = None) -> OrbitData:
-        return cls.from_samples(iter_samples(shards), num_frames, resolution, limit)
 
 
 def orbit_sheet(videos: list[np.ndarray], height: int = 48) -> np.ndarray:
