@@ -28,22 +28,21 @@ class StepRequest:
             out[f.name] = value.to_dict() if hasattr(value, "to_dict") else _plain(value)
         return out
 
+    def __post_init__(self) -> None:
+        """Nested fields given as dicts (JSON) become their annotated class (``ComputeSettings``, configs)."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value, target = getattr(self, f.name), _concrete(hints.get(f.name))
+            if isinstance(value, dict) and target is not None and hasattr(target, "from_dict"):
+                setattr(self, f.name, target.from_dict(value))
+
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any]) -> R:
         """Rebuild from ``to_dict`` output; unknown keys are an error naming them."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown fields {unknown}")
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for name, value in data.items():
-            target = _concrete(hints.get(name))
-            if value is not None and target is not None and hasattr(target, "from_dict") and isinstance(value, dict):
-                value = target.from_dict(value)
-            kwargs[name] = value
-        return cls(**kwargs)
-
+        return cls(**data)
 
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):

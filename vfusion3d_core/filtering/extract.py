@@ -84,13 +84,12 @@ class FilterRequest(StepRequest):
     compute: ComputeSettings = field(default_factory=ComputeSettings)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.video_shards:
             raise ValueError(f"{self.partition}: FilterRequest needs at least one video shard")
         if self.samples_per_shard < 1 or self.batch_size < 1:
             raise ValueError(f"samples_per_shard and batch_size must be >= 1, got {self.samples_per_shard}, "
                              f"{self.batch_size}")
-        if isinstance(self.compute, dict):
-            self.compute = ComputeSettings.from_dict(self.compute)
 
 
 def run_filter(request: FilterRequest, progress: Callable[[int], None] | None = None

@@ -56,8 +56,7 @@ class EvaluateRequest(StepRequest):
     compute: ComputeSettings = field(default_factory=ComputeSettings)
 
     def __post_init__(self) -> None:
-        if isinstance(self.compute, dict):
-            self.compute = ComputeSettings.from_dict(self.compute)
+        super().__post_init__()
         if not self.checkpoints:
             raise ValueError("EvaluateRequest needs at least one checkpoint")
         if not self.heldout_shards:

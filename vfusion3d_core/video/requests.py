@@ -34,6 +34,7 @@ class FinetuneRequest(StepRequest):
     compute: ComputeSettings = field(default_factory=ComputeSettings)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.render_shards = [str(s) for s in self.render_shards]
         self.out_dir = str(self.out_dir)
         if self.checkpoint_dir is not None:
@@ -61,6 +62,7 @@ class SynthesisRequest(StepRequest):
     compute: ComputeSettings = field(default_factory=ComputeSettings)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("model_dir", "prompt_shard", "out_dir"):
             setattr(self, name, str(getattr(self, name)))
         if self.samples_per_shard < 1 or (self.batch_size is not None and self.batch_size < 1):

@@ -54,10 +54,7 @@ class LRMTrainRequest(StepRequest):
     torch_threads: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.recipe, dict):
-            self.recipe = LRMTrainConfig.from_dict(self.recipe)
-        if isinstance(self.compute, dict):
-            self.compute = ComputeSettings.from_dict(self.compute)
+        super().__post_init__()
         self.shards = [str(s) for s in self.shards]
         self.work_dir = str(self.work_dir)
         if not self.shards:
