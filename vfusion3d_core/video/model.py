@@ -29,6 +29,7 @@ from diffusers import (
 from torch import nn
 
 from vfusion3d_core.data.manifest import sha256_file
+from vfusion3d_core.preprocess import ImagePreprocess
 from vfusion3d_core.pretrained import weights_variant
 from vfusion3d_core.video.config import VideoModelConfig
 from vfusion3d_core.video.networks import (
@@ -66,8 +67,12 @@ class OrbitVideoModel(nn.Module):
         self.video_unet = video_unet
         self.image_encoder = image_encoder
         self.feature_extractor = feature_extractor
+        self.clip_input: ImagePreprocess | None = None  # the CLIP input size and mean / std of feature_extractor
         if image_encoder is not None:
             image_encoder.requires_grad_(False)
+            self.clip_input = ImagePreprocess.from_processor_dict(feature_extractor.to_dict(), "feature_extractor")
+            if self.clip_input.output_hw is None:
+                raise ValueError(f"feature_extractor has no usable crop size / size: {feature_extractor.to_dict()}")
         self.image_scheduler = dict(image_scheduler)
         self.video_scheduler = dict(video_scheduler)
 
@@ -118,12 +123,12 @@ class OrbitVideoModel(nn.Module):
                              f"{tuple(images.shape)} and {tuple(pooled_text.shape)}")
         if self.image_encoder is None:
             return pooled_text[:, None, :]
-        size, mean, std = clip_preprocessing(self.feature_extractor)
-        x = torch.nn.functional.interpolate(images.float(), size=size, mode="bicubic", align_corners=False,
+        clip = self.clip_input
+        x = torch.nn.functional.interpolate(images.float(), size=clip.output_hw, mode="bicubic", align_corners=False,
                                             antialias=True)
         x = ((x + 1) / 2).clamp(0, 1)
-        mean_t = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-        std_t = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+        mean_t = torch.tensor(clip.mean, device=x.device).view(1, 3, 1, 1)
+        std_t = torch.tensor(clip.std, device=x.device).view(1, 3, 1, 1)
         with torch.no_grad():
             dtype = next(self.image_encoder.parameters()).dtype
             emb = self.image_encoder(pixel_values=((x - mean_t) / std_t).to(dtype)).image_embeds  # [B, D]
@@ -205,22 +210,6 @@ def load_clip_image_encoder(root: str | Path) -> tuple[nn.Module, Any]:
     encoder = CLIPVisionModelWithProjection.from_pretrained(str(enc_dir), local_files_only=True, dtype=torch.float32,
                                                             variant=weights_variant(enc_dir))
     return encoder.eval(), CLIPImageProcessor.from_pretrained(str(fe_dir), local_files_only=True)
-
-
-def clip_preprocessing(processor: Any) -> tuple[tuple[int, int], list[float], list[float]]:
-    """((height, width), mean, std) of a CLIPImageProcessor: the crop size it feeds the encoder."""
-    crop = processor.crop_size if getattr(processor, "do_center_crop", True) else processor.size
-    crop = dict(crop.items()) if hasattr(crop, "items") else dict(vars(crop))
-    if crop.get("height") and crop.get("width"):
-        size = (int(crop["height"]), int(crop["width"]))
-    elif crop.get("shortest_edge"):
-        size = (int(crop["shortest_edge"]),) * 2
-    else:
-        raise ValueError(f"feature_extractor has no usable crop size / size: {crop}")
-    mean, std = list(processor.image_mean), list(processor.image_std)
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"feature_extractor mean/std must have 3 channels, got {mean} / {std}")
-    return size, mean, std
 
 
 def text_encoder_reference(encoder: FrozenTextEncoder) -> dict:
