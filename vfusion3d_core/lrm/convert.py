@@ -148,12 +148,17 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
         raise CheckpointMismatchError(where + "checkpoint does not match the model config; " + "; ".join(problems))
 
 
+def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN/inf (meta tensors carry no values and are skipped)."""
+    return [k for k, t in state_dict.items()
+            if t.is_floating_point() and not t.is_meta and not bool(torch.isfinite(t).all())]
+
+
 def check_finite(state_dict: Mapping[str, torch.Tensor], source: str | Path | None = None,
                  name_in_file: Callable[[str], str] | None = None) -> None:
     """Raise CheckpointMismatchError naming ``source`` and every tensor holding NaN/inf (such a model renders
     garbage or NaN meshes). Tensors on the meta device (shape-only checks) carry no values and are skipped."""
-    bad = [_file_name(k, name_in_file) for k, t in state_dict.items()
-           if t.is_floating_point() and not t.is_meta and not bool(torch.isfinite(t).all())]
+    bad = [_file_name(k, name_in_file) for k in non_finite_tensors(state_dict)]
     if bad:
         where = str(source) if source is not None else "the state dict"
         raise CheckpointMismatchError(f"{where} holds non-finite (NaN/inf) weights in {len(bad)} tensor(s): "

@@ -22,6 +22,7 @@ import torch
 from vfusion3d_core.data.artifacts import clean_dead_hidden, discard_dir
 from vfusion3d_core.lrm.checkpoint import save_checkpoint
 from vfusion3d_core.lrm.config import LRMConfig
+from vfusion3d_core.lrm.convert import non_finite_tensors
 from vfusion3d_core.lrm.train.config import LRMTrainConfig
 
 STATE_NAME = "training_state.pt"
@@ -40,9 +41,9 @@ def save_training_checkpoint(out_dir: str | Path, step: int, model_state: dict[s
                              model_config: LRMConfig, train_config: LRMTrainConfig, state: dict[str, Any],
                              keep: int = 2) -> Path:
     """Atomically write checkpoint ``step``; keep only the newest ``keep`` checkpoints."""
-    for name, t in model_state.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise CheckpointError(f"refusing to write a checkpoint with non-finite values in {name}")
+    bad = non_finite_tensors(model_state)
+    if bad:
+        raise CheckpointError(f"refusing to write a checkpoint with non-finite values in {bad[0]}")
     final = checkpoint_dir(out_dir, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_dead_hidden(final.parent)  # temporaries / trash of killed writers

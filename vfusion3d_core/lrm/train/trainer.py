@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data.artifacts import clean_dead_hidden
+from vfusion3d_core.lrm.convert import non_finite_tensors
 from vfusion3d_core.lrm.model import LRM
 from vfusion3d_core.lrm.presets import get_preset
 from vfusion3d_core.lrm.train.checkpoint import (
@@ -111,7 +112,7 @@ class LRMTrainer:
             raise ValueError("give either a starting model or dino_pretrained_path, not both")
         self.model = model.to(self.device).train()
         self.model.set_gradient_checkpointing(self.compute.gradient_checkpointing)
-        bad = [n for n, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        bad = non_finite_tensors(self.model.state_dict())
         if bad:
             raise CheckpointError(f"the initial model holds non-finite weights ({bad[:3]}); refusing to train")
         self.loss_fn = ReconstructionLoss(cfg.lpips_weight, cfg.mse_weight, cfg.opacity_weight, cfg.tv_weight,
@@ -153,7 +154,7 @@ class LRMTrainer:
         if state["world_size"] != self.world:
             raise CheckpointError(f"{directory} was written with world size {state['world_size']}, now {self.world}")
         _, weights = read_checkpoint(directory)
-        bad = [k for k, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        bad = non_finite_tensors(weights)
         if bad:
             raise CheckpointError(f"{directory} holds non-finite weights ({bad[:3]}); refusing to resume")
         self.model.load_state_dict(weights, strict=True)
