@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +145,23 @@ def test_clean_captions_raise_no_warning(tmp_path) -> None:
         warnings.simplefilter("error")
         meshes, _ = load_mesh_folder(tmp_path)
     assert len(meshes) == 3
+
+
+def test_an_unexpected_error_in_one_file_skips_that_file_only(tmp_path, monkeypatch) -> None:
+    """A converter bug hit by one real file (e.g. an exotic glTF visual) is that file's skip reason, not the end
+    of the folder: the other meshes still load."""
+    from vfusion3d_core.objects import folder as folder_module
+
+    _write_meshes(tmp_path)
+    original = folder_module.ColoredMesh.from_trimesh
+
+    def fails_for_the_ball(uid, caption, mesh, *args, **kwargs):
+        if uid == "ball":
+            raise IndexError("too many indices for array")
+        return original(uid, caption, mesh, *args, **kwargs)
+
+    monkeypatch.setattr(folder_module.ColoredMesh, "from_trimesh", staticmethod(fails_for_the_ball))
+    meshes, skipped = load_mesh_folder(tmp_path)
+    assert {m.uid for m in meshes} == {"red_box", "can_v2"}
+    assert len(skipped) == 1 and Path(skipped[0].path).stem == "ball"
+    assert "IndexError: too many indices for array" in skipped[0].reason

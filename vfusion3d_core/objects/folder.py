@@ -187,6 +187,8 @@ def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None,
             seen.add(uid)
         except MeshError as exc:
             skipped.append(SkippedFile(str(path), str(exc)))
+        except Exception as exc:  # one file's unexpected failure never ends the folder (bad-item policy)
+            skipped.append(SkippedFile(str(path), f"cannot convert mesh: {type(exc).__name__}: {exc}"))
     if captions_csv:
         known = {p.stem for p in files} | {uid_for_path(p) for p in files}
         issues.unknown = sorted((issues.line_of[uid], uid) for uid in captions if uid not in known)
