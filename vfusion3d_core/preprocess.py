@@ -117,12 +117,13 @@ class ImagePreprocess:
                                     "save the model's image processor into the folder (processor.save_pretrained)")
 
     @classmethod
-    def from_model_folder(cls, folder: str | Path, kind: str) -> ImagePreprocess:
+    def from_model_folder(cls, folder: str | Path, kind: str, model: str) -> ImagePreprocess:
         """``from_folder`` for a transformers model folder of ``kind`` (e.g. "DINOv2", "CLIP"): a folder without
-        ``config.json`` is a FileNotFoundError, missing processor settings a PreprocessConfigError naming both."""
+        ``config.json`` is a FileNotFoundError saying it is not a ``model`` (e.g. "Dinov2Model folder"), missing
+        processor settings a PreprocessConfigError naming both."""
         folder = Path(folder)
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a {kind} model folder (no config.json)")
+            raise FileNotFoundError(f"{folder} is not a {model} (no config.json)")
         try:
             return cls.from_folder(folder)
         except PreprocessConfigError as exc:

@@ -91,7 +91,7 @@ class DinoFeaturizer:
         from transformers import Dinov2Model
 
         directory = Path(directory)
-        preprocess = ImagePreprocess.from_model_folder(directory, "DINOv2")
+        preprocess = ImagePreprocess.from_model_folder(directory, "DINOv2", "Dinov2Model folder")
         model = Dinov2Model.from_pretrained(str(directory), local_files_only=True)
         marker = directory / WEIGHTS_FILE
         weights = marker.read_text(encoding="utf-8").strip() if marker.is_file() else f"pretrained:{directory.name}"

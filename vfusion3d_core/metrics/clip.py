@@ -52,7 +52,7 @@ class ClipScorer:
         from transformers import AutoTokenizer, CLIPModel
 
         path = Path(path)
-        preprocess = ImagePreprocess.from_model_folder(path, "CLIP")
+        preprocess = ImagePreprocess.from_model_folder(path, "CLIP", "CLIP model directory")
         model = CLIPModel.from_pretrained(path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         size = int(model.config.vision_config.image_size)
