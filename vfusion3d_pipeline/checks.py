@@ -10,17 +10,23 @@ from vfusion3d_core.data import ArtifactStore, BadItemPolicy, SkipReport, iter_s
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.video.synthesis import prompt_seed
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
-from vfusion3d_pipeline.partitions import prompt_shards
+from vfusion3d_pipeline.partitions import object_shards, prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource
 
 
-@dg.asset_check(asset=RENDERS, blocking=True,
-                description="Every shard readable and hashing as in the manifest, per-split counts match, "
+@dg.asset_check(asset=RENDERS, blocking=True, partitions_def=object_shards,
+                description="The partition's shards readable and hashing as in the manifest, per-split counts match, "
                             "every sample has all its views and cameras, train and held-out uids disjoint.")
-def renders_3d_integrity(artifacts: ArtifactStoreResource) -> dg.AssetCheckResult:
-    version = artifacts.store().latest(RENDERS)
+def renders_3d_integrity(context: dg.AssetCheckExecutionContext,
+                         artifacts: ArtifactStoreResource) -> dg.AssetCheckResult:
+    return renders_partition_check(artifacts.store(), context.partition_key)
+
+
+def renders_partition_check(store: ArtifactStore, key: str) -> dg.AssetCheckResult:
+    """The integrity check of one renders_3d partition (callable without a Dagster run)."""
+    version = store.latest(RENDERS, key)
     if version is None:
-        return dg.AssetCheckResult(passed=False, description="no committed version")
+        return dg.AssetCheckResult(passed=False, description=f"{key}: no committed version")
     m = version.manifest
     problems = m.verify(version.path)
     uids: dict[str, set[str]] = {"train": set(), "heldout": set()}
@@ -49,8 +55,9 @@ def renders_3d_integrity(artifacts: ArtifactStoreResource) -> dg.AssetCheckResul
         problems.append(f"objects.csv lists {listed} objects, manifest says {m.counts['objects']}")
     return dg.AssetCheckResult(
         passed=not problems,
-        metadata={"train": per_split["train"], "heldout": per_split["heldout"], "overlap": len(overlap), **bad.counts(),
-                  "problems": dg.MetadataValue.json(problems[:50]), "version": version.path.name},
+        metadata={"partition": key, "train": per_split["train"], "heldout": per_split["heldout"],
+                  "overlap": len(overlap), **bad.counts(), "problems": dg.MetadataValue.json(problems[:50]),
+                  "version": version.path.name},
     )
 
 

@@ -8,7 +8,7 @@ from vfusion3d_pipeline.assets.evaluation import eval_heldout_disjoint, eval_met
 from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
 from vfusion3d_pipeline.assets.lrm import lrm_3d_only, lrm_finetuned, lrm_pretrained
 from vfusion3d_pipeline.assets.prompts import prompt_set
-from vfusion3d_pipeline.assets.renders import renders_3d
+from vfusion3d_pipeline.assets.renders import renders_3d, source_objects
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.checks import renders_3d_integrity, synthetic_videos_integrity
 from vfusion3d_pipeline.engine_checks import filtered_multiview_integrity, prompt_set_integrity
@@ -17,14 +17,19 @@ from vfusion3d_pipeline.resources import default_resources
 from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
 from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
 
-# Partitioned assets (one run per prompt shard) are left out of the whole-graph job: a run has one partition.
+# Partitioned assets (one run per object or prompt shard) are left out of the whole-graph job: a run has one
+# partition (`python -m vfusion3d_pipeline.run_all` runs every partition).
 all_assets_job = dg.define_asset_job("materialize_all",
                                      selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
-                                         synthetic_videos, filtered_multiview_dataset),
+                                         renders_3d, synthetic_videos, filtered_multiview_dataset),
                                      description="Materialize the whole unpartitioned asset graph at the configured "
                                                  "preset.")
-renders_job = dg.define_asset_job("renders", selection=dg.AssetSelection.groups("renders"),
-                                  description="Render the 3D source objects (renders_3d) and check them.")
+list_objects_job = dg.define_asset_job("list_source_objects", selection=dg.AssetSelection.assets(source_objects),
+                                      description="List (or grow) the 3D source objects and register their "
+                                                  "object_shards partitions.")
+renders_job = dg.define_asset_job("renders", selection=dg.AssetSelection.assets(renders_3d),
+                                  description="Render one object shard (partition) of source_objects into "
+                                              "renders_3d and check it; backfill to render them all.")
 synthesis_job = dg.define_asset_job("synthesize_prompt_shard", selection=dg.AssetSelection.assets(synthetic_videos),
                                     description="Synthesize the orbit videos of one prompt shard (partition).")
 engine_shard_job = dg.define_asset_job(
@@ -38,8 +43,8 @@ ablation_job = dg.define_asset_job(
 prompt_set_job = dg.define_asset_job("build_prompt_set", selection=dg.AssetSelection.assets(prompt_set),
                                      description="Build or grow (append-only) the prompt set.")
 
-ASSETS = [renders_3d, prompt_set, video_model, quality_models, synthetic_videos, filtered_multiview_dataset,
-          lrm_3d_only, lrm_pretrained, lrm_finetuned, eval_metrics]
+ASSETS = [source_objects, renders_3d, prompt_set, video_model, quality_models, synthetic_videos,
+          filtered_multiview_dataset, lrm_3d_only, lrm_pretrained, lrm_finetuned, eval_metrics]
 ASSET_CHECKS = [renders_3d_integrity, prompt_set_integrity, synthetic_videos_integrity, filtered_multiview_integrity,
                 eval_heldout_disjoint]
 
@@ -49,7 +54,8 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
-        jobs=[all_assets_job, renders_job, synthesis_job, engine_shard_job, prompt_set_job, ablation_job],
+        jobs=[all_assets_job, list_objects_job, renders_job, synthesis_job, engine_shard_job, prompt_set_job,
+              ablation_job],
         schedules=[build_synthesis_schedule(SynthesisScheduleSettings.from_env())],
         sensors=[build_prompt_source_sensor(PromptSourceSettings.from_env()), recover_dead_runs_sensor],
         resources=resources or default_resources(),

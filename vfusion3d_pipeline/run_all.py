@@ -1,14 +1,19 @@
 """Materialize the whole asset graph, partitions included: the README's main command (`make tiny`).
 
-A Dagster run covers one partition, so the graph runs in three phases, each a run of the code location's
-asset job recorded in the instance under DAGSTER_HOME (so everything shows in `dagster dev`):
+A Dagster run covers one partition, so the graph runs in stages, each a run of the code location's asset job
+recorded in the instance under DAGSTER_HOME (so everything shows in `dagster dev`). Stages follow the
+dependencies and alternate between unpartitioned assets (one run) and partitioned ones (one run per registered
+partition). At the tiny preset:
 
-1. every unpartitioned asset that does not depend on a partitioned one (renders, prompts, video model, ...);
-2. every partitioned asset, once per registered prompt shard (synthesis, filtering);
-3. everything else (the LRMs trained on synthetic data and the evaluation), which reads all partitions.
+1. source_objects, prompt_set (they register the object_shards and prompt_shards partitions);
+2. renders_3d, once per object shard;
+3. the video model, the quality models and the 3D-only LRM (they read every renders_3d partition);
+4. synthetic_videos and filtered_multiview_dataset, once per prompt shard;
+5. the LRMs trained on synthetic data and the evaluation, which read all partitions.
 
-Before phase 1 every pretrained folder the preset needs is checked (``preflight``): at small / paper a run
-without weights fails in seconds, naming each missing path.
+A partition already rendered for the same rows and settings is kept, so re-running after a kill redoes only the
+unfinished partitions. Before the first stage every pretrained folder the preset needs is checked (``preflight``):
+at small / paper a run without weights fails in seconds, naming each missing path.
 
 Runs execute in this process (one import of torch & co. instead of one per run).
 
@@ -18,30 +23,51 @@ Runs execute in this process (one import of torch & co. instead of one per run).
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.preflight import missing_pretrained
 from vfusion3d_pipeline.recovery import recover_dead_runs
 
 
-def phases(defs: dg.Definitions | None = None) -> tuple[list[str], list[str], list[str]]:
-    """(before, partitioned, after) asset keys in topological order."""
+@dataclass(frozen=True)
+class Stage:
+    """Assets materialized together: one run, or one run per partition of ``partitions`` (a dynamic partitions
+    definition's name) when set."""
+
+    assets: tuple[str, ...]
+    partitions: str | None = None
+
+    def describe(self) -> str:
+        return f"{list(self.assets)}" + (f" (per {self.partitions} partition)" if self.partitions else "")
+
+
+def stages(defs: dg.Definitions | None = None) -> list[Stage]:
+    """The asset keys in dependency order, grouped into stages: an asset joins the earliest stage after its
+    parents' that has its own partitioning (a parent with the same partitioning may share the stage)."""
     if defs is None:
         from vfusion3d_pipeline.definitions import defs
     graph = defs.resolve_asset_graph()
     order = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
-    partitioned = {k for k in order if graph.get(k).partitions_def is not None}
-    downstream_of_partitioned = set()
+    kinds: list[str | None] = []  # partitions name of each stage
+    members: list[list[dg.AssetKey]] = []
+    stage_of: dict[dg.AssetKey, int] = {}
     for key in order:
-        parents = graph.get(key).parent_keys
-        if parents & (partitioned | downstream_of_partitioned) and key not in partitioned:
-            downstream_of_partitioned.add(key)
-    before = [k for k in order if k not in partitioned and k not in downstream_of_partitioned]
-    names = lambda keys: [k.to_user_string() for k in order if k in keys]  # noqa: E731
-    return names(set(before)), names(partitioned), names(downstream_of_partitioned)
+        pdef = graph.get(key).partitions_def
+        kind = getattr(pdef, "name", None) if pdef is not None else None
+        lowest = 0
+        for parent in graph.get(key).parent_keys & stage_of.keys():
+            p = stage_of[parent]
+            lowest = max(lowest, p if kinds[p] == kind else p + 1)
+        index = next((i for i in range(lowest, len(kinds)) if kinds[i] == kind), len(kinds))
+        if index == len(kinds):
+            kinds.append(kind)
+            members.append([])
+        members[index].append(key)
+        stage_of[key] = index
+    return [Stage(tuple(k.to_user_string() for k in m), kind) for kind, m in zip(kinds, members, strict=True)]
 
 
 # Progress at INFO (the in-process default logs every Dagster event at DEBUG).
@@ -67,26 +93,26 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: l
 
 
 def run_graph(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None) -> list[str]:
-    """Materialize every asset (each registered prompt shard for partitioned ones); returns the run ids."""
+    """Materialize every asset (each registered partition of partitioned ones); returns the run ids."""
     preset = defs.resources["preset"].name if "preset" in defs.resources else "tiny"
     problems = missing_pretrained(preset, run_config)
     if problems:  # before any work: at small/paper renders_3d would render every object first
         raise SystemExit(f"[run_all] cannot start at preset {preset!r}:\n  " + "\n  ".join(problems))
-    before, partitioned, after = phases(defs)
-    print(f"[run_all] phase 1: {before}\n[run_all] phase 2 (per prompt shard): {partitioned}\n"
-          f"[run_all] phase 3: {after}", flush=True)
+    plan = stages(defs)
+    for i, stage in enumerate(plan, 1):
+        print(f"[run_all] stage {i}: {stage.describe()}", flush=True)
     runs = []
-    if before:
-        runs.append(materialize(defs, instance, before, run_config=run_config).run_id)
-    if partitioned:
-        keys = instance.get_dynamic_partitions(prompt_shards.name)
+    for i, stage in enumerate(plan, 1):
+        if stage.partitions is None:
+            runs.append(materialize(defs, instance, list(stage.assets), run_config=run_config).run_id)
+            continue
+        keys = instance.get_dynamic_partitions(stage.partitions)
         if not keys:
-            print("[run_all] no prompt shards registered; skipping the partitioned assets", flush=True)
-        for i, key in enumerate(keys, 1):
-            print(f"[run_all] partition {i}/{len(keys)}", flush=True)
-            runs.append(materialize(defs, instance, partitioned, key, run_config).run_id)
-    if after:
-        runs.append(materialize(defs, instance, after, run_config=run_config).run_id)
+            print(f"[run_all] stage {i}: no {stage.partitions} partition registered; skipping {stage.assets}",
+                  flush=True)
+        for j, key in enumerate(keys, 1):
+            print(f"[run_all] stage {i}: partition {j}/{len(keys)}", flush=True)
+            runs.append(materialize(defs, instance, list(stage.assets), key, run_config).run_id)
     return runs
 
 
@@ -98,9 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     from vfusion3d_pipeline.definitions import defs
 
     if args.dry_run:
-        before, partitioned, after = phases(defs)
-        print(f"[run_all] phase 1: {before}\n[run_all] phase 2 (per prompt shard): {partitioned}\n"
-              f"[run_all] phase 3: {after}", flush=True)
+        for i, stage in enumerate(stages(defs), 1):
+            print(f"[run_all] stage {i}: {stage.describe()}", flush=True)
         return
     run_config = json.loads(Path(args.config).read_text()) if args.config else None
     start = time.perf_counter()

@@ -13,6 +13,7 @@ annotations at decoration time.)
 import csv
 import io
 import json
+from collections.abc import Iterable
 
 import dagster as dg
 
@@ -22,6 +23,7 @@ from vfusion3d_core.metrics.novel_views import METRICS
 from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
 from vfusion3d_pipeline.assets.lrm import FINETUNED, MODEL_DIR, PRETRAINED, THREE_D_ONLY
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.assets.renders import committed_renders, objects_csv_rows
 from vfusion3d_pipeline.lineage import materialize_result, png_markdown, require_latest
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
@@ -64,14 +66,14 @@ class EvalConfig(StepComputeConfig):
 def training_uids(store: ArtifactStore, manifest: Manifest) -> dict[str, set[str]]:
     """Sample uids each training input of a checkpoint contributed, by input name.
 
-    renders_3d contributes its train split (objects.csv); a filtered partition its kept videos
+    a renders_3d partition contributes its train split (objects.csv); a filtered partition its kept videos
     (scores.csv); an upstream checkpoint (lrm_pretrained) everything it was trained on, recursively.
     """
     out: dict[str, set[str]] = {}
     for name, digest in manifest.inputs.items():
         asset, _, partition = name.partition("/")
         if asset == RENDERS:
-            out[name] = {r["uid"] for r in _csv_rows(store.version(RENDERS, digest), "objects.csv")
+            out[name] = {r["uid"] for r in objects_csv_rows(store.version(RENDERS, digest, partition or None))
                          if r["split"] == "train"}
         elif asset == FILTERED:
             out[name] = {r["video_key"] for r in _csv_rows(store.version(FILTERED, digest, partition), "scores.csv")
@@ -82,17 +84,25 @@ def training_uids(store: ArtifactStore, manifest: Manifest) -> dict[str, set[str
     return out
 
 
-def heldout_uids(renders: ArtifactVersion) -> set[str]:
-    return {r["uid"] for r in _csv_rows(renders, "objects.csv") if r["split"] == "heldout"}
+def heldout_uids(renders: Iterable[ArtifactVersion]) -> set[str]:
+    """The held-out uids of renders_3d partition versions."""
+    return {r["uid"] for v in renders for r in objects_csv_rows(v) if r["split"] == "heldout"}
+
+
+def recorded_renders(store: ArtifactStore, inputs: dict[str, str]) -> list[ArtifactVersion]:
+    """The renders_3d partition versions a manifest recorded as inputs (``renders_3d/<partition>``)."""
+    return [store.version(RENDERS, digest, name.partition("/")[2] or None) for name, digest in inputs.items()
+            if name.partition("/")[0] == RENDERS]
 
 
 def _csv_rows(version: ArtifactVersion, name: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO((version.path / name).read_text(encoding="utf-8"))))
 
 
-def overlap_report(store: ArtifactStore, renders: ArtifactVersion, checkpoints: dict[str, ArtifactVersion]
+def overlap_report(store: ArtifactStore, renders: Iterable[ArtifactVersion], checkpoints: dict[str, ArtifactVersion]
                    ) -> dict[str, list[str]]:
-    """Held-out uids found in a checkpoint's training data, by checkpoint and input (empty = disjoint)."""
+    """Held-out uids (of the renders_3d partitions ``renders``) found in a checkpoint's training data, by
+    checkpoint and input (empty = disjoint)."""
     held = heldout_uids(renders)
     report = {}
     for name, version in checkpoints.items():
@@ -155,9 +165,9 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
     random_lpips = check_metric_models(name, config)
     settings = compute.settings(config)
     store = artifacts.store()
-    renders = require_latest(store, RENDERS)
+    renders = committed_renders(store)
     versions = {n: require_latest(store, n) for n in CHECKPOINTS if n != UNTRAINED}
-    overlap = overlap_report(store, renders, versions)
+    overlap = overlap_report(store, renders.versions.values(), versions)
     if overlap:
         raise dg.Failure("held-out objects appear in training data; refusing to evaluate",
                          metadata={"overlap": dg.MetadataValue.json(overlap)})
@@ -197,11 +207,11 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
                       "clip": labels["clip"], "lpips": labels["lpips"], "compute": described}
         counts = {"checkpoints": len(CHECKPOINTS), "heldout_objects": result.objects}
         manifest = Manifest(ASSET, file_entries(staging, files), counts, run_config,
-                            inputs={RENDERS: renders.digest, **{n: v.digest for n, v in versions.items()}},
+                            inputs={**renders.inputs, **{n: v.digest for n, v in versions.items()}},
                             code_version=CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, ASSET)
         run.log_params(run_config)
-        run.log_input(RENDERS, renders, context="evaluation")
+        renders.log_inputs(run, context="evaluation")
         for n, v in versions.items():
             run.log_input(n, v, context="evaluation")
         for f in ("metrics.csv", "ablation.md", "per_object.csv"):
@@ -232,8 +242,8 @@ def eval_heldout_disjoint(artifacts: ArtifactStoreResource) -> dg.AssetCheckResu
     if version is None:
         return dg.AssetCheckResult(passed=False, metadata={"error": "eval_metrics has no committed version"})
     inputs = version.manifest.inputs
-    renders = store.version(RENDERS, inputs[RENDERS])
-    checkpoints = {n: store.version(n, d) for n, d in inputs.items() if n != RENDERS}
+    renders = recorded_renders(store, inputs)
+    checkpoints = {n: store.version(n, d) for n, d in inputs.items() if n.partition("/")[0] != RENDERS}
     overlap = overlap_report(store, renders, checkpoints)
     sources = {f"{n} <- {s}": len(u) for n, v in checkpoints.items()
                for s, u in training_uids(store, v.manifest).items()}

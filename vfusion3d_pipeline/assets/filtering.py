@@ -43,7 +43,8 @@ from vfusion3d_core.filtering.models import (
 from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
 from vfusion3d_core.video.data import composite_on_white
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
-from vfusion3d_pipeline.lineage import image_markdown, materialize_result, require_latest
+from vfusion3d_pipeline.assets.renders import CommittedRenders, committed_renders
+from vfusion3d_pipeline.lineage import image_markdown, materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
@@ -114,9 +115,9 @@ class QualityModelsConfig(StepComputeConfig):
 MAX_BOOTSTRAP_ORBITS = {"tiny": None, "small": 1000, "paper": 2000}
 
 
-def render_orbits(version: ArtifactVersion, split: str, limit: int | None = None) -> Iterator[Orbit]:
+def render_orbits(renders: CommittedRenders, split: str, limit: int | None = None) -> Iterator[Orbit]:
     """The first ``limit`` (all when None) orbits of a renders_3d split, read lazily shard by shard."""
-    samples = itertools.islice(iter_samples(version.files_under(split)), limit)
+    samples = itertools.islice(iter_samples(renders.files_under(split)), limit)
     return (Orbit(s.key, composite_on_white(s.views), float(s.meta["elevation_deg"]), float(s.meta["radius"]),
                   s.intrinsics[0]) for s in samples)
 
@@ -164,8 +165,8 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
     set_threads(config.torch_threads)
     featurizer = DinoFeaturizer.build(config.dino(), settings)
     store = artifacts.store()
-    renders = require_latest(store, RENDERS)
-    inputs = {RENDERS: renders.digest}
+    renders = committed_renders(store)
+    inputs = dict(renders.inputs)
     labels: dict[str, int] = {}
     label_rows = SkipReport(what="reading labels")
     if config.labels_csv:
@@ -189,7 +190,7 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
         context.log.warning(f"{len(unknown)} labelled video key(s) not found in synthetic_videos: {unknown[:10]}")
     limit = config.max_bootstrap_orbits or MAX_BOOTSTRAP_ORBITS[preset.validated()]
     train, heldout = render_orbits(renders, "train", limit), render_orbits(renders, "heldout", limit)
-    rc = renders.manifest.config
+    rc = renders.config
     elevation_range = (float(rc.get("elevation_min_deg", 0.0)), float(rc.get("elevation_max_deg", 45.0)))
     store.clean_staging(QUALITY)
     with mlflow.run_for(context) as run, store.staging(QUALITY) as staging:
@@ -205,7 +206,7 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
                             code_version=QUALITY_CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, QUALITY)
         run.log_params(run_config)
-        run.log_input(RENDERS, renders)
+        renders.log_inputs(run)
         run.log_metrics({k: v for k, v in m.items() if isinstance(v, int | float)})
         run.log_output(QUALITY, version)
     context.log.info(f"committed {QUALITY} {version.path.name} (DINOv2: {featurizer.weights}; "

@@ -31,6 +31,7 @@ from vfusion3d_core.lrm.train.losses import LPIPSUnavailable
 from vfusion3d_core.lrm.train.request import LRMTrainRequest, check_training_weights, run_train_request
 from vfusion3d_core.pretrained import MissingPretrainedError
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.gpu_steps import GpuStepsConfig, check_execution, step_report
 from vfusion3d_pipeline.lineage import materialize_result, require_latest
 from vfusion3d_pipeline.resources import (
@@ -308,8 +309,8 @@ def filtered_training_data(store: ArtifactStore, min_samples: int
 def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
                    preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
     store = artifacts.store()
-    renders = require_latest(store, RENDERS)  # its held-out split scores every model
-    versions: dict[str, ArtifactVersion] = {RENDERS: renders}
+    renders = committed_renders(store)  # its held-out split scores every model
+    versions: dict[str, ArtifactVersion] = dict(renders.named_versions)
     if config.dataset_dir:
         shards, inputs = _external_shards(config.dataset_dir)
     else:
@@ -318,7 +319,7 @@ def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfi
         context.log.info(f"training on {len(filtered)} filtered partition(s): {sorted(filtered)}")
     init, init_inputs = _initial_model(config, None)
     return train_lrm_asset(context, PRETRAINED, config, config.recipe(preset.validated()), shards,
-                           renders.files_under("heldout"), {**inputs, RENDERS: renders.digest, **init_inputs},
+                           renders.files_under("heldout"), {**inputs, **renders.inputs, **init_inputs},
                            versions, init, artifacts, mlflow, preset.gpu_steps, compute)
 
 
@@ -334,11 +335,11 @@ def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfi
 )
 def lrm_3d_only(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
                 preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
-    renders = require_latest(artifacts.store(), RENDERS)
+    renders = committed_renders(artifacts.store())
     init, init_inputs = _initial_model(config, None)
     return train_lrm_asset(context, THREE_D_ONLY, config, config.recipe(preset.validated()),
-                           shard_locations(renders, "train"), renders.files_under("heldout"),
-                           {RENDERS: renders.digest, **init_inputs}, {RENDERS: renders}, init, artifacts, mlflow,
+                           renders.shard_locations("train"), renders.files_under("heldout"),
+                           {**renders.inputs, **init_inputs}, renders.named_versions, init, artifacts, mlflow,
                            preset.gpu_steps, compute)
 
 
@@ -354,7 +355,7 @@ def lrm_3d_only(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, 
 def lrm_finetuned(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
                   preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
     store = artifacts.store()
-    renders = require_latest(store, RENDERS)
+    renders = committed_renders(store)
     pretrained = None if config.init_official else require_latest(store, PRETRAINED)
     recipe = config.recipe(preset.validated())
     if config.steps is None:
@@ -362,7 +363,7 @@ def lrm_finetuned(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig
         recipe.stages = [s for s in recipe.stages if s.start_step < recipe.steps]
     recipe.seed += 1  # a different data order / noise stream than the pretraining run
     init, init_inputs = _initial_model(config, pretrained)
-    versions = {RENDERS: renders, **({PRETRAINED: pretrained} if pretrained else {})}
-    return train_lrm_asset(context, FINETUNED, config, recipe, shard_locations(renders, "train"),
-                           renders.files_under("heldout"), {RENDERS: renders.digest, **init_inputs}, versions, init,
+    versions = {**renders.named_versions, **({PRETRAINED: pretrained} if pretrained else {})}
+    return train_lrm_asset(context, FINETUNED, config, recipe, renders.shard_locations("train"),
+                           renders.files_under("heldout"), {**renders.inputs, **init_inputs}, versions, init,
                            artifacts, mlflow, preset.gpu_steps, compute)

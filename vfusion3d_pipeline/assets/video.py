@@ -27,8 +27,9 @@ from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
 from vfusion3d_core.video.synthesis import SynthesisResult, run_synthesis
 from vfusion3d_core.video.trainer import MetricLogger
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.gpu_steps import check_execution, step_report
-from vfusion3d_pipeline.lineage import array_markdown, materialize_result, require_latest
+from vfusion3d_pipeline.lineage import array_markdown, materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
@@ -110,7 +111,7 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
     settings = compute.settings(config)
     set_threads(config.torch_threads)
     store = artifacts.store()
-    renders = require_latest(store, RENDERS)
+    renders = committed_renders(store)
     shards = renders.files_under("train")
     store.clean_staging(MODEL)
     run_key = hashlib.sha256(json.dumps([cfg.to_dict(), settings.to_dict(), renders.digest, MODEL_CODE_VERSION],
@@ -120,7 +121,7 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
     with mlflow.run_for(context) as run, store.staging(MODEL) as staging:
         run.log_params({**cfg.to_dict(), "eval_count": config.eval_count, "from_scratch": config.from_scratch,
                         "compute": settings.describe()})
-        run.log_input(RENDERS, renders)
+        renders.log_inputs(run)
         to_mlflow = run.metric_logger()
 
         def log(metrics: dict, step: int) -> None:
@@ -128,7 +129,7 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
             if step % 50 == 0:
                 context.log.info(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
-        request = FinetuneRequest(cfg, [str(s) for s in shards], str(staging / MODEL_DIR), {RENDERS: renders.digest},
+        request = FinetuneRequest(cfg, [str(s) for s in shards], str(staging / MODEL_DIR), renders.inputs,
                                   str(checkpoints), preset_name, config.from_scratch, config.eval_count,
                                   config.torch_threads, settings)
         pipes_metadata: dict = {}
@@ -140,7 +141,7 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
         manifest = Manifest(MODEL, file_entries(staging, files), result.counts,
                             {**cfg.to_dict(), "eval_count": config.eval_count, "from_scratch": config.from_scratch,
                              "compute": described, "random_init": result.info.get("random_init", [])},
-                            inputs={RENDERS: renders.digest}, code_version=MODEL_CODE_VERSION,
+                            inputs=renders.inputs, code_version=MODEL_CODE_VERSION,
                             run_id=context.run.run_id)
         version = store.commit(staging, manifest, MODEL)
         run.log_metrics({k.replace("/", "_"): v for k, v in result.metrics.items()})
