@@ -1,13 +1,16 @@
 """3D source objects: a seeded procedural world with captions, and a loader for mesh folders."""
 
-from vfusion3d_core.objects.folder import load_mesh_folder
-from vfusion3d_core.objects.mesh import ColoredMesh, MeshError, normalize_into_box
+from vfusion3d_core.objects.folder import MeshNoteWarning, load_mesh_file, load_mesh_folder
+from vfusion3d_core.objects.mesh import ColoredMesh, MeshError, concatenate_meshes, normalize_into_box
 from vfusion3d_core.objects.procedural import ProceduralObjectGenerator, split_train_heldout
 
 __all__ = [
     "ColoredMesh",
     "MeshError",
+    "MeshNoteWarning",
     "ProceduralObjectGenerator",
+    "concatenate_meshes",
+    "load_mesh_file",
     "load_mesh_folder",
     "normalize_into_box",
     "split_train_heldout",

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
 from vfusion3d_core.objects.mesh import ColoredMesh, MeshError, normalize_into_box
+from vfusion3d_core.objects.mesh_file import UP_AXES, read_mesh_file
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 MAX_MESH_BYTES = 512 * 1024 * 1024
@@ -124,48 +124,45 @@ def list_mesh_files(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
     return files, skipped
 
 
-def load_mesh_file(path: Path, uid: str, caption: str) -> ColoredMesh:
-    """Load one mesh file as a normalized ColoredMesh; raises MeshError with the reason on failure."""
+class MeshNoteWarning(UserWarning):
+    """Content of a mesh file that was not used (line/point elements, unsupported extensions, missing textures)."""
+
+
+def load_mesh_file(path: Path, uid: str, caption: str, *, up_axis: str = "y") -> ColoredMesh:
+    """Load one mesh file as a normalized, Z-up ColoredMesh; raises MeshError with the reason on failure.
+
+    glTF is always turned from Y-up to Z-up; ``up_axis`` ("y" or "z") is the up axis of OBJ and PLY files.
+    Content that could not be used is listed in ``mesh.meta["notes"]`` and warned as a MeshNoteWarning.
+    """
     size = path.stat().st_size
     if size == 0:
         raise MeshError("empty file")
     if size > MAX_MESH_BYTES:
         raise MeshError(f"file too large ({size} bytes > {MAX_MESH_BYTES})")
-    try:
-        loaded = trimesh.load(str(path), force="scene", process=False)
-    except Exception as exc:  # trimesh raises many types for malformed files
-        raise MeshError(f"unreadable mesh: {type(exc).__name__}: {exc}") from exc
-    geometries = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)] if isinstance(
-        loaded, trimesh.Scene) else [loaded]
-    geometries = [g for g in geometries if len(g.faces) > 0]
-    if not geometries:
-        raise MeshError("no triangles in file")
-    parts = [ColoredMesh.from_trimesh(uid, caption, g) for g in geometries]
-    vertices = np.concatenate([p.vertices for p in parts])
-    if not np.isfinite(vertices).all():
-        raise MeshError("non-finite vertex coordinates")
-    offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
-    faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets, strict=True)])
-    mesh = ColoredMesh(uid, caption, vertices, faces,
-                       np.concatenate([p.colors for p in parts]), np.concatenate([p.normals for p in parts]),
-                       np.concatenate([p.specular for p in parts]), meta={"source": "folder", "file": path.name})
-    mesh = normalize_into_box(mesh)
+    mesh = normalize_into_box(read_mesh_file(path, uid, caption, up_axis=up_axis))
     tri = mesh.vertices[mesh.faces]
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum()
     if not area > MIN_SURFACE_AREA:  # e.g. every triangle collinear: nothing would be rendered
         raise MeshError(f"degenerate mesh (surface area {area:.2g} after normalization)")
+    if mesh.meta["notes"]:
+        warnings.warn(f"{path.name}: not used: " + "; ".join(mesh.meta["notes"]), MeshNoteWarning, stacklevel=2)
     return mesh
 
 
 def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None,
-                     caption_issues: CaptionIssues | None = None) -> tuple[list[ColoredMesh], list[SkippedFile]]:
+                     caption_issues: CaptionIssues | None = None, *, up_axis: str = "y"
+                     ) -> tuple[list[ColoredMesh], list[SkippedFile]]:
     """Load every mesh under ``folder``. Bad files are reported in the second list and skipped.
+
+    ``up_axis`` ("y" or "z") is the up axis of the OBJ and PLY files (glTF is Y-up by specification).
 
     Captions come from ``captions_csv`` (or ``captions.csv`` in the folder when present); a mesh
     without a caption gets its file name as caption. Caption rows that are not used as given (uids matching
     no mesh file, empty captions, malformed or repeated rows) are listed by line, with their count, in one
     ``CaptionWarning``; pass ``caption_issues`` to receive them (and their ``count``) as data too.
     """
+    if up_axis not in UP_AXES:  # checked once here: inside the loop it would become every file's skip reason
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"mesh folder {folder} does not exist")
@@ -183,7 +180,7 @@ def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None,
             continue
         caption = captions.get(path.stem) or captions.get(uid) or path.stem.replace("_", " ")
         try:
-            meshes.append(load_mesh_file(path, uid, caption))
+            meshes.append(load_mesh_file(path, uid, caption, up_axis=up_axis))
             seen.add(uid)
         except MeshError as exc:
             skipped.append(SkippedFile(str(path), str(exc)))
