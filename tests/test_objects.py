@@ -165,3 +165,23 @@ def test_an_unexpected_error_in_one_file_skips_that_file_only(tmp_path, monkeypa
     assert {m.uid for m in meshes} == {"red_box", "can_v2"}
     assert len(skipped) == 1 and Path(skipped[0].path).stem == "ball"
     assert "IndexError: too many indices for array" in skipped[0].reason
+
+
+def test_mesh_shape_checks_raise_not_assert() -> None:
+    """The checks are raises (kept under python -O), each naming the bad field."""
+    from vfusion3d_core.objects import ColoredMesh, MeshError
+
+    v = np.eye(3, dtype=np.float32)
+    f = np.array([[0, 1, 2]], np.int32)
+    n = np.tile(np.float32([0, 0, 1]), (3, 1))
+    good = dict(vertices=v, faces=f, colors=v.copy(), normals=n, specular=np.zeros(3, np.float32))
+    ColoredMesh("ok", "ok", **good)
+    for field_name, bad in [("colors", np.ones((2, 3), np.float32)), ("normals", np.ones((3, 4), np.float32)),
+                            ("specular", np.zeros((3, 1), np.float32)), ("faces", np.array([[0, 1]], np.int32))]:
+        with pytest.raises(MeshError, match=field_name):
+            ColoredMesh("bad", "bad", **{**good, field_name: bad})
+    with pytest.raises(MeshError, match="uvs"):
+        ColoredMesh("tex", "tex", **good, textures=[np.zeros((1, 1, 4), np.uint8)])
+    with pytest.raises(MeshError, match="face_texture"):
+        ColoredMesh("tex", "tex", **good, uvs=np.zeros((3, 2), np.float32), textures=[np.zeros((1, 1, 4), np.uint8)],
+                    face_texture=np.array([1], np.int32), alpha_cutoff=[0.0])

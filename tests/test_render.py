@@ -80,3 +80,38 @@ def test_rendering_is_deterministic_and_objects_fit_in_view() -> None:
         border = np.concatenate([a.rgba[:, 0, :, 3], a.rgba[:, -1, :, 3], a.rgba[:, :, 0, 3], a.rgba[:, :, -1, 3]])
         assert border.max() == 0, "object touches the image border"
         assert (a.rgba[..., 3] > 0).mean() > 0.03
+
+
+def test_untextured_render_equals_white_texture_render() -> None:
+    """Untextured faces are drawn with a 1x1 white texture: giving every face an explicit white texture changes no
+    pixel (procedural objects render as before textures existed)."""
+    import dataclasses
+
+    mesh = ProceduralObjectGenerator(5).build(0)
+    white = dataclasses.replace(mesh, uvs=np.zeros((len(mesh.vertices), 2), np.float32),
+                                textures=[np.full((2, 2, 4), 255, np.uint8)],
+                                face_texture=np.zeros(len(mesh.faces), np.int32), alpha_cutoff=[0.0])
+    cams = C.orbit_cameras(3, elevation_deg=20.0)
+    np.testing.assert_array_equal(render_views(mesh, cams, 64).rgba, render_views(white, cams, 64).rgba)
+
+
+def test_faces_are_drawn_with_their_own_texture() -> None:
+    """Three quads side by side in the y-z plane: textures red and blue, the middle one untextured green; the
+    faces are interleaved so drawing them grouped by texture must keep each face with its texture."""
+    quads, faces = [], []
+    for i, y in enumerate((-0.6, 0.0, 0.6)):
+        quads.append(np.array([[0, y - 0.25, -0.25], [0, y + 0.25, -0.25], [0, y + 0.25, 0.25], [0, y - 0.25, 0.25]]))
+        faces.append(np.array([[0, 1, 2], [0, 2, 3]]) + 4 * i)
+    order = [0, 2, 4, 1, 3, 5]  # first triangles of every quad, then the second ones
+    f = np.concatenate(faces)[order].astype(np.int32)
+    v = np.concatenate(quads).astype(np.float32)
+    colors = np.ones((12, 3), np.float32)
+    colors[4:8] = (0.0, 1.0, 0.0)
+    mesh = ColoredMesh("quads", "quads", v, f, colors, np.tile(np.float32([1, 0, 0]), (12, 1)),
+                       np.zeros(12, np.float32), uvs=np.full((12, 2), 0.5, np.float32),
+                       textures=[np.array([[[255, 0, 0, 255]]], np.uint8), np.array([[[0, 0, 255, 255]]], np.uint8)],
+                       face_texture=np.array([0, -1, 1, 0, -1, 1], np.int32), alpha_cutoff=[0.0, 0.0])
+    view = render_views(mesh, C.orbit_cameras(1, elevation_deg=0.0), 96).rgba[0].astype(int)
+    row = view[48]  # from +x: world +y is on the image's right
+    hits = [tuple(np.sign(row[c, :3] - 128)) for c in (48 - 29, 48, 48 + 29)]
+    assert hits == [(1, -1, -1), (-1, 1, -1), (-1, -1, 1)], hits  # red (y<0), green, blue (y>0)

@@ -29,8 +29,11 @@ class RenderedViews:
     cameras: CameraSet
 
     def __post_init__(self) -> None:
-        assert self.rgba.ndim == 4 and self.rgba.shape[-1] == 4 and self.rgba.dtype == np.uint8, self.rgba.shape
-        assert self.rgba.shape[0] == len(self.cameras), (self.rgba.shape, len(self.cameras))
+        # raises, not asserts: the contract must hold under python -O too
+        if self.rgba.ndim != 4 or self.rgba.shape[-1] != 4 or self.rgba.dtype != np.uint8:
+            raise ValueError(f"rgba must be uint8 [V, S, S, 4], got {self.rgba.shape} {self.rgba.dtype}")
+        if self.rgba.shape[0] != len(self.cameras):
+            raise ValueError(f"{self.rgba.shape[0]} images for {len(self.cameras)} cameras")
 
 
 _DEFAULT_RASTERIZER: MeshRasterizer | None = None
