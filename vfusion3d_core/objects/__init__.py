@@ -1,6 +1,14 @@
 """3D source objects: a seeded procedural world with captions, and a loader for mesh folders."""
 
-from vfusion3d_core.objects.folder import MeshNoteWarning, load_mesh_file, load_mesh_folder
+from vfusion3d_core.objects.folder import (
+    MeshNoteWarning,
+    SkippedFile,
+    list_mesh_files,
+    load_mesh_file,
+    load_mesh_folder,
+    read_captions,
+    uid_for_path,
+)
 from vfusion3d_core.objects.mesh import ColoredMesh, MeshError, concatenate_meshes, normalize_into_box
 from vfusion3d_core.objects.procedural import ProceduralObjectGenerator, split_train_heldout
 
@@ -9,9 +17,13 @@ __all__ = [
     "MeshError",
     "MeshNoteWarning",
     "ProceduralObjectGenerator",
+    "SkippedFile",
     "concatenate_meshes",
+    "list_mesh_files",
     "load_mesh_file",
     "load_mesh_folder",
     "normalize_into_box",
+    "read_captions",
     "split_train_heldout",
+    "uid_for_path",
 ]

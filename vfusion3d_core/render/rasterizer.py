@@ -141,7 +141,7 @@ class MeshRasterizer:
         ibo = ctx.buffer(np.ascontiguousarray(faces, dtype="i4").tobytes())
         vao = ctx.vertex_array(prog, [(vbo, "3f 3f 3f 1f 2f", "in_position", "in_normal", "in_color", "in_specular",
                                        "in_uv")], index_buffer=ibo)
-        textures = [self._texture(np.full((1, 1, 4), 255, np.uint8))] + [self._texture(t) for t in mesh.textures]
+        textures: list = []  # index 0: the 1x1 white texture of untextured faces, then mesh.textures
         cutoffs = [0.0] + [float(c) for c in mesh.alpha_cutoff]
         prog["base_color"].value = 0  # texture unit 0
         msaa, resolved = self._framebuffers(size)
@@ -149,6 +149,8 @@ class MeshRasterizer:
         c2w_np = c2w.detach().cpu().double().numpy()
         intr_np = intrinsics.detach().cpu().double().numpy()
         try:
+            for image in [np.full((1, 1, 4), 255, np.uint8), *mesh.textures]:
+                textures.append(self._texture(image))
             for v in range(c2w.shape[0]):
                 pose = c2w_np[v]
                 dist = float(np.linalg.norm(pose[:3, 3]))
