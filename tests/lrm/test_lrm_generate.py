@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from vfusion3d_core.cli import main
 from vfusion3d_core.lrm.convert import to_official_state_dict
+from vfusion3d_core.lrm.mesh_export import Z_UP_TO_Y_UP
 from vfusion3d_core.lrm.video import has_ffmpeg
 
 
@@ -103,12 +104,13 @@ def test_generate_exact_flag_matches_the_exact_api_path(tmp_path, checkpoint, im
     args = [images[0], "--checkpoint", checkpoint, "--views", 2, "--mesh-resolution", 24, "--video-format", "gif",
             "--mesh-format", "ply", "--remove-background", "never"]
     assert run([*args, "-o", tmp_path / "exact", "--exact"]).exit_code == 0
-    assert run([*args, "-o", tmp_path / "fast", "--max-memory-gb", 2]).exit_code == 0
+    assert run([*args, "-o", tmp_path / "fast", "--max-memory-gb", 2, "--up-axis", "z"]).exit_code == 0
     prepared = prepare_image(images[0], 64, 0.15, "never", DEFAULT_MAX_PIXELS)
     with torch.no_grad():
         planes = shaped_tiny_model.encode(prepared.image[None], default_source_camera()[None])
         reference = extract_mesh(shaped_tiny_model, planes, resolution=24)
     exact = trimesh.load(tmp_path / "exact" / "object" / "mesh.ply", force="mesh", process=False)
+    exact.apply_transform(np.linalg.inv(Z_UP_TO_Y_UP))  # the default .ply is y-up: back to the z-up world
     fast = trimesh.load(tmp_path / "fast" / "object" / "mesh.ply", force="mesh", process=False)
     assert len(exact.faces) == len(reference.faces)
     # the CLI's model is loaded from the checkpoint: its planes differ from the in-memory model's by float
@@ -150,3 +152,67 @@ def test_precision_option_maps_onto_inference_options(tmp_path, checkpoint, imag
                   "--device", "cpu", "--precision", "fp32"])
     assert result.exit_code == 0, result.output
     assert (out / "mesh.obj").is_file() or any(out.glob("*/mesh.obj"))
+
+
+FAST = ["--views", 2, "--render-size", 16, "--mesh-resolution", 24, "--video-format", "gif",
+        "--remove-background", "never"]
+
+
+def test_no_video_writes_the_mesh_and_no_video(tmp_path, checkpoint, images):
+    out = tmp_path / "out"
+    result = run([images[0], "--checkpoint", checkpoint, "-o", out, *FAST, "--no-video"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "object").iterdir()) == ["input.png", "mesh.glb"]
+    assert len(trimesh.load(out / "object" / "mesh.glb", force="mesh").faces) > 0
+
+
+def test_glb_from_the_cli_is_y_up(tmp_path, checkpoint, images):
+    """The default .glb is the z-up extraction rotated to y-up: re-loaded through its scene graph it equals
+    the --up-axis z .obj of the same run with (x, y, z) -> (x, z, -y)."""
+    out = tmp_path / "out"
+    assert run([images[0], "--checkpoint", checkpoint, "-o", out / "glb", *FAST, "--no-video"]).exit_code == 0
+    assert run([images[0], "--checkpoint", checkpoint, "-o", out / "obj", *FAST, "--no-video",
+                "--mesh-format", "obj", "--up-axis", "z"]).exit_code == 0
+    glb = trimesh.load(out / "glb" / "object" / "mesh.glb", force="scene").to_mesh()
+    world = trimesh.load(out / "obj" / "object" / "mesh.obj", force="mesh", process=False)
+    expected = world.vertices[:, [0, 2, 1]] * [1, 1, -1]
+    np.testing.assert_allclose(np.sort(glb.vertices, axis=0), np.sort(expected, axis=0), atol=1e-5)
+
+
+def test_max_faces_and_baked_texture(tmp_path, checkpoint, images):
+    out = tmp_path / "out"
+    result = run([images[0], "--checkpoint", checkpoint, "-o", out / "glb", *FAST, "--no-video",
+                  "--max-faces", 1000, "--texture-size", 32])
+    assert result.exit_code == 0, result.output
+    assert "decimated" in result.output and "texture baked" in result.output
+    mesh = trimesh.load(out / "glb" / "object" / "mesh.glb", force="scene").to_mesh()
+    assert 0 < len(mesh.faces) <= 1000 and mesh.visual.kind == "texture"
+    assert np.asarray(mesh.visual.material.baseColorTexture).shape[:2] == (32, 32)
+    result = run([images[0], "--checkpoint", checkpoint, "-o", out / "obj", *FAST, "--no-video",
+                  "--max-faces", 1000, "--texture-size", 32, "--mesh-format", "obj"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "obj" / "object").iterdir()) == [
+        "input.png", "mesh.mtl", "mesh.obj", "texture.png"]
+    assert trimesh.load(out / "obj" / "object" / "mesh.obj", force="mesh").visual.kind == "texture"
+
+
+def test_mesh_option_usage_errors(tmp_path, checkpoint, images):
+    base = [images[0], "--checkpoint", checkpoint, "-o", tmp_path / "o"]
+    result = run([*base, "--up-axis", "z"])
+    assert result.exit_code == 2 and "always y-up" in result.output
+    result = run([*base, "--mesh-format", "ply", "--texture-size", 64])
+    assert result.exit_code == 2 and "glb or obj" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_truncated_png_in_a_batch_is_named_and_the_others_written(tmp_path, checkpoint, images):
+    data = images[0].read_bytes()
+    bad = tmp_path / "truncated.png"
+    bad.write_bytes(data[:len(data) // 2])  # a valid PNG header, then the bytes stop
+    out = tmp_path / "out"
+    result = run([images[0], bad, images[1], "--checkpoint", checkpoint, "-o", out, *FAST, "--no-video"])
+    assert result.exit_code == 1, result.output
+    assert f"{bad}: cannot read image" in result.output
+    assert "2 of 3 image(s) processed; 1 failed" in result.output
+    assert (out / "object" / "mesh.glb").is_file() and (out / "object_2" / "mesh.glb").is_file()
+    assert not (out / "truncated").exists()

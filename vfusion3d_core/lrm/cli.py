@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .mesh import MESH_FORMATS
+from .mesh_export import MESH_FORMATS, UP_AXES
 from .preprocess import DEFAULT_MAX_PIXELS
 from .video import VIDEO_FORMATS
 
@@ -22,10 +22,20 @@ from .video import VIDEO_FORMATS
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder; one sub-folder per image.")
 @click.option("--render-size", type=int, default=None, help="Turntable resolution (default: model config).")
-@click.option("--views", type=click.IntRange(1), default=160, show_default=True, help="Turntable frames.")
+@click.option("--views", type=click.IntRange(1), default=160, show_default=True,
+              help="Turntable frames (one render call each).")
+@click.option("--no-video", is_flag=True, help="Write no turntable video (mesh and input.png only).")
 @click.option("--mesh-resolution", type=click.IntRange(8), default=256, show_default=True)
 @click.option("--mesh-level", type=float, default=1.0, show_default=True, help="Density iso level.")
 @click.option("--mesh-format", type=click.Choice(MESH_FORMATS), default="glb", show_default=True)
+@click.option("--max-faces", type=click.IntRange(4), default=None,
+              help="Decimate the mesh to at most N faces (quadric edge collapse); colours re-queried.")
+@click.option("--texture-size", type=click.IntRange(0), default=0, show_default=True,
+              help="N > 0: UV-unwrap (xatlas) and bake an N x N colour texture instead of vertex colours "
+                   "(glb/obj; slow on big meshes, combine with --max-faces). 0: vertex colours.")
+@click.option("--up-axis", type=click.Choice(UP_AXES), default="y", show_default=True,
+              help="Up axis of .obj/.ply files: y (Blender's OBJ import default; world +Z -> +Y) or z (the "
+                   "project's world frame). .glb is always y-up (glTF).")
 @click.option("--video-format", type=click.Choice(VIDEO_FORMATS), default="auto", show_default=True,
               help="auto = mp4 when imageio-ffmpeg is installed, else gif.")
 @click.option("--fps", type=click.IntRange(1), default=30, show_default=True)
@@ -42,11 +52,14 @@ from .video import VIDEO_FORMATS
 @click.option("--max-memory-gb", type=click.FloatRange(0.5), default=4.0, show_default=True,
               help="Process memory bound used to size ray/point chunks.")
 def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path | None,
-             official_config: Path | None, outdir: Path, render_size: int | None, views: int,
-             mesh_resolution: int, mesh_level: float, mesh_format: str, video_format: str, fps: int,
+             official_config: Path | None, outdir: Path, render_size: int | None, views: int, no_video: bool,
+             mesh_resolution: int, mesh_level: float, mesh_format: str, max_faces: int | None, texture_size: int,
+             up_axis: str, video_format: str, fps: int,
              remove_background: str, border_ratio: float, max_pixels: int, device: str, precision: str,
              exact: bool, max_memory_gb: float) -> None:
-    """Reconstruct each IMAGE in 3D: writes input.png, mesh.<fmt> and turntable.<mp4|gif>.
+    """Reconstruct each IMAGE in 3D: writes input.png, mesh.<fmt> and turntable.<mp4|gif> (not with --no-video).
+
+    Meshes: .glb is y-up (glTF), .obj/.ply are y-up too unless --up-axis z (the project's z-up world frame).
 
     By default the fast path runs (bf16 where the hardware has fast bf16, empty-space skipping,
     coarse-to-fine meshing); --exact runs the reference fp32 path.
@@ -67,6 +80,12 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
         raise click.UsageError("--official-config only applies to --official")
     if exact and precision == "bf16":
         raise click.UsageError("--exact is the fp32 reference path; it cannot run with --precision bf16")
+    if mesh_format == "glb" and up_axis != "y":
+        raise click.UsageError("--up-axis z only applies to --mesh-format obj/ply; a .glb is always y-up (glTF)")
+    if texture_size and mesh_format == "ply":
+        raise click.UsageError("--texture-size needs --mesh-format glb or obj (.ply has no texture)")
+    if 0 < texture_size < 8:
+        raise click.UsageError("--texture-size must be 0 (vertex colours) or at least 8")
     failed: dict[int, str] = {}  # position in IMAGES -> reason (the same file may be given twice)
     for index, path in enumerate(images):  # headers only: unreadable images are reported before loading a model
         try:
@@ -85,8 +104,10 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
         model = load_model(checkpoint, official, official_config, torch_device)
     except (ValueError, OSError) as err:  # CheckpointMismatchError and ConfigError are ValueErrors
         raise click.ClickException(f"cannot load the model: {err}") from err
-    opts = GenerateOptions(render_size=render_size, num_views=views, mesh_resolution=mesh_resolution,
-                           mesh_format=mesh_format, mesh_level=mesh_level, video_format=video_format, fps=fps,
+    opts = GenerateOptions(render_size=render_size, video=not no_video, num_views=views,
+                           mesh_resolution=mesh_resolution, mesh_format=mesh_format, mesh_level=mesh_level,
+                           max_faces=max_faces, texture_size=texture_size, up_axis=up_axis,
+                           video_format=video_format, fps=fps,
                            border_ratio=border_ratio, remove_background=remove_background, max_pixels=max_pixels,
                            inference=inference_options(compute, exact, max_memory_gb))
     jobs = [(i, p, o) for i, (p, o) in enumerate(zip(images, output_dirs(list(images), outdir), strict=True))

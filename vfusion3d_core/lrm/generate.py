@@ -1,5 +1,5 @@
-"""Image -> 3D: load a checkpoint, encode each image from the default source camera, write a mesh,
-a turntable video and the preprocessed input."""
+"""Image -> 3D: load a checkpoint, encode each image from the default source camera, write a mesh
+(optionally decimated and/or with a baked texture), a turntable video (optional) and the preprocessed input."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import trimesh
 from tqdm.auto import tqdm
 
 from vfusion3d_core.cameras import default_source_camera, turntable_cameras
@@ -19,10 +20,13 @@ from vfusion3d_core.compute import ComputeSettings
 from .checkpoint import read_weight_file
 from .config import ConfigError, LRMConfig, read_json
 from .inference import InferenceOptions
-from .mesh import EmptyMeshError, extract_mesh, save_mesh
+from .mesh import EmptyMeshError, extract_mesh, mesh_fields
+from .mesh_export import MESH_FORMATS, UP_AXES, export_mesh
+from .mesh_simplify import decimate
 from .model import LRM
 from .preprocess import DEFAULT_MAX_PIXELS, prepare_image
 from .presets import get_preset
+from .texture_bake import bake_texture
 from .video import write_video
 
 
@@ -32,13 +36,21 @@ class GenerateOptions:
 
     ``inference``: the fast path by default; ``InferenceOptions.exact()`` is the reference fp32 path
     (``--exact``). ``chunk_rays`` / ``chunk_points`` None: sized from ``inference.max_memory_gb``.
+    ``video`` False: no turntable. ``max_faces``: decimate the mesh to that many faces at most (None:
+    as extracted). ``texture_size`` > 0: xatlas uvs and a baked texture of that size instead of vertex
+    colours (.glb / .obj). ``up_axis``: of .obj / .ply files ("y" like Blender's OBJ importer, or the
+    world's "z"); a .glb is always y-up. Invalid combinations raise ValueError here.
     """
 
     render_size: int | None = None
+    video: bool = True
     num_views: int = 160
     mesh_resolution: int = 256
     mesh_format: str = "glb"
     mesh_level: float = 1.0
+    max_faces: int | None = None
+    texture_size: int = 0
+    up_axis: str = "y"
     video_format: str = "auto"
     fps: int = 30
     border_ratio: float = 0.15
@@ -47,6 +59,20 @@ class GenerateOptions:
     chunk_rays: int | None = None
     chunk_points: int | None = None
     inference: InferenceOptions = field(default_factory=InferenceOptions)
+
+    def __post_init__(self) -> None:
+        if self.mesh_format not in MESH_FORMATS:
+            raise ValueError(f"unknown mesh format {self.mesh_format!r}; use one of {MESH_FORMATS}")
+        if self.up_axis not in UP_AXES:
+            raise ValueError(f"unknown up axis {self.up_axis!r}; use one of {UP_AXES}")
+        if self.mesh_format == "glb" and self.up_axis != "y":
+            raise ValueError("a .glb is always y-up (glTF specification); up axis 'z' only applies to .obj / .ply")
+        if self.max_faces is not None and self.max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
+        if self.texture_size < 0 or 0 < self.texture_size < 8:
+            raise ValueError(f"texture size must be 0 (vertex colours) or >= 8, got {self.texture_size}")
+        if self.texture_size and self.mesh_format == "ply":
+            raise ValueError("a baked texture needs mesh format glb or obj (.ply has no texture)")
 
 
 def inference_options(compute: ComputeSettings, exact: bool = False, max_memory_gb: float = 4.0
@@ -117,7 +143,8 @@ def render_turntable(model: LRM, planes: torch.Tensor, size: int, num_views: int
 @torch.no_grad()
 def generate_one(model: LRM, image_path: str | Path, outdir: str | Path, opts: GenerateOptions,
                  log: Callable[[str], None] = print, progress_bar: bool = True) -> dict[str, Path]:
-    """Write ``input.png``, ``mesh.<fmt>`` and ``turntable.<mp4|gif>`` for one image into ``outdir``.
+    """Write ``input.png``, ``mesh.<fmt>`` (plus ``mesh.mtl`` and its texture for a textured .obj) and,
+    unless ``opts.video`` is False, ``turntable.<mp4|gif>`` for one image into ``outdir``.
 
     The image is preprocessed before anything is created (a refused image leaves no folder behind); the
     outputs are written into a temporary sibling folder and moved into ``outdir`` only once all are
@@ -135,22 +162,43 @@ def generate_one(model: LRM, image_path: str | Path, outdir: str | Path, opts: G
         image = prepared.image[None].to(device)  # [1, 3, S, S]
         source = default_source_camera()[None].to(device)  # [1, 16]
         planes = model.encode(image, source, opts.inference)
-        size = opts.render_size or model.config.render_size
-        with tqdm(total=opts.num_views, desc=f"turntable {Path(image_path).name}", unit="view",
-                  disable=not progress_bar, leave=False) as bar:
-            frames = render_turntable(model, planes, size, opts.num_views, opts.chunk_rays, bar.update,
-                                      opts.inference)
-        written["video"] = write_video(frames, staging / "turntable", opts.fps, opts.video_format)
+        if opts.video:
+            size = opts.render_size or model.config.render_size
+            with tqdm(total=opts.num_views, desc=f"turntable {Path(image_path).name}", unit="view",
+                      disable=not progress_bar, leave=False) as bar:
+                frames = render_turntable(model, planes, size, opts.num_views, opts.chunk_rays, bar.update,
+                                          opts.inference)
+            written["video"] = write_video(frames, staging / "turntable", opts.fps, opts.video_format)
         try:
             mesh = extract_mesh(model, planes, opts.mesh_resolution, opts.mesh_level, opts.chunk_points,
                                 options=opts.inference)
         except EmptyMeshError as err:
             log(f"{image_path}: no mesh written: {err}")
         else:
-            written["mesh"] = save_mesh(mesh, staging / f"mesh.{opts.mesh_format}")
+            mesh = finish_mesh(model, planes, mesh, opts, log=lambda m: log(f"{image_path}: {m}"))
+            files = export_mesh(mesh, staging / f"mesh.{opts.mesh_format}", opts.up_axis)
+            written["mesh"] = files[0]
+            written.update({f"mesh:{path.name}": path for path in files[1:]})  # .mtl and texture of an .obj
         return publish(staging, out, written)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def finish_mesh(model: LRM, planes: torch.Tensor, mesh: trimesh.Trimesh, opts: GenerateOptions,
+                log: Callable[[str], None] = print) -> trimesh.Trimesh:
+    """The extracted mesh (world z-up, vertex colours) decimated to ``opts.max_faces`` and/or given a
+    baked texture of ``opts.texture_size``, both coloured from the model's colour field at the new points."""
+    if opts.max_faces is None and not opts.texture_size:
+        return mesh
+    _, colour, chunk_points = mesh_fields(model, planes, opts.inference, opts.chunk_points)
+    if opts.max_faces is not None and len(mesh.faces) > opts.max_faces:
+        before = len(mesh.faces)
+        mesh = decimate(mesh, opts.max_faces, colour, chunk_points, planes.device)
+        log(f"mesh decimated from {before} to {len(mesh.faces)} faces")
+    if opts.texture_size:
+        mesh = bake_texture(mesh, opts.texture_size, colour, chunk_points=chunk_points, device=planes.device)
+        log(f"texture baked ({opts.texture_size} x {opts.texture_size})")
+    return mesh
 
 
 def publish(staging: Path, out: Path, written: dict[str, Path]) -> dict[str, Path]:

@@ -3,7 +3,8 @@
 Grid vertex (a, b, c) of an n^3 grid sits at -1 + 2 * (a, b, c) / (n - 1); the surface is the
 level set density = 1.0 (DESIGN.md). The grid is evaluated in slabs of x so memory stays bounded
 (the grid itself is n^3 float32: 64 MiB at 256, 512 MiB at 512). Vertex colours are queried from
-the same field at the mesh vertices. Coordinates stay in the project's z-up world frame.
+the same field at the mesh vertices. Coordinates stay in the project's z-up world frame; writing
+(and the y-up convention of the files) is ``mesh_export``.
 
 Coarse-to-fine (``coarse_to_fine_grid``, the fast path): the density is evaluated on every
 ``stride``-th grid vertex first (plus the last one); coarse cells whose corner values straddle the
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import mcubes
 import numpy as np
@@ -32,9 +32,9 @@ from .inference import (
     InferenceOptions,
     working_memory_bytes,
 )
+from .mesh_export import MESH_FORMATS, save_mesh  # noqa: F401  (re-exported: mesh.save_mesh is public API)
 
 PointFn = Callable[[torch.Tensor], torch.Tensor]  # points [P, 3] -> values [P, K]
-MESH_FORMATS = ("glb", "obj", "ply")
 
 
 class EmptyMeshError(ValueError):
@@ -224,17 +224,12 @@ def mesh_from_fields(density_fn: PointFn, rgb_fn: PointFn | None, resolution: in
     return trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colours, process=False)
 
 
-def extract_mesh(model, planes: torch.Tensor, resolution: int = 256, level: float = 1.0,
-                 chunk_points: int | None = None, options: InferenceOptions | None = None,
-                 stats: dict | None = None) -> trimesh.Trimesh:
-    """Mesh of one object's planes [1, 3, C, H, W].
-
-    Without ``options``: the exact path (``model.query_density`` on the dense grid, ``chunk_points``
-    default 2^18). With ``options``: the field of ``model.fast_field`` and, when
-    ``options.mesh_stride`` > 1, the coarse-to-fine grid; chunk sizes from ``options.max_memory_gb``
-    unless ``chunk_points`` is given. ``stats``: see ``mesh_from_fields``.
-    """
-    assert planes.dim() == 5 and planes.shape[:2] == (1, 3), f"planes must be [1, 3, C, H, W], got {planes.shape}"
+def mesh_fields(model, planes: torch.Tensor, options: InferenceOptions | None = None,
+                chunk_points: int | None = None) -> tuple[PointFn, PointFn, int]:
+    """(density [P, 3] -> [P], colour [P, 3] -> [P, 3] in [0, 1], chunk_points) of one object's planes
+    [1, 3, C, H, W], the fields ``extract_mesh`` meshes (see there for ``options`` / ``chunk_points``)."""
+    if planes.dim() != 5 or planes.shape[:2] != (1, 3):
+        raise ValueError(f"planes must be [1, 3, C, H, W], got {tuple(planes.shape)}")
     if options is None or options.is_exact:
         if chunk_points is None:
             chunk_points = 1 << 18 if options is None else grid_chunk_points(planes.device, options, fused=False)
@@ -245,7 +240,7 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int = 256, level: floa
         def colour(points: torch.Tensor) -> torch.Tensor:
             return model.query_density(planes, points[None].to(planes.device))[1][0]
 
-        return mesh_from_fields(density, colour, resolution, level, chunk_points, planes.device, stats=stats)
+        return density, colour, chunk_points
     if chunk_points is None:
         chunk_points = grid_chunk_points(planes.device, options, options.fused_field)
     field = model.fast_field(planes, options, min(chunk_points, CPU_FIELD_CHUNK) if planes.device.type == "cpu"
@@ -257,7 +252,23 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int = 256, level: floa
     def fast_colour(points: torch.Tensor) -> torch.Tensor:
         return field(points.to(planes.device))[1]
 
-    return mesh_from_fields(fast_density, fast_colour, resolution, level, chunk_points, planes.device,
+    return fast_density, fast_colour, chunk_points
+
+
+def extract_mesh(model, planes: torch.Tensor, resolution: int = 256, level: float = 1.0,
+                 chunk_points: int | None = None, options: InferenceOptions | None = None,
+                 stats: dict | None = None) -> trimesh.Trimesh:
+    """Mesh of one object's planes [1, 3, C, H, W] (world z-up, vertex colours).
+
+    Without ``options``: the exact path (``model.query_density`` on the dense grid, ``chunk_points``
+    default 2^18). With ``options``: the field of ``model.fast_field`` and, when
+    ``options.mesh_stride`` > 1, the coarse-to-fine grid; chunk sizes from ``options.max_memory_gb``
+    unless ``chunk_points`` is given. ``stats``: see ``mesh_from_fields``.
+    """
+    density, colour, chunk_points = mesh_fields(model, planes, options, chunk_points)
+    if options is None or options.is_exact:
+        return mesh_from_fields(density, colour, resolution, level, chunk_points, planes.device, stats=stats)
+    return mesh_from_fields(density, colour, resolution, level, chunk_points, planes.device,
                             options.mesh_stride, options.mesh_dilate, stats)
 
 
@@ -266,14 +277,3 @@ def grid_chunk_points(device: torch.device | str, options: InferenceOptions, fus
     n^3 float32, is allocated separately)."""
     per_point = BYTES_PER_POINT_FUSED if fused else BYTES_PER_POINT_EXACT
     return int(max(1 << 12, working_memory_bytes(device, options.max_memory_gb) // 2 // per_point))
-
-
-def save_mesh(mesh: trimesh.Trimesh, path: str | Path) -> Path:
-    """Write .glb / .obj / .ply (by suffix) with vertex colours."""
-    out = Path(path)
-    fmt = out.suffix.lstrip(".").lower()
-    if fmt not in MESH_FORMATS:
-        raise ValueError(f"unsupported mesh format {out.suffix!r}; use one of {MESH_FORMATS}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    mesh.export(out, file_type=fmt)
-    return out
