@@ -133,8 +133,12 @@ def test_engine_loads_with_all_its_parts() -> None:
     mesh = load(ENGINE)
     assert len(mesh.faces) == expected == sum(len(g.faces) for g in scene.dump())
     assert len(np.unique(mesh.colors.round(3), axis=0)) >= 3  # base-colour factors of its materials
-    # placed by node transforms: the vertices of the instances of one mesh do not all coincide
     assert len(scene.geometry) == 34 and len(scene.graph.nodes_geometry) == 115
+    # every instance placed by its node transform (as trimesh's dump places them), then turned Y-up -> Z-up
+    placed = np.concatenate([g.vertices for g in scene.dump()])
+    x, y, z = np.ptp(placed, axis=0)
+    np.testing.assert_allclose(np.ptp(mesh.vertices, axis=0) / np.ptp(mesh.vertices[:, 0]), [1, z / x, y / x],
+                               rtol=1e-4)
 
 
 def copy_models(folder: Path, *relatives: str) -> None:
