@@ -15,8 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# renders_3d at a micro size: 6 + 2 objects, 4 views at 32x32
-MICRO_RENDERS = {"num_objects": 6, "num_heldout": 2, "num_views": 4, "resolution": 32, "samples_per_shard": 4}
+# source_objects at a micro size: 6 + 2 objects in two object_shards partitions of 4
+MICRO_SOURCE = {"num_objects": 6, "num_heldout": 2, "objects_per_partition": 4}
+# renders_3d at a micro size: 4 views at 32x32
+MICRO_RENDERS = {"num_views": 4, "resolution": 32, "samples_per_shard": 4}
+# run config ops of both (e.g. for run_all's run_graph)
+MICRO_RENDER_OPS = {"source_objects": {"config": MICRO_SOURCE}, "renders_3d": {"config": MICRO_RENDERS}}
 # video_model overrides: 16x16 frames, 4-frame orbits, a couple of steps per training stage (as tests/video)
 VIDEO_MICRO = dict(resolution=16, num_frames=4, vae_channels=[8, 16], vae_norm_groups=4, vae_steps=2, image_steps=2,
                    video_steps=2, vae_batch=4, image_batch=4, video_batch=2, sample_steps=3, warmup_steps=1,
@@ -25,6 +29,31 @@ VIDEO_MICRO = dict(resolution=16, num_frames=4, vae_channels=[8, 16], vae_norm_g
 LRM_MICRO = {"steps": 4, "batch_size": 2, "overrides_json": json.dumps(
     {"views_per_sample": 2, "warmup_steps": 1, "stages": [{"start_step": 0, "render_size": 32}],
      "checkpoint_every": 2, "log_every": 2, "shuffle_buffer": 2})}
+
+
+def materialize_renders(resources: dict, instance, source: dict | None = None, renders: dict | None = None,
+                        checks: bool = False) -> list:
+    """source_objects, then renders_3d for each object_shards partition it registered (in-process, as a user
+    launching a backfill); returns the renders_3d results. ``checks`` also runs renders_3d_integrity."""
+    import dagster as dg
+
+    from vfusion3d_pipeline.assets.renders import renders_3d, source_objects
+    from vfusion3d_pipeline.checks import renders_3d_integrity
+    from vfusion3d_pipeline.partitions import object_shards
+
+    listed = dg.materialize([source_objects], resources=resources, instance=instance,
+                            run_config={"ops": {"source_objects": {"config": MICRO_SOURCE if source is None
+                                                                   else source}}})
+    assert listed.success
+    results = []
+    for key in instance.get_dynamic_partitions(object_shards.name):
+        result = dg.materialize([renders_3d, *([renders_3d_integrity] if checks else [])], resources=resources,
+                                instance=instance, partition_key=key,
+                                run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS if renders is None
+                                                                   else renders}}})
+        assert result.success, key
+        results.append(result)
+    return results
 
 
 def dagster_home(home: Path, instance_config: str = "dagster.yaml") -> Path:
@@ -43,10 +72,10 @@ def pipeline_env(tmp_path: Path, name: str = "run") -> dict[str, str]:
     return env
 
 
-def materialize_cmd(select: str, config: dict) -> list[str]:
+def materialize_cmd(select: str, config: dict, partition: str | None = None) -> list[str]:
     """`dagster asset materialize` for a selection with run config (the CLI a user runs)."""
     return [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "vfusion3d_pipeline.definitions",
-            "--select", select, "--config-json", json.dumps(config)]
+            "--select", select, "--config-json", json.dumps(config), *(["--partition", partition] if partition else [])]
 
 
 def run_materialize(env: dict[str, str], select: str, config: dict, timeout: float = 300

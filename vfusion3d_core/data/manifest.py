@@ -73,7 +73,17 @@ def pid_alive(pid: str) -> bool:
         return False
     except PermissionError:
         return True
-    return int(pid) != 0
+    return int(pid) != 0 and not _zombie(pid)
+
+
+def _zombie(pid: str) -> bool:
+    """A killed process not yet reaped by its parent (e.g. a Dagster step process whose run was SIGKILLed) still
+    answers kill(pid, 0) but runs no more; Linux shows it as state Z in /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 @dataclass(frozen=True)
