@@ -24,10 +24,12 @@ CANDIDATES_PER_CHUNK = 1 << 20  # texel candidates tested per batch of triangles
 
 def unwrap(vertices: np.ndarray, faces: np.ndarray, size: int, padding: int = 4
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """xatlas charts packed into one ``size`` x ``size`` atlas with ``padding`` texels between them.
+    """xatlas charts packed into one atlas of about ``size`` x ``size`` with ``padding`` texels between them.
 
     vertices [V, 3], faces [F, 3] -> (vmapping [V'] (original vertex of each new one), faces [F, 3]
-    into the new vertices, uvs [V', 2] in [0, 1]); vertices are split along chart seams."""
+    into the new vertices, uvs [V', 2] in [0, 1]); vertices are split along chart seams. xatlas sizes
+    its atlas from an estimate (often 10-60% larger than ``size``); the uvs are normalised to it, so
+    the gutter in a ``size`` image is somewhat narrower than ``padding`` texels."""
     atlas = xatlas.Atlas()
     atlas.add_mesh(np.ascontiguousarray(vertices, dtype=np.float32), np.ascontiguousarray(faces, dtype=np.uint32))
     pack = xatlas.PackOptions()
@@ -35,6 +37,10 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, size: int, padding: int = 4
     pack.padding = padding
     pack.bilinear = True
     atlas.generate(pack_options=pack)
+    if atlas.atlas_count != 1:  # charts spilled into a second atlas: their uvs would overlap; pack into one
+        pack.texels_per_unit = atlas.texels_per_unit
+        pack.resolution = 0  # no size limit: a single atlas
+        atlas.generate(pack_options=pack)
     vmapping, new_faces, uvs = atlas[0]
     return vmapping.astype(np.int64), new_faces.astype(np.int64), uvs.astype(np.float64)
 
