@@ -50,7 +50,8 @@ def grid_coordinates(resolution: int, device: torch.device | str = "cpu") -> tor
 def density_grid(density_fn: PointFn, resolution: int, chunk_points: int = 1 << 18,
                  device: torch.device | str = "cpu") -> np.ndarray:
     """Evaluate ``density_fn`` ([P, 3] -> [P, 1] or [P]) on the n^3 grid -> float32 [n, n, n] indexed [x, y, z]."""
-    assert resolution >= 2, resolution
+    if resolution < 2:
+        raise ValueError(f"grid resolution must be >= 2, got {resolution}")
     coords = grid_coordinates(resolution, device)
     grid = np.empty((resolution, resolution, resolution), dtype=np.float32)
     slab = max(1, chunk_points // (resolution * resolution))
@@ -96,7 +97,8 @@ def coarse_to_fine_grid(density_fn: PointFn, resolution: int, level: float = 1.0
     no coarse cell straddles it).
     """
     n = resolution
-    assert n >= 2 and stride >= 1, (n, stride)
+    if n < 2 or stride < 1:
+        raise ValueError(f"need resolution >= 2 and stride >= 1, got {n} and {stride}")
     coords = grid_coordinates(n, device)
     cidx = _coarse_indices(n, stride)
     ccoords = coords[torch.from_numpy(cidx).to(coords.device)]
@@ -166,7 +168,8 @@ def marching_cubes(grid: np.ndarray, level: float = 1.0, bounds: tuple[tuple[int
     (positive volume).
     """
     n = grid.shape[0]
-    assert grid.shape == (n, n, n), grid.shape
+    if grid.shape != (n, n, n):
+        raise ValueError(f"grid must be [n, n, n], got {grid.shape}")
     origin = np.zeros(3)
     if bounds is not None:
         (x0, x1), (y0, y1), (z0, z1) = bounds
