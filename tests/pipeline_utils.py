@@ -56,6 +56,25 @@ def materialize_renders(resources: dict, instance, source: dict | None = None, r
     return results
 
 
+def materialize_renders_for(env: dict[str, str], source: dict | None = None, partitions: bool = True) -> None:
+    """``materialize_renders`` in this process, into the DAGSTER_HOME instance and artifact root of a
+    ``pipeline_env`` (what CLI runs started with ``env`` then see); ``partitions=False``: source_objects only."""
+    import dagster as dg
+
+    from vfusion3d_pipeline.assets.renders import source_objects
+    from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
+
+    root = env["VFUSION3D_ARTIFACT_ROOT"]
+    res = {"artifacts": ArtifactStoreResource(root=root), "preset": PresetResource(name="tiny"),
+           "mlflow": MLflowResource(artifact_root=root), "compute": ComputeResource(device="cpu", precision="fp32")}
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        if partitions:
+            materialize_renders(res, instance, source)
+        else:
+            assert dg.materialize([source_objects], resources=res, instance=instance, run_config={
+                "ops": {"source_objects": {"config": MICRO_SOURCE if source is None else source}}}).success
+
+
 def dagster_home(home: Path, instance_config: str = "dagster.yaml") -> Path:
     """``home`` made a DAGSTER_HOME holding one of the repo's instance configs as its dagster.yaml."""
     home.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from pipeline_utils import LRM_MICRO, MICRO_RENDERS, REPO, materialize_cmd, pipeline_env, run_materialize
+from pipeline_utils import (
+    LRM_MICRO,
+    MICRO_RENDERS,
+    REPO,
+    materialize_cmd,
+    materialize_renders_for,
+    pipeline_env,
+)
 
 from vfusion3d_core.data import ArtifactStore, Manifest, file_entries
 
@@ -52,16 +59,18 @@ def test_two_cli_runs_of_the_same_asset_at_once_give_one_version(tmp_path, monke
     env = pipeline_env(tmp_path, "twice")
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     dg.DagsterInstance.from_config(env["DAGSTER_HOME"]).dispose()  # create the sqlite schema once (first use races)
-    cmd = materialize_cmd("renders_3d", {"ops": {"renders_3d": {"config": MICRO_RENDERS}}})
+    materialize_renders_for(env, partitions=False)
+    cmd = materialize_cmd("renders_3d", {"ops": {"renders_3d": {"config": MICRO_RENDERS}}}, "objects-000000")
     procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     store = ArtifactStore(env["VFUSION3D_ARTIFACT_ROOT"])
-    (version,) = store.version_dirs("renders_3d")
-    assert store.latest("renders_3d").path == version and Manifest.read(version / "manifest.json").verify(version) == []
+    (version,) = store.version_dirs("renders_3d", "objects-000000")
+    assert store.latest("renders_3d", "objects-000000").path == version
+    assert Manifest.read(version / "manifest.json").verify(version) == []
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        runs = instance.get_runs()
+        runs = [r for r in instance.get_runs() if r.tags.get("dagster/partition") == "objects-000000"]
         assert len(runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         checks = [e for r in runs
                   for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
@@ -81,7 +90,7 @@ def test_two_runs_of_a_gpu_pool_asset_never_hold_the_pool_at_once(tmp_path, monk
     the first's slot, so their training steps never overlap and no more than one slot is ever claimed."""
     env = pipeline_env(tmp_path, "pool")
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
-    run_materialize(env, "renders_3d", {"ops": {"renders_3d": {"config": MICRO_RENDERS}}})
+    materialize_renders_for(env)
     logs = [tmp_path / "first.log", tmp_path / "second.log"]  # files, not pipes: nobody reads while they run
 
     def start(steps: int, log: Path) -> subprocess.Popen:

@@ -8,7 +8,7 @@ import sys
 
 import dagster as dg
 import mlflow
-from pipeline_utils import LRM_MICRO, MICRO_RENDERS, REPO, VIDEO_MICRO, dagster_home
+from pipeline_utils import LRM_MICRO, MICRO_RENDER_OPS, REPO, VIDEO_MICRO, dagster_home
 
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_pipeline.definitions import build_definitions
@@ -17,11 +17,12 @@ from vfusion3d_pipeline.run_all import run_graph
 
 PROMPTS = ["a red box", "a glossy blue sphere", "a green cone next to a yellow torus", "a striped purple ring"]
 SHARDS = ["shard-000000", "shard-000001"]
+RENDER_PARTITIONS = ["renders_3d/objects-000000", "renders_3d/objects-000001"]
 
 
 def micro_run_config(prompt_file) -> dict:
     return {"ops": {
-        "renders_3d": {"config": MICRO_RENDERS},
+        **MICRO_RENDER_OPS,
         "prompt_set": {"config": {"source_file": str(prompt_file), "template_count": 0, "shard_size": 2}},
         "video_model": {"config": {"eval_count": 2, "overrides_json": json.dumps(VIDEO_MICRO)}},
         "lrm_3d_only": {"config": LRM_MICRO},
@@ -82,7 +83,7 @@ def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
 
     store = ArtifactStore(root)
     fine, pre = store.latest("lrm_finetuned"), store.latest("lrm_pretrained")
-    assert set(pre.manifest.inputs) == {"renders_3d", *(f"filtered_multiview_dataset/{k}" for k in SHARDS)}
+    assert set(pre.manifest.inputs) == {*RENDER_PARTITIONS, *(f"filtered_multiview_dataset/{k}" for k in SHARDS)}
     assert (store.latest("eval_metrics").path / "ablation.md").read_text().count("|") > 20
 
     # audit by directory: the exact partitions and digests used, every digest re-verified
@@ -91,13 +92,15 @@ def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
     report = json.loads(result.stdout)
     tree = report["tree"]
     assert report["ok"] and tree["digest"] == fine.digest
-    expected = {"lrm_finetuned", "lrm_pretrained", "renders_3d", "quality_models", "video_model"}
+    expected = {"lrm_finetuned", "lrm_pretrained", *RENDER_PARTITIONS, "source_objects", "quality_models",
+                "video_model"}
     expected |= {f"{a}/{k}" for a in ("filtered_multiview_dataset", "synthetic_videos", "prompt_set") for k in SHARDS}
     assert names(tree) == expected
     pre_node = next(c for c in tree["children"] if c["name"] == "lrm_pretrained")
     used = {c["name"]: c["digest"] for c in pre_node["children"]}
     assert used == {**{f"filtered_multiview_dataset/{k}": store.latest("filtered_multiview_dataset", k).digest
-                       for k in SHARDS}, "renders_3d": store.latest("renders_3d").digest}
+                       for k in SHARDS}, **{f"renders_3d/{k}": store.latest("renders_3d", k).digest
+                                            for k in ("objects-000000", "objects-000001")}}
     text = audit(str(fine.path))
     assert text.returncode == 0 and "synthetic_videos/shard-000001" in text.stdout and "audit ok" in text.stdout
 

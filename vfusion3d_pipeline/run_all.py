@@ -118,8 +118,8 @@ def run_graph(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: di
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="print the phases and exit")
-    parser.add_argument("--config", help="run config JSON ({'ops': {asset: {'config': {...}}}}) for every phase")
+    parser.add_argument("--dry-run", action="store_true", help="print the stages and exit")
+    parser.add_argument("--config", help="run config JSON ({'ops': {asset: {'config': {...}}}}) for every stage")
     args = parser.parse_args(argv)
     from vfusion3d_pipeline.definitions import defs
 

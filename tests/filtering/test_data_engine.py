@@ -6,12 +6,11 @@ import datetime
 import json
 
 import dagster as dg
-from pipeline_utils import MICRO_RENDERS, VIDEO_MICRO
+from pipeline_utils import VIDEO_MICRO, materialize_renders
 
 from vfusion3d_core.data import ArtifactStore, iter_samples
 from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
 from vfusion3d_pipeline.assets.prompts import prompt_set
-from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.checks import synthetic_videos_integrity
 from vfusion3d_pipeline.definitions import engine_shard_job
@@ -44,11 +43,11 @@ def test_schedule_synthesis_filtering_and_growth(tmp_path) -> None:
     prompt_config = {"source_file": str(src), "template_count": 0, "shard_size": 2}
     (tmp_path / "dagster_home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        materialize_renders(_resources(root), instance)
         base = dg.materialize(
-            [renders_3d, video_model, prompt_set, quality_models, prompt_set_integrity], instance=instance,
+            [video_model, prompt_set, quality_models, prompt_set_integrity], instance=instance,
             resources=_resources(root),
-            run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS},
-                                "video_model": {"config": {"eval_count": 2, "overrides_json": json.dumps(VIDEO_MICRO)}},
+            run_config={"ops": {"video_model": {"config": {"eval_count": 2, "overrides_json": json.dumps(VIDEO_MICRO)}},
                                 "prompt_set": {"config": prompt_config}}})
         assert base.success
         qm = base.asset_materializations_for_node("quality_models")[0].metadata

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
-from pipeline_utils import MICRO_RENDERS, VIDEO_MICRO
+from pipeline_utils import VIDEO_MICRO, materialize_renders
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore, TooManyBadItems, iter_samples
@@ -38,7 +38,6 @@ from vfusion3d_core.render.dataset import RenderDatasetConfig, render_dataset
 from vfusion3d_core.video.data import composite_on_white
 from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
 from vfusion3d_pipeline.assets.prompts import prompt_set
-from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 
@@ -294,10 +293,10 @@ def test_quality_models_and_filtering_through_a_dinov2_folder_and_the_paper_gate
     src.write_text("a red box\na glossy blue sphere\na green cone\n")
     (tmp_path / "dagster_home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
-        assert dg.materialize(  # upstream at tiny (not what this test is about)
-            [renders_3d, video_model, prompt_set], instance=instance, resources=_resources(root, "tiny"),
-            run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS},
-                                "video_model": {"config": {"eval_count": 2, "overrides_json": json.dumps(VIDEO_MICRO)}},
+        materialize_renders(_resources(root, "tiny"), instance)  # upstream at tiny (not what this test is about)
+        assert dg.materialize(
+            [video_model, prompt_set], instance=instance, resources=_resources(root, "tiny"),
+            run_config={"ops": {"video_model": {"config": {"eval_count": 2, "overrides_json": json.dumps(VIDEO_MICRO)}},
                                 "prompt_set": {"config": {"source_file": str(src), "template_count": 0,
                                                           "shard_size": 3}}}}).success
         (key,) = instance.get_dynamic_partitions("prompt_shards")

@@ -7,7 +7,7 @@ import time
 
 import dagster as dg
 import pytest
-from pipeline_utils import MICRO_RENDERS, VIDEO_MICRO, dagster_dev, pipeline_env
+from pipeline_utils import MICRO_RENDER_OPS, VIDEO_MICRO, dagster_dev, pipeline_env
 
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_pipeline.definitions import build_definitions
@@ -43,7 +43,7 @@ def test_backfill_of_prompt_shards_from_the_ui(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     src = tmp_path / "prompts.txt"
     src.write_text("\n".join(PROMPTS) + "\n")
-    config = {"ops": {"renders_3d": {"config": MICRO_RENDERS},
+    config = {"ops": {**MICRO_RENDER_OPS,
                       "video_model": {"config": {"eval_count": 2, "overrides_json": json.dumps(VIDEO_MICRO)}},
                       "prompt_set": {"config": {"source_file": str(src), "template_count": 0, "shard_size": 2}}}}
     defs = build_definitions({"artifacts": ArtifactStoreResource(root=env["VFUSION3D_ARTIFACT_ROOT"]),
@@ -51,7 +51,10 @@ def test_backfill_of_prompt_shards_from_the_ui(tmp_path, monkeypatch) -> None:
                               "mlflow": MLflowResource(artifact_root=env["VFUSION3D_ARTIFACT_ROOT"]),
                               "compute": ComputeResource(device="cpu", precision="fp32")})
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:  # upstream assets, in this process
-        materialize(defs, instance, ["renders_3d", "prompt_set", "video_model", "quality_models"], run_config=config)
+        materialize(defs, instance, ["source_objects", "prompt_set"], run_config=config)
+        for key in instance.get_dynamic_partitions("object_shards"):
+            materialize(defs, instance, ["renders_3d"], key, config)
+        materialize(defs, instance, ["video_model", "quality_models"], run_config=config)
 
     with dagster_dev(env, tmp_path / "dagster_dev.log") as port:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)

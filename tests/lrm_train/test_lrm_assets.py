@@ -10,13 +10,13 @@ import mlflow
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline_utils import LRM_MICRO, MICRO_RENDERS  # noqa: E402
+from pipeline_utils import LRM_MICRO, materialize_renders  # noqa: E402
 
 from vfusion3d_core.data import ArtifactStore  # noqa: E402
 from vfusion3d_core.lrm import LRM  # noqa: E402
 from vfusion3d_core.lrm.train.checkpoint import list_checkpoints  # noqa: E402
 from vfusion3d_pipeline.assets.lrm import lrm_3d_only, lrm_finetuned, lrm_pretrained  # noqa: E402
-from vfusion3d_pipeline.assets.renders import renders_3d  # noqa: E402
+from vfusion3d_pipeline.assets.renders import committed_renders  # noqa: E402
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource  # noqa: E402
 
 TRAIN = LRM_MICRO
@@ -31,17 +31,16 @@ def resources(root: Path) -> dict:
 def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     instance = dg.DagsterInstance.ephemeral()
     res = resources(tmp_path)
-    assert dg.materialize([renders_3d], resources=res, instance=instance,
-                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
-    train_dir = ArtifactStore(tmp_path).latest("renders_3d").path / "train"
+    materialize_renders(res, instance)
+    train_dir = ArtifactStore(tmp_path).latest("renders_3d", "objects-000001").path / "train"
     result = dg.materialize([lrm_pretrained, lrm_finetuned], resources=res, instance=instance,
                             run_config={"ops": {"lrm_pretrained": {"config": {**TRAIN, "dataset_dir": str(train_dir)}},
                                                 "lrm_finetuned": {"config": TRAIN}}})
     assert result.success
     store = ArtifactStore(tmp_path)
-    renders, pre, fine = store.latest("renders_3d"), store.latest("lrm_pretrained"), store.latest("lrm_finetuned")
-    assert set(pre.manifest.inputs) == {"renders_3d", f"external:{train_dir}"}
-    assert fine.manifest.inputs == {"renders_3d": renders.digest, "lrm_pretrained": pre.digest}
+    renders, pre, fine = committed_renders(store), store.latest("lrm_pretrained"), store.latest("lrm_finetuned")
+    assert set(pre.manifest.inputs) == {*renders.inputs, f"external:{train_dir}"}
+    assert fine.manifest.inputs == {**renders.inputs, "lrm_pretrained": pre.digest}
     assert pre.manifest.verify(pre.path) == [] and fine.manifest.verify(fine.path) == []
     for version in (pre, fine):  # compute settings are part of the recorded config
         assert version.manifest.config["compute"]["resolved_device"] == "cpu"
@@ -58,7 +57,8 @@ def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     assert mat.metadata["skipped_samples"].value == 0 and mat.metadata["skipped_shards"].value == 0
     assert "constant colour" in mat.metadata["heldout_evaluation"].value
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
-    assert run.data.tags["input.lrm_pretrained"] == pre.digest and run.data.tags["input.renders_3d"] == renders.digest
+    assert run.data.tags["input.lrm_pretrained"] == pre.digest
+    assert run.data.tags["input.renders_3d/objects-000000"] == renders.inputs["renders_3d/objects-000000"]
     assert run.data.params["compute.resolved_device"] == "cpu" and run.data.params["compute.precision"] == "fp32"
     history = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == [2, 4]  # logged every 2 steps
@@ -80,8 +80,7 @@ def test_killed_training_resumes_from_its_work_dir(tmp_path, monkeypatch) -> Non
 
     instance = dg.DagsterInstance.ephemeral()
     res = resources(tmp_path)
-    assert dg.materialize([renders_3d], resources=res, instance=instance,
-                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    materialize_renders(res, instance)
     original_train = trainer_module.LRMTrainer.train
     starts: list[int] = []
 
@@ -113,8 +112,7 @@ def test_large_preset_without_dino_folder_is_refused(tmp_path) -> None:
     """At `small`, lrm_3d_only refuses to start without dino_pretrained_path (naming it) unless from_scratch."""
     instance = dg.DagsterInstance.ephemeral()
     res = resources(tmp_path)
-    assert dg.materialize([renders_3d], resources=res, instance=instance,
-                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    materialize_renders(res, instance)
     res["preset"] = PresetResource(name="small")
     result = dg.materialize([lrm_3d_only], resources=res, instance=instance, selection=[lrm_3d_only],
                             run_config={"ops": {"lrm_3d_only": {"config": {**TRAIN, "steps": 1}}}},
@@ -134,8 +132,7 @@ def test_lrm_3d_only_starts_from_a_dinov2_folder_through_the_asset(tmp_path) -> 
 
     instance = dg.DagsterInstance.ephemeral()
     res = resources(tmp_path)
-    assert dg.materialize([renders_3d], resources=res, instance=instance,
-                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    materialize_renders(res, instance)
     folder = tiny_dino_folder(tmp_path)
     overrides = {**json.loads(TRAIN["overrides_json"]), "lr": 0.0}
     config = {**TRAIN, "steps": 2, "overrides_json": json.dumps(overrides), "dino_pretrained_path": folder}

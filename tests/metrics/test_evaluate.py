@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 import torch
 from clip_folders import write_processor_folder
-from pipeline_utils import MICRO_RENDERS
+from pipeline_utils import materialize_renders
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore, Manifest, file_entries
@@ -22,7 +22,6 @@ from vfusion3d_core.metrics.novel_views import METRICS
 from vfusion3d_core.render.dataset import RenderDatasetConfig, render_dataset
 from vfusion3d_pipeline.assets.evaluation import eval_metrics
 from vfusion3d_pipeline.assets.lrm import FINETUNED, MODEL_DIR, PRETRAINED, THREE_D_ONLY
-from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 
 
@@ -135,8 +134,7 @@ def test_eval_metrics_asset_with_a_clip_folder_and_the_paper_gate(tmp_path) -> N
                        run_config={"ops": {"eval_metrics": {"config": {"clip_path": str(tmp_path),
                                                                        "lpips_random_backbone": True}}}})
 
-    assert dg.materialize([renders_3d], instance=instance, resources=_resources(root, "tiny"),
-                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    materialize_renders(_resources(root, "tiny"), instance)
     store = ArtifactStore(root)
     for i, name in enumerate([PRETRAINED, FINETUNED, THREE_D_ONLY]):
         _commit_checkpoint(store, name, i)

@@ -9,12 +9,11 @@ import sys
 import dagster as dg
 import mlflow
 import pytest
-from pipeline_utils import LRM_MICRO, MICRO_RENDERS, REPO, VIDEO_MICRO
+from pipeline_utils import LRM_MICRO, REPO, VIDEO_MICRO, materialize_renders
 from safetensors.torch import load_file
 
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_pipeline.assets.lrm import lrm_3d_only
-from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import video_model
 from vfusion3d_pipeline.gpu_steps import EXECUTION_MODES, check_execution, ecs_run_task_params, step_command
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
@@ -26,8 +25,7 @@ def test_pipes_step_under_torchrun_reports_from_rank_zero(tmp_path, monkeypatch)
            "mlflow": MLflowResource(artifact_root=str(tmp_path)),
            "compute": ComputeResource(device="cpu", precision="fp32")}  # preset.gpu_steps: a local subprocess
     instance = dg.DagsterInstance.ephemeral()
-    assert dg.materialize([renders_3d], resources=res, instance=instance,
-                          run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS}}}).success
+    materialize_renders(res, instance)
     result = dg.materialize([lrm_3d_only], resources=res, instance=instance, selection=[lrm_3d_only],
                             run_config={"ops": {"lrm_3d_only": {"config": {**LRM_MICRO, "execution": "pipes",
                                                                             "num_processes": 2}}}})
@@ -76,9 +74,10 @@ def test_video_finetuning_as_a_pipes_step_matches_in_process(tmp_path, monkeypat
         res = {"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
                "mlflow": MLflowResource(artifact_root=str(root)),
                "compute": ComputeResource(device="cpu", precision="fp32")}
-        result = dg.materialize([renders_3d, video_model], resources=res, instance=dg.DagsterInstance.ephemeral(),
-                                run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS},
-                                                    "video_model": {"config": {**config, "execution": execution}}}})
+        instance = dg.DagsterInstance.ephemeral()
+        materialize_renders(res, instance)
+        result = dg.materialize([video_model], resources=res, instance=instance,
+                                run_config={"ops": {"video_model": {"config": {**config, "execution": execution}}}})
         assert result.success
         mats[execution] = result.asset_materializations_for_node("video_model")[0].metadata
     md = mats["pipes"]

@@ -11,7 +11,7 @@ import sys
 import dagster as dg
 import mlflow
 from pipeline_utils import REPO, dagster_home
-from test_whole_graph import PROMPTS, SHARDS, micro_run_config, names
+from test_whole_graph import PROMPTS, RENDER_PARTITIONS, SHARDS, micro_run_config, names
 
 from vfusion3d_core.data import Manifest
 from vfusion3d_core.data.s3_store import S3ArtifactStore
@@ -93,7 +93,7 @@ def test_tiny_graph_on_s3_and_postgres(s3_server, postgres_server, tmp_path, mon
     fine = store.latest("lrm_finetuned")
     assert fine.manifest.verify(fine.path) == []
     pre = store.latest("lrm_pretrained", materialize=False)
-    assert set(pre.manifest.inputs) == {"renders_3d", *(f"filtered_multiview_dataset/{k}" for k in SHARDS)}
+    assert set(pre.manifest.inputs) == {*RENDER_PARTITIONS, *(f"filtered_multiview_dataset/{k}" for k in SHARDS)}
 
     # MLflow records where the data lives: s3:// dataset sources and registered-model artifact paths
     client = mlflow.MlflowClient(f"sqlite:///{cache}/mlflow.db")
@@ -107,7 +107,8 @@ def test_tiny_graph_on_s3_and_postgres(s3_server, postgres_server, tmp_path, mon
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] and report["tree"]["digest"] == fine.digest and report["tree"]["path"] == fine.url
-    expected = {"lrm_finetuned", "lrm_pretrained", "renders_3d", "quality_models", "video_model"}
+    expected = {"lrm_finetuned", "lrm_pretrained", *RENDER_PARTITIONS, "source_objects", "quality_models",
+                "video_model"}
     expected |= {f"{a}/{k}" for a in ("filtered_multiview_dataset", "synthetic_videos", "prompt_set") for k in SHARDS}
     assert names(report["tree"]) == expected
     by_model = audit(f"models:/lrm_finetuned/{registered.version}", env)

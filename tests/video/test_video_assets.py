@@ -4,14 +4,14 @@ import json
 
 import dagster as dg
 import mlflow
-from pipeline_utils import MICRO_RENDERS
+from pipeline_utils import materialize_renders
 from video_micro import MICRO
 
 from vfusion3d_core.data import ArtifactStore, Manifest, file_entries, sha256_file
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.prompts.shards import PromptRecord, shard_key, shard_relpath, write_prompt_shard
 from vfusion3d_core.video.synthesis import prompt_seed
-from vfusion3d_pipeline.assets.renders import renders_3d
+from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.checks import synthetic_partition_check, synthetic_videos_integrity
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
@@ -48,15 +48,16 @@ def _synthesize(root, instance, key: str, config: dict | None = None) -> dg.Exec
 def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
     root = tmp_path / "artifacts"
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([renders_3d, video_model], resources=_resources(root), instance=instance,
-                            run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS},
-                                                "video_model": {"config": MODEL_CONFIG}}})
+    materialize_renders(_resources(root), instance)
+    result = dg.materialize([video_model], resources=_resources(root), instance=instance,
+                            run_config={"ops": {"video_model": {"config": MODEL_CONFIG}}})
     assert result.success
     store = ArtifactStore(root)
-    model_version, renders = store.latest("video_model"), store.latest("renders_3d")
-    assert model_version.manifest.inputs == {"renders_3d": renders.digest}
+    model_version, renders = store.latest("video_model"), committed_renders(store)
+    assert model_version.manifest.inputs == renders.inputs and len(renders.inputs) == 2  # both object shards
     assert model_version.manifest.verify(model_version.path) == []
-    assert renders.digest in (model_version.path / "model" / "README.md").read_text()
+    card = (model_version.path / "model" / "README.md").read_text()
+    assert all(digest in card for digest in renders.inputs.values())
     mat = result.asset_materializations_for_node("video_model")[0]
     assert mat.tags["dagster/data_version"] == model_version.digest
     closeness = mat.metadata["closeness"].value
@@ -64,7 +65,7 @@ def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
         closeness)
     assert all(v >= 0.0 for v in closeness.values())
     run = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
-    assert run.data.tags["input.renders_3d"] == renders.digest
+    assert run.data.tags["input.renders_3d/objects-000001"] == renders.inputs["renders_3d/objects-000001"]
     assert run.data.tags["output.digest"] == model_version.digest
     assert run.data.params["compute.resolved_device"] == "cpu"
     assert run.data.params["compute.resolved_precision"] == "fp32"

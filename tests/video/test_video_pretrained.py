@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel, UNetSpatioTemporalConditionModel
-from pipeline_utils import MICRO_RENDERS
+from pipeline_utils import materialize_renders
 from pretrained_folders import IMAGE_EMBED, TEXT_WIDTH, sd_folder, svd_folder
 from transformers import CLIPImageProcessor
 from video_micro import MICRO, micro_config
@@ -20,7 +20,6 @@ from vfusion3d_core.video import OrbitVideoModel, is_temporal
 from vfusion3d_core.video.config import VideoModelConfig
 from vfusion3d_core.video.finetune import check_pretrained
 from vfusion3d_core.video.text_encoder import FrozenTextEncoder
-from vfusion3d_pipeline.assets.renders import renders_3d
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 
@@ -129,9 +128,9 @@ def test_paper_assets_from_svd_and_image_pipeline_folders(folders, tmp_path) -> 
     root = tmp_path / "artifacts"
     instance = dg.DagsterInstance.ephemeral()
     config = _model_config(svd_path=str(folders["svd"]), image_model_path=str(folders["sd16"]))
-    result = dg.materialize([renders_3d, video_model], resources=_resources(root), instance=instance,
-                            run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS},
-                                                "video_model": {"config": config}}})
+    materialize_renders(_resources(root), instance)
+    result = dg.materialize([video_model], resources=_resources(root), instance=instance,
+                            run_config={"ops": {"video_model": {"config": config}}})
     assert result.success
     meta = result.asset_materializations_for_node("video_model")[0].metadata
     assert meta["text_encoder"].value["width"] == TEXT_WIDTH and meta["text_encoder"].value["style"] == "pipeline"
@@ -173,9 +172,10 @@ def test_paper_assets_from_svd_and_image_pipeline_folders(folders, tmp_path) -> 
 
 def test_small_from_scratch_asset_labels_every_random_network(tmp_path) -> None:
     root = tmp_path / "artifacts"
-    result = dg.materialize([renders_3d, video_model], resources=_resources(root, "small"),
-                            run_config={"ops": {"renders_3d": {"config": MICRO_RENDERS},
-                                                "video_model": {"config": _model_config(from_scratch=True)}}})
+    instance = dg.DagsterInstance.ephemeral()
+    materialize_renders(_resources(root, "small"), instance)
+    result = dg.materialize([video_model], resources=_resources(root, "small"), instance=instance,
+                            run_config={"ops": {"video_model": {"config": _model_config(from_scratch=True)}}})
     assert result.success
     meta = result.asset_materializations_for_node("video_model")[0].metadata
     assert meta["random_init"].value == {"networks": ["vae", "image_unet", "video_unet"]}
