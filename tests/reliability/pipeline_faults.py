@@ -53,10 +53,11 @@ from pathlib import Path
 from faults import REPO, FaultReport, Kill, calibrate, child_env, run_with_kill
 
 sys.path.insert(0, str(REPO / "tests")) if str(REPO / "tests") not in sys.path else None
-from pipeline_utils import LRM_MICRO, MICRO_RENDERS, VIDEO_MICRO, materialize_cmd  # noqa: E402
+from pipeline_utils import LRM_MICRO, MICRO_RENDERS, MICRO_SOURCE, VIDEO_MICRO, materialize_cmd  # noqa: E402
 
 PROMPTS = ["a red box", "a glossy blue sphere", "a green cone next to a yellow torus", "a striped purple ring"]
 SHARD = "shard-000000"
+OBJECT_SHARD = "objects-000000"
 WEIGHT_TOL = 1e-5  # training assets: max |resumed - uninterrupted| over every weight
 READY_MARKER = "STEP_START"  # the Dagster CLI's log line when the asset's step starts
 DONE_MARKER = "RUN_SUCCESS"  # ... when the run has ended (time kills are drawn between the two)
@@ -80,7 +81,8 @@ class Step:
 
 
 STEPS = [
-    Step("renders_3d", count_key="objects"),
+    Step("source_objects"),
+    Step("renders_3d", OBJECT_SHARD, count_key="objects"),
     Step("prompt_set", count_key=None),
     Step("video_model", training=True, pooled=True),
     Step("quality_models"),
@@ -97,6 +99,7 @@ BY_NAME = {s.name: s for s in STEPS} | {s.asset: s for s in STEPS}
 def op_config(asset: str, prompt_file: Path) -> dict:
     """Micro config of one asset (the whole graph runs in a few minutes on 2 CPU cores)."""
     return {
+        "source_objects": {**MICRO_SOURCE, "objects_per_partition": 8},  # one object shard
         "renders_3d": MICRO_RENDERS,
         "prompt_set": {"source_file": str(prompt_file), "template_count": 0, "shard_size": 4},
         "video_model": {"eval_count": 2, "torch_threads": 1,

@@ -18,7 +18,7 @@ def test_killed_materialization_recovers(tmp_path) -> None:
     reports = run_pipeline_faults(tmp_path, {"renders_3d": 2}, seed=0, verbose=True, log=lines.append)
     for name, report in reports.items():
         record_pipeline_faults(name, report)
-    report = reports["renders_3d"]
+    report = reports["renders_3d[objects-000000]"]
     assert report.failures == [], "\n".join(lines)
     assert report.injected == 2 and report.recovered == 2, "\n".join(lines)
     assert {k.kind for k in report.kills if k.killed} == {"events", "time"}, "\n".join(lines)
