@@ -17,7 +17,8 @@ from vfusion3d_pipeline.run_all import run_graph
 
 PROMPTS = ["a red box", "a glossy blue sphere", "a green cone next to a yellow torus", "a striped purple ring"]
 SHARDS = ["shard-000000", "shard-000001"]
-RENDER_PARTITIONS = ["renders_3d/objects-000000", "renders_3d/objects-000001"]
+OBJECT_SHARDS = ["objects-000000", "objects-000001"]
+RENDER_PARTITIONS = [f"renders_3d/{k}" for k in OBJECT_SHARDS]
 
 
 def micro_run_config(prompt_file) -> dict:
@@ -52,13 +53,14 @@ def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
                               "compute": ComputeResource(device="cpu", precision="fp32")})
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run_ids = run_graph(defs, instance, micro_run_config(prompts))
-        assert len(run_ids) == 2 + len(SHARDS)
+        assert len(run_ids) == 3 + len(OBJECT_SHARDS) + len(SHARDS)  # 3 unpartitioned stages, 1 run a partition
         assert all(instance.get_run_by_id(r).status == dg.DagsterRunStatus.SUCCESS for r in run_ids)
         graph = defs.resolve_asset_graph()
         for key in graph.get_all_asset_keys():
             node = graph.get(key)
             if node.partitions_def:
-                assert instance.get_materialized_partitions(key) == set(SHARDS), key
+                expected = OBJECT_SHARDS if node.partitions_def.name == "object_shards" else SHARDS
+                assert instance.get_materialized_partitions(key) == set(expected), key
             else:
                 assert instance.get_latest_materialization_event(key) is not None, key
             assert node.code_version and node.group_name != "default" and node.description, key

@@ -11,7 +11,7 @@ import sys
 import dagster as dg
 import mlflow
 from pipeline_utils import REPO, dagster_home
-from test_whole_graph import PROMPTS, RENDER_PARTITIONS, SHARDS, micro_run_config, names
+from test_whole_graph import OBJECT_SHARDS, PROMPTS, RENDER_PARTITIONS, SHARDS, micro_run_config, names
 
 from vfusion3d_core.data import Manifest
 from vfusion3d_core.data.s3_store import S3ArtifactStore
@@ -53,13 +53,14 @@ def test_tiny_graph_on_s3_and_postgres(s3_server, postgres_server, tmp_path, mon
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         run_ids = run_graph(defs, instance, config)
-        assert len(run_ids) == 2 + len(SHARDS)
+        assert len(run_ids) == 3 + len(OBJECT_SHARDS) + len(SHARDS)  # 3 unpartitioned stages, 1 run a partition
         assert all(instance.get_run_by_id(r).status == dg.DagsterRunStatus.SUCCESS for r in run_ids)
         graph = defs.resolve_asset_graph()
         events = {}
         for key in graph.get_all_asset_keys():
             if graph.get(key).partitions_def:
-                assert instance.get_materialized_partitions(key) == set(SHARDS), key
+                expected = OBJECT_SHARDS if graph.get(key).partitions_def.name == "object_shards" else SHARDS
+                assert instance.get_materialized_partitions(key) == set(expected), key
             else:
                 events[key.to_user_string()] = instance.get_latest_materialization_event(key).asset_materialization
         synth = instance.fetch_materializations(dg.AssetKey("synthetic_videos"), limit=10).records
