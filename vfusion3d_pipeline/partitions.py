@@ -9,3 +9,13 @@ prompt_shards = dg.DynamicPartitionsDefinition(name="prompt_shards")
 # Keys are object shard names ("objects-000000", ...), registered by the source_objects asset; renders_3d is
 # partitioned by them (one partition per objects_per_partition source objects).
 object_shards = dg.DynamicPartitionsDefinition(name="object_shards")
+
+
+def register_partitions(instance: dg.DagsterInstance, partitions: dg.DynamicPartitionsDefinition,
+                        keys: list[str]) -> list[str]:
+    """Add the keys not yet registered as partitions of ``partitions``; returns those added, in order."""
+    known = set(instance.get_dynamic_partitions(partitions.name))
+    missing = [k for k in keys if k not in known]
+    if missing:
+        instance.add_dynamic_partitions(partitions.name, missing)
+    return missing

@@ -14,7 +14,7 @@ from vfusion3d_core.prompts.dedup import minilm_embedder
 from vfusion3d_core.prompts.promptset import CODE_VERSION, PromptSetConfig, build_prompt_set, collect_prompts
 from vfusion3d_core.prompts.sources import PromptSourceError
 from vfusion3d_pipeline.lineage import materialize_result
-from vfusion3d_pipeline.partitions import prompt_shards
+from vfusion3d_pipeline.partitions import prompt_shards, register_partitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
 
 ASSET = "prompt_set"
@@ -37,15 +37,6 @@ class PromptSetAssetConfig(dg.Config):
             return PromptSetConfig(**self.model_dump()).validate()
         except (TypeError, ValueError) as exc:
             raise dg.Failure(f"invalid prompt_set config: {exc}") from exc
-
-
-def register_shards(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
-    """Add the keys not yet registered as `prompt_shards` partitions; returns those added."""
-    known = set(instance.get_dynamic_partitions(prompt_shards.name))
-    missing = [k for k in keys if k not in known]
-    if missing:
-        instance.add_dynamic_partitions(prompt_shards.name, missing)
-    return missing
 
 
 @dg.asset(
@@ -88,7 +79,7 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
         version = store.commit(staging, manifest, ASSET)
         run.log_metrics({**{f"count_{k}": v for k, v in result.counts.items()}, **result.stats})
         run.log_output(ASSET, version)
-    added = register_shards(context.instance, result.shard_keys)
+    added = register_partitions(context.instance, prompt_shards, result.shard_keys)
     context.log.info(f"committed {ASSET} version {version.path.name}: {result.counts['shards']} shards, "
                      f"{len(result.new_keys)} new {result.new_keys[:5]}; registered {len(added)} partition(s); "
                      f"dedup {result.stats}")

@@ -28,7 +28,7 @@ from vfusion3d_core.objects.listing import (
 )
 from vfusion3d_core.render.dataset import CODE_VERSION, RenderSettings, listing_preset, render_objects
 from vfusion3d_pipeline.lineage import image_markdown, materialize_result, require_latest
-from vfusion3d_pipeline.partitions import object_shards
+from vfusion3d_pipeline.partitions import object_shards, register_partitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
 SOURCE = "source_objects"
@@ -78,15 +78,6 @@ class Renders3DConfig(dg.Config):
             raise dg.Failure(f"invalid renders_3d config: {exc}") from exc
 
 
-def register_object_shards(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
-    """Add the keys not yet registered as `object_shards` partitions; returns those added."""
-    known = set(instance.get_dynamic_partitions(object_shards.name))
-    missing = [k for k in keys if k not in known]
-    if missing:
-        instance.add_dynamic_partitions(object_shards.name, missing)
-    return missing
-
-
 @dg.asset(
     name=SOURCE,
     group_name="renders",
@@ -121,7 +112,7 @@ def source_objects(context: dg.AssetExecutionContext, config: SourceObjectsConfi
         version = store.commit(staging, manifest, SOURCE)
         run.log_metrics({f"count_{k}": v for k, v in listing.counts().items()})
         run.log_output(SOURCE, version)
-    added = register_object_shards(context.instance, listing.partitions)
+    added = register_partitions(context.instance, object_shards, listing.partitions)
     for s in listing.skipped:
         context.log.warning(f"not listed {s.path}: {s.reason}")
     context.log.info(f"committed {SOURCE} version {version.path.name}: {len(listing.rows)} objects in "
