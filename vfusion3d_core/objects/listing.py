@@ -37,10 +37,10 @@ from vfusion3d_core.objects.folder import (
     uid_for_path,
 )
 from vfusion3d_core.objects.mesh import ColoredMesh
+from vfusion3d_core.objects.mesh_file import UP_AXES
 from vfusion3d_core.objects.procedural import ProceduralObjectGenerator, split_train_heldout
 
 SOURCES = ("procedural", "folder", "listing")
-UP_AXES = ("y", "z")
 LOCATION_COLUMNS = ("path", "uri", "file", "location", "url")
 PROCEDURAL_PREFIX = "procedural:"
 LISTING_COLUMNS = ("uid", "location", "caption", "split", "partition")
