@@ -4,7 +4,15 @@ import pandas as pd
 import pytest
 
 from vfusion3d_core.data import Manifest, file_entries, sha256_file
-from vfusion3d_core.objects.procedural import ARRANGEMENTS_2, ARRANGEMENTS_3, COLORS, KINDS, MATERIALS
+from vfusion3d_core.objects.listing import ObjectListingConfig, build_listing
+from vfusion3d_core.objects.procedural import (
+    ARRANGEMENTS_2,
+    ARRANGEMENTS_3,
+    COLORS,
+    KINDS,
+    MATERIALS,
+    ProceduralObjectGenerator,
+)
 from vfusion3d_core.prompts import (
     PromptSetConfig,
     PromptSourceError,
@@ -43,6 +51,23 @@ def test_template_prompts_are_seeded_and_use_the_procedural_vocabulary() -> None
     for p in a:
         assert set(p.replace(",", "").split()) <= words, p
     assert any(k in " ".join(a) for k in KINDS)
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        template_prompts(1, seed=1 << 32)
+
+
+def test_template_prompts_do_not_replay_the_3d_world_of_the_same_seed() -> None:
+    """Before, template_prompts(n, s) were the captions of ProceduralObjectGenerator(s): with the default seeds every
+    held-out object's caption was a prompt. Now the streams differ; only chance collisions of short captions
+    remain (removed by prompt_set against the held-out captions)."""
+    for seed in (0, 3):
+        world = ProceduralObjectGenerator(seed)
+        world_captions = [world.spec(i).caption for i in range(256)]
+        prompts = template_prompts(256, seed)
+        assert sum(p == w for p, w in zip(prompts, world_captions, strict=True)) == 0
+        heldout = [r.caption for r in build_listing(ObjectListingConfig(num_objects=64, num_heldout=16, seed=seed)).rows
+                   if r.split == "heldout"]
+        multi_part = [h for h in heldout if " a " in h]  # 2-3 part captions: ~10^9 combinations
+        assert multi_part and not set(multi_part) & set(prompts)
 
 
 def test_file_sources_and_clear_errors(tmp_path) -> None:
@@ -81,6 +106,21 @@ def test_dedup_exact_and_near(embed) -> None:
     assert all(c >= 0.95 for _, _, c in r.near_pairs)
     loose = deduplicate(prompts, [], embed, threshold=1.0)
     assert len(loose.kept) == 4 and loose.exact == 2  # threshold 1.0: only (numerically) identical embeddings
+
+
+def test_prompts_matching_heldout_captions_are_excluded_and_counted(tmp_path, embed) -> None:
+    src = tmp_path / "prompts.txt"
+    src.write_text("a green cone\nA  Red Box\na checkered white sphere.\na blue sphere\na small red box\n")
+    cfg = PromptSetConfig(source_file=str(src), shard_size=4)
+    r = build_prompt_set(cfg, tmp_path / "v1", embed, heldout=["a red box", "a checkered white sphere"])
+    prompts = [x.prompt for k in r.shard_keys for x in read_prompt_shard(tmp_path / "v1" / f"shards/{k}.parquet")]
+    assert prompts == ["a green cone", "a blue sphere", "a small red box"]  # "a small red box": cosine 0.92 < 0.95
+    assert r.stats["heldout_exact"] == 1 and r.stats["heldout_near"] == 1 and r.counts["prompts"] == 3
+    assert [(m.training, m.heldout, m.exact) for m in r.heldout_excluded] == [
+        ("A Red Box", "a red box", True), ("a checkered white sphere.", "a checkered white sphere", False)]
+    # without held-out captions nothing is excluded
+    free = build_prompt_set(cfg, tmp_path / "v2", embed)
+    assert free.counts["prompts"] == 5 and free.stats["heldout_exact"] == free.stats["heldout_near"] == 0
 
 
 def _publish(directory, result):

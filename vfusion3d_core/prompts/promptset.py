@@ -6,6 +6,11 @@ is checked against the previous manifest) and the prompts that are new -- not ex
 of anything already published -- go into new shards numbered after the existing ones, ``shard_size``
 prompts each (the last new shard may be smaller; it is never refilled later). A prompt's id is
 ``p`` + the first 16 hex digits of sha256 of its case-folded text, so ids are stable across rebuilds.
+
+Held-out objects stay out of the prompts by construction: given the held-out captions of the 3D listing, a new
+prompt that matches one exactly or as a near duplicate (``metrics/leakage.py``: prompt normalization + case
+folding, MiniLM cosine >= 0.95) is excluded and counted (``heldout_exact`` / ``heldout_near``). Published shards
+are never rewritten, so an excluded prompt simply never enters the set.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 from vfusion3d_core.data.bad_items import SkipReport
 from vfusion3d_core.data.manifest import Manifest, ManifestError, sha256_file
+from vfusion3d_core.metrics.leakage import NEAR_DUP_THRESHOLD, CaptionMatch, match_captions
 from vfusion3d_core.prompts.dedup import Embedder, dedup_key, deduplicate
 from vfusion3d_core.prompts.shards import (
     KEY_RE,
@@ -27,7 +33,7 @@ from vfusion3d_core.prompts.shards import (
     shard_relpath,
     write_prompt_shard,
 )
-from vfusion3d_core.prompts.sources import normalize_all, read_prompt_file, template_prompts
+from vfusion3d_core.prompts.sources import TEMPLATE_SEED_BASE, normalize_all, read_prompt_file, template_prompts
 
 CODE_VERSION = "prompt_set-v1"
 
@@ -48,6 +54,8 @@ class PromptSetConfig:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.template_count < 0:
             raise ValueError(f"template_count must be >= 0, got {self.template_count}")
+        if not 0 <= self.template_seed < TEMPLATE_SEED_BASE:
+            raise ValueError(f"template_seed must be in [0, 2**32), got {self.template_seed}")
         if self.source_file is None and self.template_count == 0:
             raise ValueError("no prompt source: set source_file and/or template_count")
         if not 0.0 < self.near_dup_threshold <= 1.0:
@@ -66,6 +74,7 @@ class PromptSetResult:
     stats: dict[str, int] = field(default_factory=dict)
     near_pairs: list[tuple[str, str, float]] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # source -> sha256 (file) or description
+    heldout_excluded: list[CaptionMatch] = field(default_factory=list)  # new prompts matching held-out captions
 
 
 def prompt_id(prompt: str) -> str:
@@ -109,11 +118,13 @@ def existing_shards(previous: Path | None, manifest: Manifest | None) -> list[tu
 
 
 def build_prompt_set(cfg: PromptSetConfig, out_dir: str | Path, embed: Embedder, previous: Path | None = None,
-                     previous_manifest: Manifest | None = None) -> PromptSetResult:
+                     previous_manifest: Manifest | None = None, heldout: list[str] | None = None,
+                     heldout_threshold: float = NEAR_DUP_THRESHOLD) -> PromptSetResult:
     """Write the grown prompt set into ``out_dir`` (a staging dir): old shards copied verbatim + new shards.
 
     Every source is read and validated before anything is written, so a bad source raises
-    PromptSourceError and leaves ``out_dir`` empty.
+    PromptSourceError and leaves ``out_dir`` empty. New prompts matching a ``heldout`` caption (exactly or with
+    MiniLM cosine >= ``heldout_threshold``) are excluded and reported in ``heldout_excluded``.
     """
     cfg.validate()
     report = SkipReport(what="reading prompts")
@@ -122,6 +133,9 @@ def build_prompt_set(cfg: PromptSetConfig, out_dir: str | Path, embed: Embedder,
     old = existing_shards(previous, previous_manifest)
     existing = [r.prompt for _, p, _ in old for r in read_prompt_shard(p)]
     dd = deduplicate(normalized, existing, embed, cfg.near_dup_threshold)
+    matches = match_captions(heldout or [], dd.kept, embed, heldout_threshold)
+    excluded = [m for m in matches if m is not None]
+    dd.kept = [p for p, m in zip(dd.kept, matches, strict=True) if m is None]
     out = Path(out_dir)
     files = []
     for key, p, sha in old:
@@ -140,10 +154,12 @@ def build_prompt_set(cfg: PromptSetConfig, out_dir: str | Path, embed: Embedder,
         new_keys.append(key)
     keys = [k for k, _, _ in old] + new_keys
     stats = {**{f"normalize_{k}": v for k, v in nstats.as_dict().items()}, "exact_duplicates": dd.exact,
-             "near_duplicates": dd.near, "new_prompts": len(dd.kept), "skipped_rows": report.skipped("row")}
+             "near_duplicates": dd.near, "heldout_exact": sum(m.exact for m in excluded),
+             "heldout_near": sum(not m.exact for m in excluded), "new_prompts": len(dd.kept),
+             "skipped_rows": report.skipped("row")}
     counts = {"shards": len(keys), "prompts": len(existing) + len(dd.kept), "new_shards": len(new_keys),
               "new_prompts": len(dd.kept)}
-    return PromptSetResult(files, counts, keys, new_keys, stats, dd.near_pairs, sources)
+    return PromptSetResult(files, counts, keys, new_keys, stats, dd.near_pairs, sources, excluded)
 
 
 def config_dict(cfg: PromptSetConfig) -> dict:

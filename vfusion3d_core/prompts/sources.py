@@ -152,13 +152,23 @@ def _column(df: pd.DataFrame, column: str, p: Path) -> list[str]:
     return [v if isinstance(v, str) else "" for v in values]
 
 
-def template_prompts(count: int, seed: int = 0, max_parts: int = 3) -> list[str]:
-    """``count`` captions of the procedural world (kinds x colours x materials x arrangements), seeded.
+# Template prompts are drawn from the procedural world's vocabulary but from its seeds shifted by 2**32, so they
+# never replay the captions (and held-out draw) of a 3D world built with a seed in [0, 2**32): with equal seeds the
+# two streams were identical, and every held-out object's caption was a prompt. Chance collisions of short
+# captions remain (8 kinds x 12 colours x 6 materials single parts); prompt_set removes those by comparing with the
+# held-out captions.
+TEMPLATE_SEED_BASE = 1 << 32
 
-    They are exactly the captions ``ProceduralObjectGenerator(seed)`` gives its objects, so the prompts
-    describe objects the tiny video model has seen the like of.
+
+def template_prompts(count: int, seed: int = 0, max_parts: int = 3) -> list[str]:
+    """``count`` captions of the procedural vocabulary (kinds x colours x materials x arrangements), seeded.
+
+    They are the captions ``ProceduralObjectGenerator(TEMPLATE_SEED_BASE + seed)`` gives its objects: objects like
+    those the tiny video model has seen, but not the 3D world's own objects (whose seeds are below 2**32).
     """
     if count < 0:
         raise ValueError("count must be >= 0")
-    gen = ProceduralObjectGenerator(seed, max_parts)
+    if not 0 <= seed < TEMPLATE_SEED_BASE:
+        raise ValueError(f"template seed must be in [0, 2**32), got {seed}")
+    gen = ProceduralObjectGenerator(TEMPLATE_SEED_BASE + seed, max_parts)
     return [gen.spec(i).caption for i in range(count)]
