@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import mlflow
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -15,6 +16,7 @@ from pipeline_utils import LRM_MICRO, materialize_renders  # noqa: E402
 from vfusion3d_core.data import ArtifactStore  # noqa: E402
 from vfusion3d_core.lrm import LRM  # noqa: E402
 from vfusion3d_core.lrm.train.checkpoint import list_checkpoints  # noqa: E402
+from vfusion3d_core.lrm.train.config import FINETUNE_LR_SCALE  # noqa: E402
 from vfusion3d_pipeline.assets.lrm import lrm_3d_only, lrm_finetuned, lrm_pretrained  # noqa: E402
 from vfusion3d_pipeline.assets.renders import committed_renders  # noqa: E402
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource  # noqa: E402
@@ -42,6 +44,10 @@ def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     assert set(pre.manifest.inputs) == {*renders.inputs, f"external:{train_dir}"}
     assert fine.manifest.inputs == {**renders.inputs, "lrm_pretrained": pre.digest}
     assert pre.manifest.verify(pre.path) == [] and fine.manifest.verify(fine.path) == []
+    # fine-tuning: the same steps at a reduced learning rate, another seed
+    assert fine.manifest.config["lr"] == pytest.approx(pre.manifest.config["lr"] * FINETUNE_LR_SCALE)
+    assert fine.manifest.counts["steps"] == pre.manifest.counts["steps"] == TRAIN["steps"]
+    assert fine.manifest.config["seed"] == pre.manifest.config["seed"] + 1
     for version in (pre, fine):  # compute settings are part of the recorded config
         assert version.manifest.config["compute"]["resolved_device"] == "cpu"
         assert version.manifest.config["compute"]["resolved_precision"] == "fp32"
@@ -106,6 +112,19 @@ def test_killed_training_resumes_from_its_work_dir(tmp_path, monkeypatch) -> Non
     assert starts == [0, 2]
     version = ArtifactStore(tmp_path).latest("lrm_3d_only")
     assert version.manifest.counts["steps"] == 4 and not work[0].exists()
+
+
+def test_3d_only_trains_as_long_as_pretraining_plus_finetuning(tmp_path) -> None:
+    """Without an explicit `steps`, lrm_3d_only runs the recipe stretched 2x (compute-matched arms)."""
+    instance = dg.DagsterInstance.ephemeral()
+    res = resources(tmp_path)
+    materialize_renders(res, instance)
+    overrides = {**json.loads(TRAIN["overrides_json"]), "steps": 2, "warmup_steps": 1}
+    config = {"batch_size": 2, "overrides_json": json.dumps(overrides)}
+    assert dg.materialize([lrm_3d_only], resources=res, instance=instance,
+                          run_config={"ops": {"lrm_3d_only": {"config": config}}}).success
+    version = ArtifactStore(tmp_path).latest("lrm_3d_only")
+    assert version.manifest.counts["steps"] == 4 and version.manifest.config["warmup_steps"] == 2
 
 
 def test_large_preset_without_dino_folder_is_refused(tmp_path) -> None:

@@ -1,8 +1,10 @@
 """The LRM checkpoints of the paper's data-source comparison:
 
 - `lrm_pretrained`: trained on the filtered synthetic multi-view dataset (every partition) — "synthetic only";
-- `lrm_finetuned`: lrm_pretrained fine-tuned on the renders_3d train split — "synthetic then 3D";
-- `lrm_3d_only`: the same recipe trained on the renders_3d train split alone — the "3D only" baseline.
+- `lrm_finetuned`: lrm_pretrained fine-tuned on the renders_3d train split — "synthetic then 3D" (the same
+  steps and stages again at 0.3x the learning rate);
+- `lrm_3d_only`: the recipe trained on the renders_3d train split alone — the "3D only" baseline, compute-matched
+  to synthetic then 3D: the same total optimizer steps in each resolution stage (the recipe stretched 2x).
 
 Training runs in-process (one CPU/GPU) or as a `torchrun` subprocess for several GPUs; checkpoints go
 to a work directory keyed by config + inputs, so a killed run resumes where it stopped when re-run.
@@ -71,6 +73,9 @@ class LRMTrainAssetConfig(StepComputeConfig):
     execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
     dino_pretrained_path: str | None = None  # DINOv2 folder the encoder starts from (small/paper: required)
     from_scratch: bool = False  # small/paper: allow a randomly initialised encoder
+    # lrm_3d_only: train as long as synthetic pretraining + fine-tuning together (the recipe stretched 2x, every
+    # stage twice as long) unless `steps` is set; False: the plain recipe
+    compute_matched: bool = True
 
     def recipe(self, preset: str) -> LRMTrainConfig:
         fields = {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "seed": self.seed}.items()
@@ -330,14 +335,18 @@ def lrm_pretrained(context: dg.AssetExecutionContext, config: LRMTrainAssetConfi
     pool="gpu",
     kinds={"pytorch"},
     code_version=CODE_VERSION,
-    description="The same LRM recipe as lrm_pretrained trained on the renders_3d train split only: the paper's "
-                "'3D only' baseline of the data-source ablation.",
+    description="The LRM recipe trained on the renders_3d train split only, for as many steps per resolution "
+                "stage as lrm_pretrained + lrm_finetuned together (compute-matched): the paper's '3D only' "
+                "baseline of the data-source ablation.",
 )
 def lrm_3d_only(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
                 preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
     renders = committed_renders(artifacts.store())
     init, init_inputs = _initial_model(config, None)
-    return train_lrm_asset(context, THREE_D_ONLY, config, config.recipe(preset.validated()),
+    recipe = config.recipe(preset.validated())
+    if config.compute_matched and config.steps is None:  # as many steps per stage as lrm_pretrained + lrm_finetuned
+        recipe = recipe.stretched(2)
+    return train_lrm_asset(context, THREE_D_ONLY, config, recipe,
                            renders.shard_locations("train"), renders.files_under("heldout"),
                            {**renders.inputs, **init_inputs}, renders.named_versions, init, artifacts, mlflow,
                            preset.gpu_steps, compute)
@@ -350,18 +359,16 @@ def lrm_3d_only(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, 
     pool="gpu",
     kinds={"pytorch"},
     code_version=CODE_VERSION,
-    description="lrm_pretrained fine-tuned on the renders_3d train split (the paper's synthetic -> 3D recipe).",
+    description="lrm_pretrained fine-tuned on the renders_3d train split with the same steps and stages at 0.3x "
+                "the learning rate (the paper's synthetic -> 3D recipe).",
 )
 def lrm_finetuned(context: dg.AssetExecutionContext, config: LRMTrainAssetConfig, artifacts: ArtifactStoreResource,
                   preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
     store = artifacts.store()
     renders = committed_renders(store)
     pretrained = None if config.init_official else require_latest(store, PRETRAINED)
-    recipe = config.recipe(preset.validated())
-    if config.steps is None:
-        recipe.steps = max(1, recipe.steps // 2)  # fine-tuning is the shorter second stage
-        recipe.stages = [s for s in recipe.stages if s.start_step < recipe.steps]
-    recipe.seed += 1  # a different data order / noise stream than the pretraining run
+    # the pretraining recipe's steps and stages again, at a reduced learning rate (FINETUNE_LR_SCALE)
+    recipe = config.recipe(preset.validated()).finetune_recipe()
     init, init_inputs = _initial_model(config, pretrained)
     versions = {**renders.named_versions, **({PRETRAINED: pretrained} if pretrained else {})}
     return train_lrm_asset(context, FINETUNED, config, recipe, renders.shard_locations("train"),

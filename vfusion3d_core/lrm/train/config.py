@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,10 @@ class StageConfig:
     start_step: int
     render_size: int
     patch_size: int | None = None
+
+
+# The fine-tune stage of synthetic -> 3D runs the pretraining recipe at this fraction of its learning rate.
+FINETUNE_LR_SCALE = 0.3
 
 
 @dataclass
@@ -74,6 +78,23 @@ class LRMTrainConfig:
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {self.on_nonfinite!r}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.views_per_sample < 1:
             raise ValueError("steps, batch_size, grad_accum and views_per_sample must be >= 1")
+
+    def finetune_recipe(self, lr_scale: float = FINETUNE_LR_SCALE) -> LRMTrainConfig:
+        """The second stage of synthetic -> 3D training: the same steps and resolution stages as this (pretraining)
+        recipe, at ``lr_scale`` times the learning rate with a quarter of the warm-up (the weights are trained
+        already; a full-lr restart would undo much of the pretraining), and another seed (data order, noise)."""
+        if not 0.0 < lr_scale <= 1.0:
+            raise ValueError(f"lr_scale must be in (0, 1], got {lr_scale}")
+        return replace(self, lr=self.lr * lr_scale, warmup_steps=max(1, self.warmup_steps // 4), seed=self.seed + 1,
+                       stages=list(self.stages))
+
+    def stretched(self, factor: int) -> LRMTrainConfig:
+        """``factor`` times the steps with every stage ``factor`` times as long: the compute of ``factor`` runs of
+        this recipe in one (the 3D-only arm matched to synthetic pretraining + fine-tuning)."""
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        stages = [replace(s, start_step=s.start_step * factor) for s in self.stages]
+        return replace(self, steps=self.steps * factor, warmup_steps=self.warmup_steps * factor, stages=stages)
 
     def stage_at(self, step: int) -> StageConfig:
         """The stage in force at optimizer step ``step``."""
