@@ -80,3 +80,34 @@ def test_a_bad_line_is_skipped_and_counted_in_the_metadata(tmp_path) -> None:
     dedup = result.asset_materializations_for_node("prompt_set")[0].metadata["dedup"].value
     assert dedup["skipped_rows"] == 1
     assert ArtifactStore(root).latest("prompt_set").manifest.counts["prompts"] == 150
+
+
+def test_prompts_matching_heldout_objects_never_enter(tmp_path) -> None:
+    """With a source_objects listing, prompts that are (near) copies of a held-out object's caption are excluded,
+    counted by name, and the listing's digest is recorded as an input; the check still passes."""
+    from pipeline_utils import MICRO_SOURCE
+
+    from vfusion3d_core.objects.listing import read_listing
+    from vfusion3d_pipeline.assets.renders import source_objects
+    from vfusion3d_pipeline.resources import PresetResource
+
+    root, instance = tmp_path / "artifacts", dg.DagsterInstance.ephemeral()
+    resources = {"artifacts": ArtifactStoreResource(root=str(root)), "mlflow": MLflowResource(artifact_root=str(root)),
+                 "preset": PresetResource(name="tiny")}
+    assert dg.materialize([source_objects], instance=instance, resources=resources,
+                          run_config={"ops": {"source_objects": {"config": MICRO_SOURCE}}}).success
+    store = ArtifactStore(root)
+    listing = store.latest("source_objects")
+    heldout = [r.caption for r in read_listing(listing.path / "objects.parquet") if r.split == "heldout"]
+    src = tmp_path / "prompts.txt"
+    src.write_text(f"a red box\n{heldout[0].upper()}\n{heldout[1]}.\na glossy blue sphere\n")
+    result = build(root, instance, {"source_file": str(src), "template_count": 0, "shard_size": 4})
+    assert result.success and result.get_asset_check_evaluations()[0].passed
+    meta = result.asset_materializations_for_node("prompt_set")[0].metadata
+    assert meta["heldout_excluded"].value == 2
+    assert meta["dedup"].value["heldout_exact"] == 1 and meta["dedup"].value["heldout_near"] == 1
+    assert [m[1] for m in meta["heldout_excluded_examples"].value] == heldout[:2]
+    version = store.latest("prompt_set")
+    assert version.manifest.inputs == {"source_objects": listing.digest}
+    prompts = [r.prompt for r in read_prompt_shard(version.path / "shards/shard-000000.parquet")]
+    assert prompts == ["a red box", "a glossy blue sphere"]

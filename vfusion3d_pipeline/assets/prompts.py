@@ -2,6 +2,8 @@
 split into fixed-size parquet shards; each shard is a dynamic partition of `prompt_shards`.
 
 Re-materializing after the source grew appends new shards only; published shard files never change.
+Prompts matching a held-out caption of the current `source_objects` listing (exactly or as MiniLM near
+duplicates) are excluded by construction; the listing's digest is recorded as the input ``source_objects``.
 
 (No `from __future__ import annotations` in Dagster modules: Dagster resolves config and resource
 annotations at decoration time.)
@@ -9,10 +11,12 @@ annotations at decoration time.)
 
 import dagster as dg
 
-from vfusion3d_core.data import Manifest, ManifestError, file_entries
+from vfusion3d_core.data import ArtifactStore, Manifest, ManifestError, file_entries
+from vfusion3d_core.objects.listing import read_listing
 from vfusion3d_core.prompts.dedup import minilm_embedder
 from vfusion3d_core.prompts.promptset import CODE_VERSION, PromptSetConfig, build_prompt_set, collect_prompts
 from vfusion3d_core.prompts.sources import PromptSourceError
+from vfusion3d_pipeline.assets.renders import LISTING_FILE, SOURCE
 from vfusion3d_pipeline.lineage import materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards, register_partitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
@@ -26,7 +30,7 @@ class PromptSetAssetConfig(dg.Config):
     source_file: str | None = None  # .txt (one prompt a line) / .csv / .parquet
     source_column: str = "prompt"  # column of a CSV / parquet source
     template_count: int = 256  # prompts from the procedural-world template generator (0: none)
-    template_seed: int = 0
+    template_seed: int = 0  # in [0, 2**32): templates use the procedural seeds 2**32 + seed, not the 3D world's
     shard_size: int = 64
     min_chars: int = 3
     max_chars: int = 200
@@ -39,14 +43,25 @@ class PromptSetAssetConfig(dg.Config):
             raise dg.Failure(f"invalid prompt_set config: {exc}") from exc
 
 
+def heldout_captions(store: ArtifactStore) -> tuple[list[str], dict[str, str]]:
+    """Held-out captions of the latest source_objects listing and the input to record ({} without a listing)."""
+    listing = store.latest(SOURCE)
+    if listing is None:
+        return [], {}
+    rows = read_listing(listing.path / LISTING_FILE)
+    return [r.caption for r in rows if r.split == "heldout"], {SOURCE: listing.digest}
+
+
 @dg.asset(
     name=ASSET,
+    deps=[SOURCE],
     group_name="prompts",
     kinds={"parquet", "pandas"},
     code_version=CODE_VERSION,
     description="Text prompts (file and/or seeded procedural templates): normalized, exact + MiniLM "
-                "near-duplicate removal, fixed-size parquet shards; each shard registers a prompt_shards "
-                "partition. Growing the source appends shards; published shards never change.",
+                "near-duplicate removal, prompts matching a held-out object's caption (source_objects) "
+                "excluded, fixed-size parquet shards; each shard registers a prompt_shards partition. Growing "
+                "the source appends shards; published shards never change.",
 )
 def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, artifacts: ArtifactStoreResource,
                mlflow: MLflowResource) -> dg.MaterializeResult:
@@ -57,6 +72,9 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
         raise dg.Failure(f"bad prompt source: {exc}") from exc
     store = artifacts.store()
     store.clean_staging(ASSET)
+    heldout, listing_input = heldout_captions(store)
+    if not listing_input:
+        context.log.warning(f"no {SOURCE} listing yet: prompts are not checked against held-out captions")
     previous = store.latest(ASSET)
     if previous is not None:
         problems = previous.manifest.verify(previous.path)
@@ -65,7 +83,7 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
     with mlflow.run_for(context) as run, store.staging(ASSET) as staging:
         try:
             result = build_prompt_set(cfg, staging, minilm_embedder(), previous and previous.path,
-                                      previous and previous.manifest)
+                                      previous and previous.manifest, heldout)
         except PromptSourceError as exc:
             raise dg.Failure(f"bad prompt source: {exc}") from exc
         run_config = {**config.model_dump(), "sources": result.sources}
@@ -74,7 +92,7 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
         # out of the digest, so a re-run on the same source (e.g. after a kill past the commit) is the same version
         content_counts = {k: v for k, v in result.counts.items() if not k.startswith("new_")}
         manifest = Manifest(ASSET, file_entries(staging, result.files), content_counts, run_config,
-                            inputs={},
+                            inputs=listing_input,
                             code_version=CODE_VERSION, run_id=context.run.run_id)
         version = store.commit(staging, manifest, ASSET)
         run.log_metrics({**{f"count_{k}": v for k, v in result.counts.items()}, **result.stats})
@@ -82,12 +100,15 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
     added = register_partitions(context.instance, prompt_shards, result.shard_keys)
     context.log.info(f"committed {ASSET} version {version.path.name}: {result.counts['shards']} shards, "
                      f"{len(result.new_keys)} new {result.new_keys[:5]}; registered {len(added)} partition(s); "
-                     f"dedup {result.stats}")
+                     f"dedup {result.stats}; excluded {len(result.heldout_excluded)} prompt(s) matching held-out "
+                     f"captions {[m.training for m in result.heldout_excluded[:5]]}")
     return materialize_result(version, {
         "new_shards": dg.MetadataValue.json(result.new_keys),
         **{f"count/{k}": v for k, v in result.counts.items() if k.startswith("new_")},
         "registered_partitions": dg.MetadataValue.json(added),
         "dedup": dg.MetadataValue.json(result.stats),
         "near_duplicate_examples": dg.MetadataValue.json([list(p) for p in result.near_pairs[:10]]),
+        "heldout_excluded": len(result.heldout_excluded),
+        "heldout_excluded_examples": dg.MetadataValue.json([m.as_list() for m in result.heldout_excluded[:10]]),
         "mlflow_run_id": run.run_id,
     })
