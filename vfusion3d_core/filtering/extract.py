@@ -3,8 +3,9 @@
 A kept video's frame i gets the camera of an orbit at azimuth i * 360 / F, the elevation the MLP predicts,
 and the radius / intrinsics of the renders the models were trained on (``cameras.orbit_cameras``). The
 frames have a white background (the video model is trained on renders composited on white), so the
-alpha channel is estimated from the distance to white: 0 at white, ramping to 255 at ``ALPHA_RAMP``
-levels away. Samples use the renders_3d schema (``data/sample.py``).
+alpha channel is estimated by separating the white background connected to the image border from the
+object (``masks.segment_alpha``: no fog from noise, no holes in light colours, soft silhouette edge).
+Samples use the renders_3d schema (``data/sample.py``).
 """
 
 from __future__ import annotations
@@ -23,21 +24,19 @@ from vfusion3d_core.data.bad_items import BadItemPolicy, SkipReport
 from vfusion3d_core.data.sample import MultiviewSample
 from vfusion3d_core.data.shards import ShardWriter
 from vfusion3d_core.data.video_sample import SyntheticVideoSample, iter_video_samples
+from vfusion3d_core.filtering.masks import segment_alpha
 from vfusion3d_core.filtering.models import QualityModels
 from vfusion3d_core.steps import StepRequest
 
-CODE_VERSION = "filtered_multiview_dataset-v3"
-ALPHA_RAMP = 24.0
+CODE_VERSION = "filtered_multiview_dataset-v4"  # v4: segment_alpha masks
 SCORES_FILE = "scores.csv"
 HISTOGRAM_FILE = "score_histogram.png"
 EXAMPLES_FILE = "examples.png"
 
 
 def alpha_from_white(frames: np.ndarray) -> np.ndarray:
-    """uint8 [..., 3] on white -> uint8 [..., 4] RGBA with alpha from the distance to white."""
-    dist = (255.0 - frames.astype(np.float32)).max(-1)
-    alpha = np.clip(dist * (255.0 / ALPHA_RAMP), 0, 255).round().astype(np.uint8)
-    return np.concatenate([frames, alpha[..., None]], axis=-1)
+    """uint8 [..., H, W, 3] on white -> uint8 [..., H, W, 4] RGBA, alpha from ``masks.segment_alpha``."""
+    return np.concatenate([frames, segment_alpha(frames)[..., None]], axis=-1)
 
 
 def posed_sample(video: SyntheticVideoSample, elevation_deg: float, radius: float, intrinsics: Intrinsics,
