@@ -5,6 +5,7 @@ import csv
 import json
 
 import dagster as dg
+import numpy as np
 import pytest
 import torch
 from clip_folders import write_processor_folder
@@ -163,3 +164,123 @@ def test_eval_metrics_asset_with_a_clip_folder_and_the_paper_gate(tmp_path) -> N
     assert smeta["clip_model"].value == "clip_folder"
     if not lpips_backbone_path("alex").is_file():
         assert "RANDOM" in smeta["lpips_backbone"].value
+
+
+# ---- held-out leakage: ids and captions ----
+
+HELD = ["a dotted yellow torus under a checkered brown capsule", "a checkered white sphere"]
+
+
+def _publish(store: ArtifactStore, asset: str, files: dict[str, bytes], inputs: dict[str, str] | None = None,
+             partition: str | None = None, counts: dict | None = None):
+    with store.staging(asset, partition) as d:
+        for rel, data in files.items():
+            (d / rel).parent.mkdir(parents=True, exist_ok=True)
+            (d / rel).write_bytes(data)
+        return store.commit(d, Manifest(asset, file_entries(d, sorted(files)), counts or {}, {}, inputs=inputs or {}),
+                            asset, partition)
+
+
+def _fake_renders(store: ArtifactStore, train: list[str]):
+    rows = [("held-0", "heldout", HELD[0]), ("held-1", "heldout", HELD[1])]
+    rows += [(f"train-{i}", "train", c) for i, c in enumerate(train)]
+    text = "uid,split,caption,elevation_deg\n" + "".join(f'{u},{s},"{c}",10.0\n' for u, s, c in rows)
+    return _publish(store, "renders_3d", {"objects.csv": text.encode()}, partition="objects-000000")
+
+
+def _filtered(store: ArtifactStore, key: str, prompts: dict[str, tuple[str, bool]]):
+    """A filtered_multiview_dataset partition: one posed sample per kept prompt (caption = prompt), scores.csv
+    listing every video (rejected ones are not training data)."""
+    import io
+
+    from vfusion3d_core.cameras import orbit_cameras
+    from vfusion3d_core.data import MultiviewSample, ShardWriter
+
+    cams = orbit_cameras(2, elevation_deg=10.0)
+    with store.staging("filtered_multiview_dataset", key) as d:
+        with ShardWriter(d, 8) as writer:
+            for vid, (prompt, kept) in prompts.items():
+                if kept:
+                    writer.write(MultiviewSample(vid, prompt, np.zeros((2, 8, 8, 4), np.uint8),
+                                                 cams.c2w.numpy(), cams.intrinsics.numpy()))
+        buf = io.StringIO("video_key,score,kept,elevation_deg,kept_by\n")
+        buf.seek(0, 2)
+        buf.writelines(f"{v},0.5,{int(k)},10.0,{'threshold' if k else ''}\n" for v, (_, k) in prompts.items())
+        (d / "scores.csv").write_text(buf.getvalue())
+        files = [p.relative_to(d).as_posix() for p in writer.shards] + ["scores.csv"]
+        manifest = Manifest("filtered_multiview_dataset", file_entries(d, files),
+                            {"kept": sum(k for _, k in prompts.values())}, {})
+        return store.commit(d, manifest, "filtered_multiview_dataset", key)
+
+
+def _graph(store: ArtifactStore, prompts: dict[str, tuple[str, bool]], train: list[str]) -> dict:
+    """renders -> lrm_3d_only; filtered -> lrm_pretrained -> lrm_finetuned (+ renders): the checkpoints by name."""
+    renders = _fake_renders(store, train)
+    filtered = _filtered(store, "shard-000000", prompts)
+    r_in = {"renders_3d/objects-000000": renders.digest}
+    pre = _publish(store, PRETRAINED, {"model/x": b"1"}, {"filtered_multiview_dataset/shard-000000": filtered.digest})
+    fine = _publish(store, FINETUNED, {"model/x": b"2"}, {PRETRAINED: pre.digest, **r_in})
+    only = _publish(store, THREE_D_ONLY, {"model/x": b"3"}, r_in)
+    return {"renders": renders, PRETRAINED: pre, FINETUNED: fine, THREE_D_ONLY: only}
+
+
+@pytest.fixture(scope="module")
+def embed():
+    from vfusion3d_core.prompts import minilm_embedder
+
+    return minilm_embedder()
+
+
+def test_planted_caption_leaks_are_caught_and_described(tmp_path, embed) -> None:
+    from vfusion3d_pipeline.assets.evaluation import eval_heldout_disjoint, heldout_leakage, training_sources
+
+    store = ArtifactStore(tmp_path)
+    # 3D train: an attribute swap of a held-out caption (near duplicate: reported, not failing); synthetic: clean
+    # kept prompts, and a held-out caption among the *rejected* videos (not training data)
+    train = ["a dotted brown torus under a checkered yellow capsule", "a glossy teal cylinder"]
+    clean = {"p1": ("a red box", True), "p2": ("a metallic green cone", True), "p3": (HELD[1], False)}
+    g = _graph(store, clean, train)
+    ckpts = {n: g[n] for n in (PRETRAINED, FINETUNED, THREE_D_ONLY)}
+    sources = training_sources(store, g[FINETUNED].manifest)
+    synth = f"{PRETRAINED} <- filtered_multiview_dataset/shard-000000"
+    assert sorted(sources[synth].captions) == ["a metallic green cone", "a red box"]
+    assert sources[synth].uids == {"p1", "p2"} and sources["renders_3d/objects-000000"].kind == "3d"
+    ok = heldout_leakage(store, [g["renders"]], ckpts, embed)
+    assert not ok.leaked and not ok.uids
+    text = ok.describe()
+    assert text.startswith("Held-out objects are disjoint") and "reported, not failing" in text
+    assert "a dotted brown torus under a checkered yellow capsule" in text
+
+    # the check reads what an eval_metrics version recorded
+    inputs = {"renders_3d/objects-000000": g["renders"].digest, **{n: v.digest for n, v in ckpts.items()}}
+    _publish(store, "eval_metrics", {"metrics.json": b"{}"}, inputs)
+    passed = eval_heldout_disjoint(artifacts=ArtifactStoreResource(root=str(tmp_path)))
+    assert passed.passed and passed.description.startswith("Held-out objects are disjoint")
+    reported = passed.metadata["caption_near_duplicates_reported"].value
+    assert reported[f"{FINETUNED} <- renders_3d/objects-000000"]["near"] == 1
+
+    # a kept synthetic sample whose prompt is a held-out caption (exact, other case) / a near duplicate of one
+    for prompt, kind in [(HELD[1].title(), "exact"), (HELD[1] + ".", "near duplicate")]:
+        g = _graph(store, {**clean, "p4": (prompt, True)}, train)
+        ckpts = {n: g[n] for n in (PRETRAINED, FINETUNED, THREE_D_ONLY)}
+        leak = heldout_leakage(store, [g["renders"]], ckpts, embed)
+        assert leak.leaked and not leak.uids
+        failing = leak.failing().leaking()
+        assert set(failing) == {synth, f"{FINETUNED} <- {synth}"}
+        text = leak.describe()
+        assert text.startswith("Held-out objects leak into training data") and kind in text and repr(prompt) in text
+        _publish(store, "eval_metrics", {"metrics.json": b"{}"},
+                 {"renders_3d/objects-000000": g["renders"].digest, **{n: v.digest for n, v in ckpts.items()}})
+        result = eval_heldout_disjoint(artifacts=ArtifactStoreResource(root=str(tmp_path)))
+        assert not result.passed and repr(prompt) in result.description
+        examples = result.metadata["caption_leaks"].value[synth]
+        assert (examples["exact"], examples["near"]) == ((1, 0) if kind == "exact" else (0, 1))
+
+    # an exact held-out caption among the 3D training captions fails too (ids differ)
+    g = _graph(store, clean, [*train, HELD[0]])
+    leak = heldout_leakage(store, [g["renders"]], {THREE_D_ONLY: g[THREE_D_ONLY]}, embed)
+    assert leak.leaked and set(leak.failing().leaking()) == {f"{THREE_D_ONLY} <- renders_3d/objects-000000"}
+    # ... and a held-out id, as before
+    g = _graph(store, {**clean, "held-1": ("a blue ring", True)}, train)
+    leak = heldout_leakage(store, [g["renders"]], {PRETRAINED: g[PRETRAINED]}, embed)
+    assert leak.uids == {synth: ["held-1"]} and "1 held-out object id(s)" in leak.describe()

@@ -19,10 +19,10 @@ import hashlib
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vfusion3d_core.data.bad_items import SkipReport
 from vfusion3d_core.data.manifest import Manifest, ManifestError, sha256_file
-from vfusion3d_core.metrics.leakage import NEAR_DUP_THRESHOLD, CaptionMatch, match_captions
 from vfusion3d_core.prompts.dedup import Embedder, dedup_key, deduplicate
 from vfusion3d_core.prompts.shards import (
     KEY_RE,
@@ -34,6 +34,9 @@ from vfusion3d_core.prompts.shards import (
     write_prompt_shard,
 )
 from vfusion3d_core.prompts.sources import TEMPLATE_SEED_BASE, normalize_all, read_prompt_file, template_prompts
+
+if TYPE_CHECKING:  # metrics.leakage imports this package: imported where used
+    from vfusion3d_core.metrics.leakage import CaptionMatch
 
 CODE_VERSION = "prompt_set-v1"
 
@@ -119,13 +122,16 @@ def existing_shards(previous: Path | None, manifest: Manifest | None) -> list[tu
 
 def build_prompt_set(cfg: PromptSetConfig, out_dir: str | Path, embed: Embedder, previous: Path | None = None,
                      previous_manifest: Manifest | None = None, heldout: list[str] | None = None,
-                     heldout_threshold: float = NEAR_DUP_THRESHOLD) -> PromptSetResult:
+                     heldout_threshold: float | None = None) -> PromptSetResult:
     """Write the grown prompt set into ``out_dir`` (a staging dir): old shards copied verbatim + new shards.
 
     Every source is read and validated before anything is written, so a bad source raises
     PromptSourceError and leaves ``out_dir`` empty. New prompts matching a ``heldout`` caption (exactly or with
-    MiniLM cosine >= ``heldout_threshold``) are excluded and reported in ``heldout_excluded``.
+    MiniLM cosine >= ``heldout_threshold``, default ``leakage.NEAR_DUP_THRESHOLD``) are excluded and reported in
+    ``heldout_excluded``.
     """
+    from vfusion3d_core.metrics.leakage import NEAR_DUP_THRESHOLD, match_captions
+
     cfg.validate()
     report = SkipReport(what="reading prompts")
     raw, sources = collect_prompts(cfg, report)
@@ -133,7 +139,8 @@ def build_prompt_set(cfg: PromptSetConfig, out_dir: str | Path, embed: Embedder,
     old = existing_shards(previous, previous_manifest)
     existing = [r.prompt for _, p, _ in old for r in read_prompt_shard(p)]
     dd = deduplicate(normalized, existing, embed, cfg.near_dup_threshold)
-    matches = match_captions(heldout or [], dd.kept, embed, heldout_threshold)
+    matches = match_captions(heldout or [], dd.kept, embed,
+                             NEAR_DUP_THRESHOLD if heldout_threshold is None else heldout_threshold)
     excluded = [m for m in matches if m is not None]
     dd.kept = [p for p, m in zip(dd.kept, matches, strict=True) if m is None]
     out = Path(out_dir)

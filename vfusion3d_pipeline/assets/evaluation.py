@@ -3,8 +3,9 @@
 Checkpoints: the same architecture untrained, lrm_pretrained (synthetic only), lrm_finetuned (synthetic
 then 3D) and lrm_3d_only (3D only). Metrics per checkpoint: novel-view PSNR / SSIM / LPIPS, CLIP image
 similarity to the ground-truth views and CLIP text similarity to the object's caption
-(vfusion3d_core.metrics). Held-out objects never appear in any checkpoint's training data: the asset
-refuses to run otherwise and the blocking check `eval_heldout_disjoint` re-proves it from the manifests.
+(vfusion3d_core.metrics). Held-out objects never appear in any checkpoint's training data -- neither their ids
+nor their captions (exactly or as MiniLM near duplicates, vfusion3d_core/metrics/leakage.py): the asset refuses to
+run otherwise and the blocking check `eval_heldout_disjoint` re-proves it from the manifests.
 
 (No `from __future__ import annotations` in Dagster modules: Dagster resolves config and resource
 annotations at decoration time.)
@@ -13,14 +14,18 @@ annotations at decoration time.)
 import csv
 import io
 import json
+import tarfile
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import dagster as dg
 
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, file_entries
 from vfusion3d_core.metrics.evaluate import EvaluateRequest, run_evaluation
+from vfusion3d_core.metrics.leakage import NEAR_DUP_THRESHOLD, LeakageReport, SourceLeaks, caption_leaks
 from vfusion3d_core.metrics.novel_views import METRICS
 from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
+from vfusion3d_core.prompts.dedup import Embedder, minilm_embedder
 from vfusion3d_pipeline.assets.lrm import FINETUNED, MODEL_DIR, PRETRAINED, THREE_D_ONLY
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.assets.renders import committed_renders, objects_csv_rows
@@ -63,30 +68,68 @@ class EvalConfig(StepComputeConfig):
         check_metric_models(preset, self)
 
 
-def training_uids(store: ArtifactStore, manifest: Manifest) -> dict[str, set[str]]:
-    """Sample uids each training input of a checkpoint contributed, by input name.
+@dataclass
+class TrainingSource:
+    """What one training input of a checkpoint contributed: sample ids and the captions / prompts they carry."""
 
-    a renders_3d partition contributes its train split (objects.csv); a filtered partition its kept videos
-    (scores.csv); an upstream checkpoint (lrm_pretrained) everything it was trained on, recursively.
+    kind: str  # "3d": a renders_3d partition's train split; "synthetic": a filtered partition's kept samples
+    uids: set[str]
+    captions: list[str]
+
+
+def training_sources(store: ArtifactStore, manifest: Manifest) -> dict[str, TrainingSource]:
+    """Training inputs of a checkpoint by input name, recursively.
+
+    a renders_3d partition contributes its train split (objects.csv uid + caption); a filtered partition its kept
+    videos (scores.csv ``kept``) and their prompts (the ``caption.txt`` of the kept samples: the prompt each video
+    was generated from); an upstream checkpoint (lrm_pretrained) everything it was trained on, named
+    ``<checkpoint> <- <input>``.
     """
-    out: dict[str, set[str]] = {}
+    out: dict[str, TrainingSource] = {}
     for name, digest in manifest.inputs.items():
         asset, _, partition = name.partition("/")
         if asset == RENDERS:
-            out[name] = {r["uid"] for r in objects_csv_rows(store.version(RENDERS, digest, partition or None))
-                         if r["split"] == "train"}
+            rows = [r for r in objects_csv_rows(store.version(RENDERS, digest, partition or None))
+                    if r["split"] == "train"]
+            out[name] = TrainingSource("3d", {r["uid"] for r in rows}, [r["caption"] for r in rows])
         elif asset == FILTERED:
-            out[name] = {r["video_key"] for r in _csv_rows(store.version(FILTERED, digest, partition), "scores.csv")
-                         if r["kept"] == "1"}
+            version = store.version(FILTERED, digest, partition)
+            kept = {r["video_key"] for r in _csv_rows(version, "scores.csv") if r["kept"] == "1"}
+            out[name] = TrainingSource("synthetic", kept, sample_captions(version, kept))
         elif asset in (PRETRAINED, FINETUNED, THREE_D_ONLY):
-            for sub, uids in training_uids(store, store.version(asset, digest).manifest).items():
-                out[f"{name} <- {sub}"] = uids
+            for sub, source in training_sources(store, store.version(asset, digest).manifest).items():
+                out[f"{name} <- {sub}"] = source
     return out
+
+
+def training_uids(store: ArtifactStore, manifest: Manifest) -> dict[str, set[str]]:
+    """Sample uids each training input of a checkpoint contributed, by input name (see ``training_sources``)."""
+    return {name: source.uids for name, source in training_sources(store, manifest).items()}
+
+
+def sample_captions(version: ArtifactVersion, keys: set[str]) -> list[str]:
+    """``caption.txt`` of the samples ``keys`` in a version's WebDataset tars (member headers and the caption
+    members only: the views are not decoded)."""
+    captions = []
+    for f in version.manifest.files:
+        if not f.path.endswith(".tar"):
+            continue
+        with tarfile.open(version.path / f.path, "r:") as tf:
+            for member in tf:
+                key, _, suffix = member.name.partition(".")
+                if member.isfile() and suffix == "caption.txt" and key in keys:
+                    captions.append(tf.extractfile(member).read().decode("utf-8"))  # type: ignore[union-attr]
+    return captions
 
 
 def heldout_uids(renders: Iterable[ArtifactVersion]) -> set[str]:
     """The held-out uids of renders_3d partition versions."""
     return {r["uid"] for v in renders for r in objects_csv_rows(v) if r["split"] == "heldout"}
+
+
+def heldout_captions(renders: Iterable[ArtifactVersion]) -> list[str]:
+    """The held-out captions of renders_3d partition versions."""
+    return [r["caption"] for v in renders for r in objects_csv_rows(v) if r["split"] == "heldout"]
 
 
 def recorded_renders(store: ArtifactStore, inputs: dict[str, str]) -> list[ArtifactVersion]:
@@ -103,13 +146,95 @@ def overlap_report(store: ArtifactStore, renders: Iterable[ArtifactVersion], che
                    ) -> dict[str, list[str]]:
     """Held-out uids (of the renders_3d partitions ``renders``) found in a checkpoint's training data, by
     checkpoint and input (empty = disjoint)."""
+    return heldout_leakage(store, renders, checkpoints, compare_captions=False).uids
+
+
+@dataclass
+class HeldoutLeakage:
+    """Held-out objects found in the checkpoints' training data, by ``<checkpoint> <- <input>``.
+
+    What fails: a held-out uid in any input; a caption of a held-out object found exactly (after prompt
+    normalization, case folded) in any input; a near duplicate (MiniLM cosine >= threshold) among the prompts of
+    synthetic data. Near duplicates among the 3D training captions are reported only: distinct 3D objects often
+    have similar captions (in the procedural world attribute swaps, "a red torus on a blue box" vs "a blue torus
+    on a red box", score ~0.99), and the 3D objects themselves are compared by id.
+    """
+
+    uids: dict[str, list[str]]
+    captions: LeakageReport | None  # None: captions not compared
+    kinds: dict[str, str] = field(default_factory=dict)  # source -> TrainingSource.kind
+    sizes: dict[str, int] = field(default_factory=dict)  # source -> training samples
+
+    def failing(self) -> LeakageReport | None:
+        """The caption matches that fail the check (None when captions were not compared)."""
+        if self.captions is None:
+            return None
+        sources = {n: SourceLeaks(s.captions, s.exact, s.near if self.kinds[n] == "synthetic" else [])
+                   for n, s in self.captions.sources.items()}
+        return LeakageReport(self.captions.heldout, self.captions.threshold, sources)
+
+    def reported(self) -> LeakageReport | None:
+        """Near duplicates among 3D training captions: reported, not failing."""
+        if self.captions is None:
+            return None
+        sources = {n: SourceLeaks(s.captions, [], s.near) for n, s in self.captions.sources.items()
+                   if self.kinds[n] == "3d"}
+        return LeakageReport(self.captions.heldout, self.captions.threshold, sources)
+
+    @property
+    def leaked(self) -> bool:
+        failing = self.failing()
+        return bool(self.uids) or bool(failing and failing.leaking())
+
+    def describe(self) -> str:
+        """The leak in words (one line per leaking source), or what was compared when nothing leaks."""
+        lines = [f"{name}: {len(uids)} held-out object id(s) in the training data, e.g. {uids[:3]}"
+                 for name, uids in self.uids.items()]
+        failing, reported = self.failing(), self.reported()
+        if failing is not None and failing.leaking():
+            lines.append("held-out captions in the training data:\n" + failing.describe())
+        if lines:
+            return "Held-out objects leak into training data.\n" + "\n".join(lines)
+        text = (f"Held-out objects are disjoint from the training data of every checkpoint: ids of "
+                f"{len(self.sizes)} training input(s) compared")
+        if self.captions is not None:
+            text += (f", {self.captions.heldout} held-out caption(s) compared exactly and by MiniLM cosine >= "
+                     f"{self.captions.threshold}")
+        if reported is not None and reported.leaking():
+            text += ("; reported, not failing (near duplicates among 3D training captions):\n"
+                     + reported.describe())
+        return text + "."
+
+    def metadata(self) -> dict:
+        meta: dict = {"overlap": dg.MetadataValue.json(self.uids),
+                      "training_sources": dg.MetadataValue.json(self.sizes)}
+        if self.captions is not None:
+            failing, reported = self.failing(), self.reported()
+            meta["caption_leaks"] = dg.MetadataValue.json(
+                {n: s.summary() for n, s in failing.leaking().items()})  # type: ignore[union-attr]
+            meta["caption_near_duplicates_reported"] = dg.MetadataValue.json(
+                {n: s.summary() for n, s in reported.leaking().items()})  # type: ignore[union-attr]
+            meta["heldout_captions"] = self.captions.heldout
+            meta["near_duplicate_threshold"] = self.captions.threshold
+        return meta
+
+
+def heldout_leakage(store: ArtifactStore, renders: Iterable[ArtifactVersion], checkpoints: dict[str, ArtifactVersion],
+                    embed: Embedder | None = None, compare_captions: bool = True,
+                    threshold: float = NEAR_DUP_THRESHOLD) -> HeldoutLeakage:
+    """Held-out ids and captions (of the renders_3d partitions ``renders``) in each checkpoint's training data,
+    recursively through the manifests. ``embed`` defaults to MiniLM (loaded only when captions are compared)."""
+    renders = list(renders)
     held = heldout_uids(renders)
-    report = {}
-    for name, version in checkpoints.items():
-        for source, uids in training_uids(store, version.manifest).items():
-            if held & uids:
-                report[f"{name} <- {source}"] = sorted(held & uids)
-    return report
+    sources = {f"{name} <- {source}": s for name, version in checkpoints.items()
+               for source, s in training_sources(store, version.manifest).items()}
+    uids = {name: sorted(held & s.uids) for name, s in sources.items() if held & s.uids}
+    report = None
+    if compare_captions:
+        report = caption_leaks(heldout_captions(renders), {n: s.captions for n, s in sources.items()},
+                               embed or minilm_embedder(), threshold)
+    return HeldoutLeakage(uids, report, {n: s.kind for n, s in sources.items()},
+                          {n: len(s.uids) for n, s in sources.items()})
 
 
 def _markdown_table(header: list[str], rows: list[list]) -> str:
@@ -167,10 +292,9 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
     store = artifacts.store()
     renders = committed_renders(store)
     versions = {n: require_latest(store, n) for n in CHECKPOINTS if n != UNTRAINED}
-    overlap = overlap_report(store, renders.versions.values(), versions)
-    if overlap:
-        raise dg.Failure("held-out objects appear in training data; refusing to evaluate",
-                         metadata={"overlap": dg.MetadataValue.json(overlap)})
+    leakage = heldout_leakage(store, renders.versions.values(), versions)
+    if leakage.leaked:
+        raise dg.Failure(f"refusing to evaluate: {leakage.describe()}", metadata=leakage.metadata())
     size = config.render_size or RENDER_SIZE[name]
 
     store.clean_staging(ASSET)
@@ -235,18 +359,17 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
 
 @dg.asset_check(asset=ASSET, blocking=True,
                 description="Held-out objects are disjoint from every evaluated checkpoint's training data "
-                            "(recursively through its manifests).")
+                            "(recursively through its manifests): no held-out id, no held-out caption (exact after "
+                            "prompt normalization), no MiniLM near duplicate among the synthetic data's prompts.")
 def eval_heldout_disjoint(artifacts: ArtifactStoreResource) -> dg.AssetCheckResult:
     store = artifacts.store()
     version = store.latest(ASSET)
     if version is None:
-        return dg.AssetCheckResult(passed=False, metadata={"error": "eval_metrics has no committed version"})
+        return dg.AssetCheckResult(passed=False, description="eval_metrics has no committed version",
+                                   metadata={"error": "eval_metrics has no committed version"})
     inputs = version.manifest.inputs
     renders = recorded_renders(store, inputs)
     checkpoints = {n: store.version(n, d) for n, d in inputs.items() if n.partition("/")[0] != RENDERS}
-    overlap = overlap_report(store, renders, checkpoints)
-    sources = {f"{n} <- {s}": len(u) for n, v in checkpoints.items()
-               for s, u in training_uids(store, v.manifest).items()}
-    return dg.AssetCheckResult(passed=not overlap, metadata={"heldout_objects": len(heldout_uids(renders)),
-                                                             "training_sources": dg.MetadataValue.json(sources),
-                                                             "overlap": dg.MetadataValue.json(overlap)})
+    leakage = heldout_leakage(store, renders, checkpoints)
+    return dg.AssetCheckResult(passed=not leakage.leaked, description=leakage.describe(),
+                               metadata={"heldout_objects": len(heldout_uids(renders)), **leakage.metadata()})
