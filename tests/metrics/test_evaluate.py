@@ -284,3 +284,24 @@ def test_planted_caption_leaks_are_caught_and_described(tmp_path, embed) -> None
     g = _graph(store, {**clean, "held-1": ("a blue ring", True)}, train)
     leak = heldout_leakage(store, [g["renders"]], {PRETRAINED: g[PRETRAINED]}, embed)
     assert leak.uids == {synth: ["held-1"]} and "1 held-out object id(s)" in leak.describe()
+
+
+def test_eval_metrics_refuses_when_a_heldout_caption_was_a_prompt(tmp_path) -> None:
+    """Real renders_3d partitions (ids disjoint by construction); the synthetic data behind lrm_pretrained holds a
+    held-out object's caption as a prompt: eval_metrics refuses before evaluating, naming the prompt."""
+    from vfusion3d_pipeline.assets.renders import committed_renders
+
+    root = tmp_path / "artifacts"
+    instance = dg.DagsterInstance.ephemeral()
+    materialize_renders(_resources(root, "tiny"), instance)
+    store = ArtifactStore(root)
+    renders = committed_renders(store)
+    held = [r["caption"] for r in renders.object_rows() if r["split"] == "heldout"]
+    filtered = _filtered(store, "shard-000000", {"p1": ("a red box", True), "p2": (held[0], True)})
+    pre = _publish(store, PRETRAINED, {"model/x": b"1"}, {"filtered_multiview_dataset/shard-000000": filtered.digest})
+    _publish(store, FINETUNED, {"model/x": b"2"}, {PRETRAINED: pre.digest, **renders.inputs})
+    _publish(store, THREE_D_ONLY, {"model/x": b"3"}, renders.inputs)
+    with pytest.raises(dg.Failure, match="refusing to evaluate: Held-out objects leak into training data") as info:
+        dg.materialize([eval_metrics], instance=instance, resources=_resources(root, "tiny"))
+    assert repr(held[0]) in str(info.value) and "filtered_multiview_dataset/shard-000000" in str(info.value)
+    assert store.latest("eval_metrics") is None
