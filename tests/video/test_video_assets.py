@@ -64,14 +64,20 @@ def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
     assert {"untrained/text_to_video_mse", "finetuned/text_to_video_mse", "finetuned/image_to_video_mse"} <= set(
         closeness)
     assert all(v >= 0.0 for v in closeness.values())
+    heldout = mat.metadata["heldout_quality"].value  # image -> orbit on the 2 held-out objects, before and after
+    names = ("psnr", "lpips", "colour_mean_distance", "colour_hist_distance", "consistency_gap")
+    assert {f"{w}/{k}" for w in ("untrained", "finetuned") for k in names} <= set(heldout)
+    assert heldout["finetuned/objects"] == 2.0 and mat.metadata["heldout_psnr/finetuned"].value > 0.0
+    assert mat.metadata["heldout_lpips_backbone"].value.startswith("alex")  # RANDOM without local weights
+    assert "data:image/png;base64" in mat.metadata["heldout_orbits"].value
     run = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db").get_run(mat.metadata["mlflow_run_id"].value)
     assert run.data.tags["input.renders_3d/objects-000001"] == renders.inputs["renders_3d/objects-000001"]
     assert run.data.tags["output.digest"] == model_version.digest
-    assert run.data.params["compute.resolved_device"] == "cpu"
+    assert run.data.params["compute.resolved_device"] == "cpu" and "finetuned_heldout_lpips" in run.data.metrics
     assert run.data.params["compute.resolved_precision"] == "fp32"
     assert model_version.manifest.config["compute"]["device"] == "cpu"
     assert model_version.manifest.config["random_init"] == ["vae", "image_unet", "video_unet"]  # tiny: all random
-    assert mat.metadata["counts"].value["training_orbits"] == 6
+    assert mat.metadata["counts"].value["training_orbits"] == 6 and mat.metadata["counts"].value["heldout_orbits"] == 2
     assert mat.metadata["skipped_samples"].value == 0 and run.data.metrics["skipped_samples"] == 0.0
     assert not (store.asset_dir("video_model") / ".checkpoints").exists() or not any(
         (store.asset_dir("video_model") / ".checkpoints").iterdir())

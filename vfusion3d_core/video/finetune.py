@@ -7,17 +7,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from PIL import Image
 
 from vfusion3d_core.pretrained import require_pretrained
 from vfusion3d_core.video.card import model_card
 from vfusion3d_core.video.config import VideoModelConfig
-from vfusion3d_core.video.data import OrbitShards
-from vfusion3d_core.video.metrics import orbit_closeness
+from vfusion3d_core.video.data import OrbitShards, orbit_sheet
+from vfusion3d_core.video.metrics import image_to_video_quality, orbit_closeness
 from vfusion3d_core.video.model import OrbitVideoModel, text_encoder_reference
 from vfusion3d_core.video.requests import FinetuneRequest
 from vfusion3d_core.video.trainer import MetricLogger, VideoTrainer
 
-CODE_VERSION = "video_model-v2"
+CODE_VERSION = "video_model-v3"  # v3: held-out image -> orbit quality (PSNR, LPIPS, colour, consistency)
+HELDOUT_SHEET = "eval/heldout_orbits.png"  # in the model folder: untrained, finetuned, true orbit per object
 PRETRAINED_HINTS = {
     "svd_path": "a StableVideoDiffusionPipeline folder: unet/ vae/ image_encoder/ feature_extractor/ scheduler/",
     "image_model_path": "a StableDiffusionPipeline-style folder: unet/ vae/ text_encoder/ tokenizer/ scheduler/",
@@ -28,7 +30,7 @@ PRETRAINED_HINTS = {
 class FinetuneResult:
     files: list[str]  # relative to the output directory
     counts: dict[str, int]
-    metrics: dict[str, float]  # untrained/* and finetuned/* closeness, final losses
+    metrics: dict[str, float]  # untrained/* and finetuned/* closeness (heldout/* quality), final losses
     resumed_from_step: int
     info: dict[str, Any] = field(default_factory=dict)  # random components, text encoder, compute, trainable
 
@@ -46,6 +48,23 @@ def check_pretrained(cfg: VideoModelConfig, preset: str, from_scratch: bool) -> 
                          + "; give their pretrained folder or a positive step count")
 
 
+def heldout_evaluation(request: FinetuneRequest) -> tuple[OrbitShards | None, torch.nn.Module | None, str]:
+    """The held-out orbits of the image -> orbit quality (None without held-out shards), the LPIPS module and its
+    label. LPIPS uses the torchvision AlexNet weights of the local torch hub cache when present, otherwise a
+    seeded RANDOM backbone (labelled so: a perceptual-ish distance only); nothing is downloaded."""
+    from vfusion3d_core.lrm.train.losses import build_lpips, lpips_weights_problem
+
+    if not request.heldout_shards:
+        return None, None, "not measured"
+    cfg = request.config
+    heldout = OrbitShards(request.heldout_shards, cfg.num_frames, cfg.resolution, cfg.shuffle_buffer)
+    random_backbone = lpips_weights_problem("alex") is not None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # a random backbone comes from torch's RNG: same seed, same scores
+        net = build_lpips("alex", random_backbone=random_backbone).to(request.compute.torch_device)
+    return heldout, net, "alex (RANDOM backbone)" if random_backbone else "alex"
+
+
 def finetune_video_model(request: FinetuneRequest, log: MetricLogger | None = None,
                          progress: Callable[[str], None] | None = None) -> FinetuneResult:
     """Train all stages on the orbits streamed from ``request.render_shards``; ``save_pretrained`` into
@@ -53,7 +72,9 @@ def finetune_video_model(request: FinetuneRequest, log: MetricLogger | None = No
 
     The closeness of generated orbits to the real orbits of the first ``eval_count`` training objects
     (only those are read) is measured before (untrained / pretrained weights) and after fine-tuning, with
-    the same seeds. A run that finds a checkpoint in ``checkpoint_dir`` resumes from it exactly.
+    the same seeds; so is the image -> orbit quality on the first ``heldout_count`` held-out orbits
+    (``heldout/*`` metrics, a preview sheet ``HELDOUT_SHEET`` in the model folder). A run that finds a checkpoint
+    in ``checkpoint_dir`` resumes from it exactly.
     """
     cfg, compute = request.config, request.compute
     check_pretrained(cfg, request.preset, request.from_scratch)
@@ -66,6 +87,12 @@ def finetune_video_model(request: FinetuneRequest, log: MetricLogger | None = No
     say(f"model on {compute.torch_device} ({compute.describe()['resolved_precision']}); random init: "
         f"{model.random_components() or 'none'}; measuring the untrained model on {request.eval_count} orbits")
     before = orbit_closeness(model, data, request.eval_count, compute=compute)
+    heldout, lpips_net, lpips_label = heldout_evaluation(request)
+    if heldout is not None:
+        say(f"measuring image -> orbit quality on {request.heldout_count} held-out orbits (LPIPS {lpips_label})")
+        q_before, gen_before, true = image_to_video_quality(model, heldout, request.heldout_count, compute=compute,
+                                                            lpips_net=lpips_net)
+        before.update({f"heldout/{k}": v for k, v in q_before.items()})
     trainer = VideoTrainer(model, data, request.checkpoint_dir, log, compute=compute)
     resumed = trainer.step if trainer.resume() else 0
     if resumed:
@@ -73,6 +100,10 @@ def finetune_video_model(request: FinetuneRequest, log: MetricLogger | None = No
     say(f"training {trainer.total_steps} steps {trainer.steps}")
     history = trainer.train()
     after = orbit_closeness(model, data, request.eval_count, compute=compute)
+    if heldout is not None:
+        q_after, gen_after, _ = image_to_video_quality(model, heldout, request.heldout_count, compute=compute,
+                                                       lpips_net=lpips_net)
+        after.update({f"heldout/{k}": v for k, v in q_after.items()})
     metrics = {**{f"untrained/{k}": v for k, v in before.items()}, **{f"finetuned/{k}": v for k, v in after.items()}}
     metrics.update({f"final_loss/{s}": sum(h[-10:]) / len(h[-10:]) for s, h in history.items() if h})
     metrics.update({k: float(v) for k, v in trainer.skipped.items()})  # bad training samples skipped (this run)
@@ -81,12 +112,18 @@ def finetune_video_model(request: FinetuneRequest, log: MetricLogger | None = No
     info = {"random_init": model.random_components(), "text_encoder": text_ref, "compute": compute.describe(),
             "temporal_only": cfg.train_temporal_only, "latent_size": model.latent_size,
             "video_trainable_parameters": sum(p.numel() for p in video_trainable.values()),
-            "video_parameters": sum(p.numel() for p in model.video_unet.parameters())}
+            "video_parameters": sum(p.numel() for p in model.video_unet.parameters()),
+            "heldout_lpips": lpips_label if heldout is not None else "not measured (no held-out shards)"}
     model.requires_grad_(False)
     card = model_card(cfg, request.training_data, metrics, CODE_VERSION, text_ref, info)
     out = model.save_pretrained(request.out_dir, card)
+    if heldout is not None:
+        sheet = orbit_sheet([v for i in range(len(true)) for v in (gen_before[i], gen_after[i], true[i])])
+        (out / HELDOUT_SHEET).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sheet).save(out / HELDOUT_SHEET)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     n = data.count()
     counts = {"training_orbits": n, "frames": n * cfg.num_frames, "orbits_streamed": trainer.orbits_read,
+              "heldout_orbits": len(true) if heldout is not None else 0,
               **{f"steps_{s}": k for s, k in trainer.steps.items()}}
     return FinetuneResult(files, counts, metrics, resumed, info)

@@ -19,7 +19,9 @@ class FinetuneRequest(StepRequest):
     shards (streamed); out_dir: where the model is saved; training_data: input name -> digest (model card);
     checkpoint_dir: resumable checkpoints; preset / from_scratch: the pretrained-weights policy
     (``small``/``paper`` refuse to start without ``svd_path`` and ``image_model_path`` unless from_scratch);
-    eval_count: orbits read for the before/after closeness metric; compute: device, precision, checkpointing.
+    eval_count: orbits read for the before/after closeness metric; heldout_shards / heldout_count: renders_3d
+    held-out shards and how many of their orbits the before/after image -> orbit quality reads (none: not
+    measured); compute: device, precision, checkpointing.
     """
 
     config: VideoModelConfig
@@ -32,10 +34,15 @@ class FinetuneRequest(StepRequest):
     eval_count: int = 8
     torch_threads: int | None = None
     compute: ComputeSettings = field(default_factory=ComputeSettings)
+    heldout_shards: list[str] = field(default_factory=list)
+    heldout_count: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.render_shards = [str(s) for s in self.render_shards]
+        self.heldout_shards = [str(s) for s in self.heldout_shards]
+        if self.heldout_count < 1:
+            raise ValueError(f"heldout_count must be >= 1, got {self.heldout_count}")
         self.out_dir = str(self.out_dir)
         if self.checkpoint_dir is not None:
             self.checkpoint_dir = str(self.checkpoint_dir)

@@ -20,7 +20,7 @@ from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, s
 from vfusion3d_core.video.config import VideoModelConfig
 from vfusion3d_core.video.data import orbit_sheet
 from vfusion3d_core.video.finetune import CODE_VERSION as MODEL_CODE_VERSION
-from vfusion3d_core.video.finetune import FinetuneResult, check_pretrained, finetune_video_model
+from vfusion3d_core.video.finetune import HELDOUT_SHEET, FinetuneResult, check_pretrained, finetune_video_model
 from vfusion3d_core.video.requests import FinetuneRequest, SynthesisRequest
 from vfusion3d_core.video.sampler import SampleSettings
 from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
@@ -29,7 +29,7 @@ from vfusion3d_core.video.trainer import MetricLogger
 from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.gpu_steps import check_execution, step_report
-from vfusion3d_pipeline.lineage import array_markdown, materialize_result
+from vfusion3d_pipeline.lineage import array_markdown, image_markdown, materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
@@ -70,13 +70,14 @@ class VideoModelAssetConfig(StepComputeConfig):
     sample_steps: int | None = None
     seed: int = 0
     eval_count: int = 8  # training captions used for the closeness metric
+    heldout_count: int = 4  # held-out orbits of the image -> orbit quality (PSNR, LPIPS, colour, consistency)
     torch_threads: int | None = None  # CPU threads (1 is fastest on an oversubscribed machine)
     overrides_json: str = "{}"  # any other VideoModelConfig field, as JSON (e.g. micro sizes in tests)
     execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
 
     def to_core(self, preset: str) -> VideoModelConfig:
-        skip = ("eval_count", "overrides_json", "torch_threads", "execution", "from_scratch", "device", "precision",
-                "gradient_checkpointing")
+        skip = ("eval_count", "heldout_count", "overrides_json", "torch_threads", "execution", "from_scratch",
+                "device", "precision", "gradient_checkpointing")
         fields = {k: v for k, v in self.model_dump().items() if v is not None and k not in skip}
         try:
             return VideoModelConfig.preset(preset, **{**fields, **json.loads(self.overrides_json)})
@@ -113,14 +114,15 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
     store = artifacts.store()
     renders = committed_renders(store)
     shards = renders.files_under("train")
+    heldout = renders.files_under("heldout")  # image -> orbit quality on objects the model never trains on
     store.clean_staging(MODEL)
     run_key = hashlib.sha256(json.dumps([cfg.to_dict(), settings.to_dict(), renders.digest, MODEL_CODE_VERSION],
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
     checkpoints = store.asset_dir(MODEL) / ".checkpoints" / run_key  # survives a killed run: the rerun resumes
     described = settings.describe()
     with mlflow.run_for(context) as run, store.staging(MODEL) as staging:
-        run.log_params({**cfg.to_dict(), "eval_count": config.eval_count, "from_scratch": config.from_scratch,
-                        "compute": settings.describe()})
+        run.log_params({**cfg.to_dict(), "eval_count": config.eval_count, "heldout_count": config.heldout_count,
+                        "from_scratch": config.from_scratch, "compute": settings.describe()})
         renders.log_inputs(run)
         to_mlflow = run.metric_logger()
 
@@ -131,7 +133,7 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
 
         request = FinetuneRequest(cfg, [str(s) for s in shards], str(staging / MODEL_DIR), renders.inputs,
                                   str(checkpoints), preset_name, config.from_scratch, config.eval_count,
-                                  config.torch_threads, settings)
+                                  config.torch_threads, settings, [str(s) for s in heldout], config.heldout_count)
         pipes_metadata: dict = {}
         if config.execution == "pipes":
             result, pipes_metadata = _finetune_pipes(context, preset, artifacts, request, log)
@@ -139,7 +141,8 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
             result = finetune_video_model(request, log, context.log.info)
         files = [f"{MODEL_DIR}/{f}" for f in result.files]
         manifest = Manifest(MODEL, file_entries(staging, files), result.counts,
-                            {**cfg.to_dict(), "eval_count": config.eval_count, "from_scratch": config.from_scratch,
+                            {**cfg.to_dict(), "eval_count": config.eval_count, "heldout_count": config.heldout_count,
+                             "from_scratch": config.from_scratch,
                              "compute": described, "random_init": result.info.get("random_init", [])},
                             inputs=renders.inputs, code_version=MODEL_CODE_VERSION,
                             run_id=context.run.run_id)
@@ -159,6 +162,7 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
         "image_to_video_mse/untrained": m["untrained/image_to_video_mse"],
         "image_to_video_mse/finetuned": m["finetuned/image_to_video_mse"],
         "finetuned_closer": m["finetuned/text_to_video_mse"] < m["untrained/text_to_video_mse"],
+        **heldout_metadata(m, info, version.path / MODEL_DIR / HELDOUT_SHEET),
         **{k: int(m.get(k, 0)) for k in ("skipped_samples", "skipped_shards")},  # bad training samples skipped
         "resumed_from_step": result.resumed_from_step,
         "random_init": dg.MetadataValue.json({"networks": info.get("random_init", [])}),
@@ -171,6 +175,25 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
         "mlflow_run_id": run.run_id,
         "execution": config.execution, **pipes_metadata,
     })
+
+
+HELDOUT_HEADLINES = ("psnr", "lpips", "colour_mean_distance", "colour_hist_distance", "consistency_gap")
+
+
+def heldout_metadata(metrics: dict[str, float], info: dict, sheet: Path) -> dict:
+    """The held-out image -> orbit quality (untrained vs finetuned) as metadata: a JSON table, the headline
+    numbers and the generated-vs-true preview sheet; a note when no held-out orbit was measured."""
+    table = {f"{when}/{k.split('/', 2)[2]}": round(v, 6) for when in ("untrained", "finetuned")
+             for k, v in metrics.items() if k.startswith(f"{when}/heldout/")}
+    if not table:
+        return {"heldout_quality": "not measured (renders_3d has no held-out shards)"}
+    out = {"heldout_quality": dg.MetadataValue.json(table),
+           "heldout_lpips_backbone": str(info.get("heldout_lpips", "")),
+           **{f"heldout_{k}/{when}": table[f"{when}/{k}"] for k in HELDOUT_HEADLINES for when in
+              ("untrained", "finetuned") if f"{when}/{k}" in table}}
+    if sheet.is_file():
+        out["heldout_orbits"] = image_markdown(sheet, "held-out image -> orbit: untrained, finetuned, true (rows)")
+    return out
 
 
 def _finetune_pipes(context: dg.AssetExecutionContext, preset: PresetResource, artifacts: ArtifactStoreResource,
