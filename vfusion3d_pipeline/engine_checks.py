@@ -1,4 +1,5 @@
-"""Asset checks of the data engine: prompt shards immutable, filtered samples well-formed and unique."""
+"""Asset checks of the data engine: prompt shards immutable and free of held-out captions, filtered samples
+well-formed and unique."""
 
 from collections import Counter, defaultdict
 
@@ -8,8 +9,11 @@ import numpy as np
 from vfusion3d_core.data import ArtifactStore, BadItemPolicy, Manifest, ManifestError, SkipReport, iter_samples
 from vfusion3d_core.data.manifest import MANIFEST_NAME
 from vfusion3d_core.data.video_sample import iter_video_samples
+from vfusion3d_core.metrics.leakage import caption_leaks
+from vfusion3d_core.prompts.dedup import minilm_embedder
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard
 from vfusion3d_pipeline.assets.filtering import tar_keys
+from vfusion3d_pipeline.assets.prompts import heldout_captions
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource
 
@@ -18,19 +22,25 @@ SYNTHETIC = "synthetic_videos"
 
 
 def prompt_set_problems(store: ArtifactStore) -> tuple[list[str], dict]:
-    """Problems of the published prompt set: damaged files, duplicate prompt ids, and any shard whose sha256
-    differs between versions or from what a synthetic_videos partition recorded as its input."""
+    """Problems of the published prompt set: damaged files, duplicate prompt ids, any shard whose sha256 differs
+    between versions or from what a synthetic_videos partition recorded as its input, and prompts that are
+    held-out captions of the latest source_objects listing (exact or MiniLM near duplicates; prompt_set excludes
+    them when it is built after the listing, so this catches a set published before it)."""
     version = store.latest(PROMPT_SET)
     if version is None:
         return ["no committed version"], {}
     problems = version.manifest.verify(version.path)
     ids: Counter = Counter()
+    prompts: list[str] = []
     shard_files = [f for f in version.manifest.files if f.path.startswith("shards/")]
     for f in shard_files:
         try:
-            ids.update(r.prompt_id for r in read_prompt_shard(version.path / f.path))
+            records = read_prompt_shard(version.path / f.path)
         except PromptShardError as exc:
             problems.append(str(exc))
+            continue
+        ids.update(r.prompt_id for r in records)
+        prompts += [r.prompt for r in records]
     dupes = [k for k, n in ids.items() if n > 1]
     if dupes:
         problems.append(f"{len(dupes)} prompt id(s) in more than one place, e.g. {dupes[:3]}")
@@ -53,16 +63,23 @@ def prompt_set_problems(store: ArtifactStore) -> tuple[list[str], dict]:
         recorded = synth and synth.manifest.inputs.get(f"{PROMPT_SET}/{key}")
         if recorded and recorded != sha:
             problems.append(f"{key}: synthetic_videos was made from shard bytes {recorded[:12]}, now {sha[:12]}")
+    heldout, listing = heldout_captions(store)
+    if heldout and prompts:
+        leaks = caption_leaks(heldout, {"published prompts": prompts}, minilm_embedder())
+        if leaks.leaking():
+            problems.append(f"held-out captions of source_objects {next(iter(listing.values()))[:12]} in the "
+                            f"prompts: " + leaks.describe())
     return problems, {"shards": len(shard_files), "prompts": sum(ids.values()), "versions_seen": len(
-        {s for shas in seen.values() for s in shas})}
+        {s for shas in seen.values() for s in shas}), "heldout_captions_compared": len(heldout)}
 
 
 @dg.asset_check(asset=PROMPT_SET, blocking=True,
-                description="Shards hash as in the manifest, prompt ids unique across shards, and every shard's "
-                            "sha256 is the same in all versions and in the synthetic_videos partitions made from it.")
+                description="Shards hash as in the manifest, prompt ids unique across shards, every shard's "
+                            "sha256 is the same in all versions and in the synthetic_videos partitions made from it, "
+                            "and no prompt is (or nearly is) a held-out object's caption.")
 def prompt_set_integrity(artifacts: ArtifactStoreResource) -> dg.AssetCheckResult:
     problems, info = prompt_set_problems(artifacts.store())
-    return dg.AssetCheckResult(passed=not problems,
+    return dg.AssetCheckResult(passed=not problems, description="\n".join(problems[:10]) or None,
                                metadata={**info, "problems": dg.MetadataValue.json(problems[:50])})
 
 

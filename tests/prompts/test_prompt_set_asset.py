@@ -111,3 +111,17 @@ def test_prompts_matching_heldout_objects_never_enter(tmp_path) -> None:
     assert version.manifest.inputs == {"source_objects": listing.digest}
     prompts = [r.prompt for r in read_prompt_shard(version.path / "shards/shard-000000.parquet")]
     assert prompts == ["a red box", "a glossy blue sphere"]
+
+    # a prompt set published before the listing existed keeps its prompts (append-only); the check names them
+    root2 = tmp_path / "artifacts2"
+    early = build(root2, instance, {"source_file": str(src), "template_count": 0, "shard_size": 4})
+    assert early.success and early.get_asset_check_evaluations()[0].passed
+    assert ArtifactStore(root2).latest("prompt_set").manifest.inputs == {}
+    resources2 = {**resources, "artifacts": ArtifactStoreResource(root=str(root2)),
+                  "mlflow": MLflowResource(artifact_root=str(root2))}
+    assert dg.materialize([source_objects], instance=instance, resources=resources2,
+                          run_config={"ops": {"source_objects": {"config": MICRO_SOURCE}}}).success
+    problems, info = prompt_set_problems(ArtifactStore(root2))
+    assert info["heldout_captions_compared"] == 2 and len(problems) == 1
+    assert "1 exact match(es)" in problems[0] and repr(heldout[0].upper()) in problems[0]
+    assert f"{heldout[1]}." in problems[0] and "near duplicate" in problems[0]
