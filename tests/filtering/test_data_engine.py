@@ -69,6 +69,9 @@ def test_schedule_synthesis_filtering_and_growth(tmp_path) -> None:
             version = store.latest("filtered_multiview_dataset", key)
             assert mat["kept"].value + mat["rejected"].value == 2
             assert "data:image/png;base64" in mat["score_histogram"].value
+            masks = mat["mask_quality"].value  # old vs new alpha estimator on renders_3d views with known alpha
+            assert masks["segment/noise8/alpha_mae"] < masks["ramp/noise8/alpha_mae"] == mat[
+                "mask_alpha_mae/noise8/ramp"].value
             assert version.manifest.inputs["synthetic_videos/" + key] == store.latest("synthetic_videos", key).digest
             samples = list(iter_samples(sorted(version.path.glob("*.tar"))))
             assert len(samples) == mat["kept"].value

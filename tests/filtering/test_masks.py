@@ -87,3 +87,23 @@ def test_mask_error_known_values_and_argument_checks() -> None:
         add_noise(rgba, -1.0)
     with pytest.raises(ValueError, match="ramp"):
         ramp_alpha(rgba[..., :3], ramp=0)
+
+
+def test_render_mask_quality_reads_known_alpha_from_shards(tmp_path) -> None:
+    from vfusion3d_core.cameras import orbit_cameras
+    from vfusion3d_core.data.sample import MultiviewSample
+    from vfusion3d_core.data.shards import ShardWriter
+    from vfusion3d_core.filtering.masks import render_mask_quality
+
+    cams = orbit_cameras(4, elevation_deg=20.0)
+    with ShardWriter(tmp_path, 2) as writer:
+        for i, colour in enumerate((WHITE, YELLOW, BLUE)):
+            views = np.stack([shape_rgba(colour, radius=10.0 + v) for v in range(4)])
+            writer.write(MultiviewSample(f"obj{i}", "a disc", views, cams.c2w.numpy(), cams.intrinsics.numpy(), {}))
+    shards = [str(p) for p in writer.shards]
+    table = render_mask_quality(shards, count=2)
+    assert table["mask_eval/views"] == 8.0  # only the first 2 samples are read
+    assert table["segment/noise8/alpha_mae"] < table["ramp/noise8/alpha_mae"]
+    assert table["segment/noise8/iou"] > table["ramp/noise8/iou"]
+    with pytest.raises(ValueError, match="count"):
+        render_mask_quality(shards, count=0)

@@ -23,6 +23,7 @@ optional Gaussian noise like a sampler's): mean absolute alpha error and IoU of 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -141,3 +142,18 @@ def compare_estimators(rgba: np.ndarray, sigmas: tuple[float, ...] = (0.0, 8 / 2
             for k, v in mask_error(rgba, est, sigma, seed).items():
                 out[f"{name}/{tag}/{k}"] = round(v, 5)
     return out
+
+
+def render_mask_quality(shards: list[str], count: int = 2, sigmas: tuple[float, ...] = (0.0, 8 / 255),
+                        seed: int = 0) -> dict[str, float]:
+    """``compare_estimators`` on the views of the first ``count`` samples of renders_3d shards (exact alpha),
+    plus "mask_eval/views"; reads only those samples. Empty when the shards hold no sample."""
+    from vfusion3d_core.data.shards import iter_samples
+
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    views = [s.views for s in itertools.islice(iter_samples(shards), count)]
+    if not views:
+        return {}
+    rgba = np.concatenate(views)  # [N, H, W, 4]
+    return {**compare_estimators(rgba, sigmas, seed), "mask_eval/views": float(len(rgba))}

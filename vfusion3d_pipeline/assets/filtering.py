@@ -29,6 +29,7 @@ from vfusion3d_core.filtering.extract import (
     run_filter,
 )
 from vfusion3d_core.filtering.features import DinoConfig, DinoFeaturizer
+from vfusion3d_core.filtering.masks import render_mask_quality
 from vfusion3d_core.filtering.models import (
     INFO_FILE,
     LabelsError,
@@ -311,6 +312,8 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
         run.log_input(f"{SYNTHETIC}/{key}", synth)
         run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
         run.log_metrics(result.skipped)  # skipped_samples, skipped_shards (bad-item policy)
+        masks = mask_quality(store)
+        run.log_metrics({f"mask_{k.replace('/', '_')}": v for k, v in masks.items()})
         run.log_output(FILTERED, version)
     c = result.counts
     context.log.info(f"committed {FILTERED}/{key} {version.path.name}: kept {c['kept']} ({c['kept_by_floor']} by the "
@@ -328,9 +331,34 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
         "kept_examples": dg.MetadataValue.json(kept[:8]),
         "rejected_examples": dg.MetadataValue.json(rejected[:8]),
         "dino_model": dino_weights,
+        **mask_metadata(masks),
         "compute": dg.MetadataValue.json(settings.describe()),
         "mlflow_run_id": run.run_id,
     })
+
+
+MASK_EVAL_ORBITS = 2
+
+
+def mask_quality(store: ArtifactStore) -> dict[str, float]:
+    """The old (ramp) and current (segment) alpha estimators' error on the first ``MASK_EVAL_ORBITS`` held-out
+    renders_3d orbits (exact alpha), composited on white, clean and with 8/255 noise (``render_mask_quality``);
+    empty when no renders_3d partition is current (the estimate is metadata, not an input of the dataset)."""
+    try:
+        renders = committed_renders(store)
+    except dg.Failure:
+        return {}
+    shards = renders.shard_locations("heldout") or renders.shard_locations("train")
+    return render_mask_quality(shards, MASK_EVAL_ORBITS) if shards else {}
+
+
+def mask_metadata(masks: dict[str, float]) -> dict:
+    """The mask-quality table and its headline numbers (noisy frames) as asset metadata."""
+    if not masks:
+        return {"mask_quality": "not measured (no current renders_3d partition)"}
+    return {"mask_quality": dg.MetadataValue.json(masks),
+            **{f"mask_{k}/noise8/{est}": masks[f"{est}/noise8/{k}"] for k in ("alpha_mae", "iou")
+               for est in ("ramp", "segment")}}
 
 
 def tar_keys(path) -> set[str]:
