@@ -231,8 +231,10 @@ def heldout_leakage(store: ArtifactStore, renders: Iterable[ArtifactVersion], ch
     uids = {name: sorted(held & s.uids) for name, s in sources.items() if held & s.uids}
     report = None
     if compare_captions:
-        report = caption_leaks(heldout_captions(renders), {n: s.captions for n, s in sources.items()},
-                               embed or minilm_embedder(), threshold)
+        if embed is None and sources:  # the model loads in seconds: not for a checkpoint without inputs
+            embed = minilm_embedder()
+        report = caption_leaks(heldout_captions(renders), {n: s.captions for n, s in sources.items()}, embed,
+                               threshold)
     return HeldoutLeakage(uids, report, {n: s.kind for n, s in sources.items()},
                           {n: len(s.uids) for n, s in sources.items()})
 
