@@ -33,7 +33,10 @@ def model_card(config: VideoModelConfig, training_data: dict[str, str], metrics:
         f"EMA: {config.ema_decay}", f"- code version: {code_version}", "",
         "## Training data", "", "| dataset | manifest digest |", "|---|---|",
         *[f"| {name} | `{digest}` |" for name, digest in sorted(training_data.items())], "",
-        "## Evaluation (mean per-frame pixel MSE to the real orbits of training captions; lower is closer)", "",
+        "## Evaluation", "",
+        "`*_mse`: mean per-frame pixel MSE to the real orbits of training captions (lower is closer); "
+        "`*/heldout/*`: image -> orbit on held-out objects (PSNR, LPIPS "
+        f"{extra.get('heldout_lpips', '')}, object colour distances, silhouette/colour self-consistency).", "",
         "```json", json.dumps(metrics, indent=2, sort_keys=True), "```", "",
         "## Config", "", "```json", json.dumps(config.to_dict(), indent=2, sort_keys=True), "```", "",
     ]

@@ -2,7 +2,8 @@
 
 Extras (set by `video_model` in execution=pipes): ``request``, a ``FinetuneRequest`` as a dict (model config
 with the pretrained folder paths, the renders' train shards, the staging model directory, training data
-digests, checkpoint directory, preset / from_scratch, eval_count, torch_threads and the compute settings).
+digests, checkpoint directory, preset / from_scratch, eval_count, torch_threads, the compute settings and the
+held-out shards / heldout_count of the image -> orbit quality).
 
 Reports every logged training step as a custom message ``{"step", "metrics"}``, progress as log lines, then
 the written files, counts, closeness metrics, the step it resumed from and the run info (random components,
