@@ -248,3 +248,26 @@ def test_tiny_renders_from_dagster_dev(tmp_path) -> None:
         assert pointer["run_id"] == run_id
         version = ArtifactStore(env["VFUSION3D_ARTIFACT_ROOT"]).latest("renders_3d", "objects-000000")
         assert version.manifest.counts["train_objects"] == 24 and version.manifest.counts["heldout_objects"] == 16
+
+
+def test_heldout_objects_have_captions_no_training_object_repeats(tmp_path) -> None:
+    """A real dataset repeats captions ("a box"): held-out objects are drawn among captions that occur once, so
+    the 3D training split never holds a held-out object's exact caption; growth skips such objects by name."""
+    from vfusion3d_core.objects.listing import ObjectListingConfig, build_listing
+
+    src = tmp_path / "meshes"
+    src.mkdir()
+    for i in range(12):
+        trimesh.creation.box(extents=(1, 1, 1 + i / 10)).export(src / f"box{i:02d}.glb")
+    captions = {f"box{i:02d}": ("a box" if i < 8 else f"a box number {i}") for i in range(12)}
+    (src / "captions.csv").write_text("uid,caption\n" + "".join(f"{k},{v}\n" for k, v in captions.items()))
+    cfg = ObjectListingConfig(source="folder", folder=str(src), num_objects=0, num_heldout=3, objects_per_partition=4)
+    listing = build_listing(cfg)
+    held = [r for r in listing.rows if r.split == "heldout"]
+    assert len(held) == 3 and all(r.caption != "a box" for r in held)
+    assert {r.caption for r in held}.isdisjoint({r.caption for r in listing.rows if r.split == "train"})
+    trimesh.creation.icosphere().export(src / "late.glb")
+    (src / "captions.csv").write_text((src / "captions.csv").read_text() + f"late,{held[0].caption}\n")
+    grown = build_listing(cfg, listing.rows)
+    assert [r.uid for r in grown.rows] == [r.uid for r in listing.rows]  # the late object is not listed ...
+    assert any(s.path.endswith("late.glb") and held[0].uid in s.reason for s in grown.skipped)  # ... and says why

@@ -22,6 +22,7 @@ import hashlib
 import json
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -126,6 +127,14 @@ def object_seed(seed: int, uid: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{uid}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
+def caption_key(text: str) -> str:
+    """The exact-match key of a caption, as the leakage check compares them (imported here, not at module level:
+    vfusion3d_core.metrics loads the LRM)."""
+    from vfusion3d_core.metrics.leakage import caption_key as key
+
+    return key(text)
+
+
 def build_listing(cfg: ObjectListingConfig, previous: list[ListedObject] | None = None) -> ObjectListing:
     """The listing of ``cfg``'s source; ``previous`` (built with the same ``split_settings``) is grown, not redrawn."""
     if cfg.source == "procedural":
@@ -143,7 +152,12 @@ def build_listing(cfg: ObjectListingConfig, previous: list[ListedObject] | None 
         train = [e for e in entries if e[3] == "train"]
     else:
         order = sorted(entries, key=lambda e: object_seed(cfg.seed, e[0]))
-        heldout, train = order[: cfg.num_heldout], order[cfg.num_heldout:]
+        # held-out objects are drawn among captions that occur once in the source, so no training object has a
+        # held-out object's caption (a real dataset repeats captions such as "a wooden chair")
+        repeats = Counter(caption_key(e[2]) for e in entries)
+        heldout = [e for e in order if repeats[caption_key(e[2])] == 1][: cfg.num_heldout]
+        held = {e[0] for e in heldout}
+        train = [e for e in order if e[0] not in held]
         if cfg.num_objects:
             train = train[: cfg.num_objects]
     ordered = [(e, "heldout") for e in heldout] + [(e, "train") for e in train]
@@ -156,9 +170,17 @@ def _grow(cfg: ObjectListingConfig, previous: list[ListedObject], entries: list[
           issues: CaptionIssues) -> ObjectListing:
     rows = list(previous)
     known = {r.uid for r in rows}
-    # procedural: a new training object must not repeat a held-out object's combination (its caption)
-    held_captions = {r.caption for r in rows if r.split == "heldout"} if cfg.source == "procedural" else set()
-    new = [e for e in entries if e[0] not in known and e[3] != "heldout" and e[2] not in held_captions]
+    # a new training object must not repeat a held-out object's caption (procedural: its combination)
+    held_captions = {caption_key(r.caption): r.uid for r in rows if r.split == "heldout"}
+    new = []
+    for e in entries:
+        if e[0] in known or e[3] == "heldout":
+            continue
+        if caption_key(e[2]) in held_captions:
+            owner = held_captions[caption_key(e[2])]
+            skipped.append(SkippedFile(e[1], f"caption {e[2]!r} is the caption of held-out object {owner}"))
+            continue
+        new.append(e)
     if cfg.source != "procedural":
         new.sort(key=lambda e: object_seed(cfg.seed, e[0]))
     if cfg.num_objects:
