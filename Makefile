@@ -6,16 +6,20 @@ export VFUSION3D_PRESET ?= tiny
 export OMP_WAIT_POLICY ?= PASSIVE
 PORT ?= 3000
 
-.PHONY: setup tiny test lint ui
+.PHONY: setup tiny test test-fast lint ui
 setup:
 	@bash scripts/setup.sh
 
 tiny: setup  ## materialize every asset, every prompt-shard partition, at the tiny preset (sqlite instance, local artifacts)
 	$(PY) -m vfusion3d_pipeline.run_all
 
-test: setup  ## lint + the whole test suite
+test: setup  ## lint + the whole test suite (the slowest tests' durations printed at the end)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
+
+test-fast: setup  ## lint + every test not marked slow (iterating; `make test` runs everything)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow" tests
 
 lint:
 	$(PY) -m ruff check .

@@ -8,12 +8,15 @@ import sys
 
 import dagster as dg
 import mlflow
+import pytest
 from pipeline_utils import LRM_MICRO, MICRO_RENDER_OPS, REPO, VIDEO_MICRO, dagster_home
 
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_pipeline.definitions import build_definitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 from vfusion3d_pipeline.run_all import run_graph
+
+pytestmark = pytest.mark.slow  # the whole graph through run_all's stages (minutes)
 
 PROMPTS = ["a red box", "a glossy blue sphere", "a green cone next to a yellow torus", "a striped purple ring"]
 SHARDS = ["shard-000000", "shard-000001"]

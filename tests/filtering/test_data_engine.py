@@ -6,6 +6,7 @@ import datetime
 import json
 
 import dagster as dg
+import pytest
 from pipeline_utils import VIDEO_MICRO, materialize_renders
 
 from vfusion3d_core.data import ArtifactStore, iter_samples
@@ -18,6 +19,8 @@ from vfusion3d_pipeline.engine_checks import filtered_multiview_integrity, promp
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
 from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
+
+pytestmark = pytest.mark.slow  # the data engine end to end through Dagster (minutes)
 
 PROMPTS = ["a red box", "a glossy blue sphere", "a green cone next to a yellow torus", "a striped purple ring",
            "a metallic white cylinder"]

@@ -18,6 +18,8 @@ from vfusion3d_pipeline.assets.video import video_model
 from vfusion3d_pipeline.gpu_steps import EXECUTION_MODES, check_execution, ecs_run_task_params, step_command
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 
+pytestmark = pytest.mark.slow  # training steps as Pipes subprocesses under torchrun (minutes)
+
 
 def test_pipes_step_under_torchrun_reports_from_rank_zero(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(REPO)  # `python -m vfusion3d_core...` in the step resolves this checkout

@@ -10,6 +10,7 @@ import sys
 
 import dagster as dg
 import mlflow
+import pytest
 from pipeline_utils import REPO, dagster_home
 from test_whole_graph import OBJECT_SHARDS, PROMPTS, RENDER_PARTITIONS, SHARDS, micro_run_config, names
 
@@ -18,6 +19,8 @@ from vfusion3d_core.data.s3_store import S3ArtifactStore
 from vfusion3d_pipeline.definitions import build_definitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 from vfusion3d_pipeline.run_all import run_graph
+
+pytestmark = pytest.mark.slow  # the whole graph on S3 + PostgreSQL (minutes)
 
 PREFIX = "team/vfusion3d"
 
