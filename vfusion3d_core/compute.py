@@ -137,3 +137,12 @@ def module_device(module: torch.nn.Module) -> torch.device:
     """The device of a module's first parameter (cpu for a module without parameters)."""
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def set_torch_threads(n: int | None) -> None:
+    """Set torch's intra-op CPU threads for this process when ``n`` is given (a step's ``torch_threads``)."""
+    if n is None:
+        return
+    if int(n) < 1:
+        raise ValueError(f"torch_threads must be >= 1, got {n}")
+    torch.set_num_threads(int(n))

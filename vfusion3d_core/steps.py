@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from vfusion3d_core.compute import ComputeSettings
 
 R = TypeVar("R", bound="StepRequest")
+# What a training step reports to: (metrics, step) -> None (MLflow, Dagster Pipes, a log line).
+MetricLogger = Callable[[dict[str, float], int], None]
 
 
 @dataclasses.dataclass

@@ -16,18 +16,12 @@ import socket
 
 import dagster as dg
 
+from vfusion3d_core.data.manifest import pid_alive
+
 HOST_TAG = "vfusion3d/host"
 ENDED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_process_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:

@@ -63,8 +63,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def pid_alive(pid: str) -> bool:
-    """Whether a process with this (decimal string) id runs on this machine; False for a non-number."""
+def pid_alive(pid: int | str) -> bool:
+    """Whether a process with this id (an int or a decimal string) runs on this machine; False for a non-number
+    and for a killed process not yet reaped."""
+    pid = str(pid)
     if not pid.isdigit():
         return False
     try:

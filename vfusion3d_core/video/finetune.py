@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from vfusion3d_core.compute import set_torch_threads
 from vfusion3d_core.pretrained import require_pretrained
 from vfusion3d_core.video.card import model_card
 from vfusion3d_core.video.config import VideoModelConfig
@@ -79,8 +80,7 @@ def finetune_video_model(request: FinetuneRequest, log: MetricLogger | None = No
     cfg, compute = request.config, request.compute
     check_pretrained(cfg, request.preset, request.from_scratch)
     say = progress or (lambda _msg: None)
-    if request.torch_threads:
-        torch.set_num_threads(int(request.torch_threads))
+    set_torch_threads(request.torch_threads or None)
     data = OrbitShards(request.render_shards, cfg.num_frames, cfg.resolution, cfg.shuffle_buffer)
     torch.manual_seed(cfg.seed)
     model = OrbitVideoModel.build(cfg).to(compute.torch_device)

@@ -7,9 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from vfusion3d_core.compute import ComputeSettings
+from vfusion3d_core.compute import ComputeSettings, set_torch_threads
 from vfusion3d_core.data.shards import ShardWriter
 from vfusion3d_core.data.video_sample import SyntheticVideoSample
 from vfusion3d_core.prompts.shards import PromptRecord, read_prompt_shard
@@ -64,8 +62,7 @@ def synthesize_shard(model: OrbitVideoModel, model_digest: str, records: list[Pr
 def run_synthesis(request: SynthesisRequest, progress: Callable[[int, int], None] | None = None
                   ) -> SynthesisResult:
     """The whole step: load the model onto ``request.compute``'s device, read the prompt shard, synthesize it."""
-    if request.torch_threads:
-        torch.set_num_threads(int(request.torch_threads))
+    set_torch_threads(request.torch_threads or None)
     model = OrbitVideoModel.from_pretrained(request.model_dir).to(request.compute.torch_device)
     records = read_prompt_shard(request.prompt_shard)
     return synthesize_shard(model, request.model_digest, records, request.shard, request.out_dir, request.settings,

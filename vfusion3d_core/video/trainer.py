@@ -16,7 +16,7 @@ an uninterrupted one. Forward passes run under ``ComputeSettings.autocast()`` (b
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.lrm.train.data import SKIP_COUNTS, StreamPosition, in_stream_order, stream_seed
+from vfusion3d_core.steps import MetricLogger
 from vfusion3d_core.video.checkpoint import TrainState, list_checkpoints, load_train_state, save_train_state
 from vfusion3d_core.video.data import OrbitSource, OrbitStream, orbits_to_float
 from vfusion3d_core.video.ema import EMA
@@ -35,7 +36,6 @@ from vfusion3d_core.video.temporal import freeze_spatial
 
 STAGES = ("vae", "image", "video")
 NETWORKS = {"vae": "vae", "image": "image_unet", "video": "video_unet"}
-MetricLogger = Callable[[dict[str, float], int], None]
 
 
 def default_compute(model: OrbitVideoModel) -> ComputeSettings:

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from vfusion3d_core.compute import ComputeSettings
+from vfusion3d_core.compute import ComputeSettings, set_torch_threads
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, ManifestError, file_entries, iter_samples
 from vfusion3d_core.data.bad_items import SkipReport
 from vfusion3d_core.data.manifest import sha256_file
@@ -63,13 +63,6 @@ QUALITY_CODE_VERSION = "quality_models-v2"
 DINO_HINT = "a local Dinov2Model folder with its image processor (preprocessor_config.json) saved alongside"
 
 
-def set_threads(n: int | None) -> None:
-    if n is not None:
-        import torch
-
-        if n < 1:
-            raise dg.Failure(f"torch_threads must be >= 1, got {n}")
-        torch.set_num_threads(n)
 
 
 class QualityModelsConfig(StepComputeConfig):
@@ -163,7 +156,7 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
                    preset: PresetResource, compute: ComputeResource, mlflow: MLflowResource) -> dg.MaterializeResult:
     config.check_pretrained(preset.validated())
     settings = compute.settings(config)
-    set_threads(config.torch_threads)
+    set_torch_threads(config.torch_threads)
     featurizer = DinoFeaturizer.build(config.dino(), settings)
     store = artifacts.store()
     renders = committed_renders(store)
@@ -277,7 +270,7 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
     name = preset.validated()
     floor = config.min_keep_fraction if config.min_keep_fraction is not None else MIN_KEEP_FRACTION[name]
     settings = compute.settings(config)
-    set_threads(config.torch_threads)
+    set_torch_threads(config.torch_threads)
     store = artifacts.store()
     models_version = verified_quality_models(store)
     info = json.loads((models_version.path / MODELS_DIR / INFO_FILE).read_text())

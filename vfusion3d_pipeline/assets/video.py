@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import torch
 
+from vfusion3d_core.compute import set_torch_threads
 from vfusion3d_core.data import Manifest, ManifestError, file_entries, sha256_file
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, shard_relpath
@@ -45,12 +45,6 @@ PROMPT_SET = "prompt_set"
 MODEL_DIR = "model"
 
 
-def set_threads(n: int | None) -> None:
-    """Set torch's intra-op CPU threads for this process when configured."""
-    if n is not None:
-        if n < 1:
-            raise dg.Failure(f"torch_threads must be >= 1, got {n}")
-        torch.set_num_threads(n)
 
 
 class VideoModelAssetConfig(StepComputeConfig):
@@ -110,7 +104,7 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
     cfg = config.to_core(preset_name)
     check_execution(config.execution)
     settings = compute.settings(config)
-    set_threads(config.torch_threads)
+    set_torch_threads(config.torch_threads)
     store = artifacts.store()
     renders = committed_renders(store)
     shards = renders.files_under("train")
@@ -256,7 +250,7 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
                      compute: ComputeResource) -> dg.MaterializeResult:
     key = context.partition_key
     compute_settings = compute.settings(config)
-    set_threads(config.torch_threads)
+    set_torch_threads(config.torch_threads)
     store = artifacts.store()
     model_version, prompts = store.latest(MODEL), store.latest(PROMPT_SET)
     if model_version is None or prompts is None:

@@ -13,16 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from vfusion3d_core.compute import ComputeSettings
+from vfusion3d_core.compute import ComputeSettings, set_torch_threads
 from vfusion3d_core.lrm.train.config import LRMTrainConfig
 from vfusion3d_core.lrm.train.losses import lpips_weights_problem
 from vfusion3d_core.lrm.train.trainer import LRMTrainer, TrainResult
 from vfusion3d_core.pretrained import MissingPretrainedError, require_pretrained
-from vfusion3d_core.steps import StepRequest
+from vfusion3d_core.steps import MetricLogger, StepRequest
 
-MetricLogger = Callable[[dict[str, float], int], None]
 DINO_HINT = "a Dinov2Model.save_pretrained folder, e.g. facebook/dinov2-base for `paper`, dinov2-small for `small`"
 
 
@@ -124,8 +121,7 @@ def run_train_request(request: LRMTrainRequest, log_fn: MetricLogger | None = No
     ``work_dir/final``. Raises ``MissingPretrainedError`` before any work when the starting point is
     missing at ``small``/``paper`` (see ``LRMTrainRequest.check_starting_point``)."""
     request.check_starting_point()
-    if request.torch_threads:
-        torch.set_num_threads(int(request.torch_threads))
+    set_torch_threads(request.torch_threads or None)
     work = Path(request.work_dir)
     trainer = LRMTrainer(request.recipe, request.shards, work, model=build_initial_model(request), log_fn=log_fn,
                          compute=request.compute, dino_pretrained_path=request.dino_pretrained_path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +43,9 @@ from vfusion3d_core.lrm.train.data import (
 )
 from vfusion3d_core.lrm.train.losses import ReconstructionLoss
 from vfusion3d_core.lrm.train.optim import build_optimizer, cosine_with_warmup
+from vfusion3d_core.steps import MetricLogger
 
 log = logging.getLogger(__name__)
-MetricLogger = Callable[[dict[str, float], int], None]
 
 
 class NonFiniteLossError(FloatingPointError):
