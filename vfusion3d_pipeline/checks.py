@@ -9,7 +9,7 @@ import dagster as dg
 from vfusion3d_core.data import ArtifactStore, BadItemPolicy, SkipReport, iter_samples
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.video.synthesis import prompt_seed
-from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.asset_keys import RENDERS, SYNTHETIC, VIDEO_MODEL
 from vfusion3d_pipeline.partitions import object_shards, prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource
 
@@ -61,7 +61,7 @@ def renders_partition_check(store: ArtifactStore, key: str) -> dg.AssetCheckResu
     )
 
 
-@dg.asset_check(asset="synthetic_videos", blocking=True, partitions_def=prompt_shards,
+@dg.asset_check(asset=SYNTHETIC, blocking=True, partitions_def=prompt_shards,
                 description="The partition's files hash as in the manifest; every shard decodes; one sample per "
                             "prompt of the shard (no duplicates, none missing); frames, seeds and the model digest "
                             "are consistent with the manifest.")
@@ -72,7 +72,7 @@ def synthetic_videos_integrity(context: dg.AssetCheckExecutionContext,
 
 def synthetic_partition_check(store: ArtifactStore, key: str) -> dg.AssetCheckResult:
     """The integrity check of one synthetic_videos partition (callable without a Dagster run)."""
-    version = store.latest("synthetic_videos", key)
+    version = store.latest(SYNTHETIC, key)
     if version is None:
         return dg.AssetCheckResult(passed=False, description=f"{key}: no committed version")
     m = version.manifest
@@ -81,7 +81,7 @@ def synthetic_partition_check(store: ArtifactStore, key: str) -> dg.AssetCheckRe
     bad = SkipReport(BadItemPolicy.collect_all(), what="synthetic_videos_integrity")
     for sample in iter_video_samples([version.path / f.path for f in m.files if f.path.endswith(".tar")], bad):
         keys.append(sample.key)
-        if sample.model_digest != m.inputs.get("video_model"):
+        if sample.model_digest != m.inputs.get(VIDEO_MODEL):
             problems.append(f"{sample.key}: model digest {sample.model_digest[:12]} is not the manifest's input")
         if sample.seed != prompt_seed(m.config["base_seed"], sample.key):
             problems.append(f"{sample.key}: seed {sample.seed} does not follow from its prompt id")

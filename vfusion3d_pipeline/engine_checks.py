@@ -12,13 +12,11 @@ from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.metrics.leakage import caption_leaks
 from vfusion3d_core.prompts.dedup import minilm_embedder
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard
+from vfusion3d_pipeline.asset_keys import FILTERED, PROMPT_SET, SYNTHETIC
 from vfusion3d_pipeline.assets.filtering import tar_keys
 from vfusion3d_pipeline.assets.prompts import heldout_captions
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource
-
-PROMPT_SET = "prompt_set"
-SYNTHETIC = "synthetic_videos"
 
 
 def prompt_set_problems(store: ArtifactStore) -> tuple[list[str], dict]:
@@ -83,7 +81,6 @@ def prompt_set_integrity(artifacts: ArtifactStoreResource) -> dg.AssetCheckResul
                                metadata={**info, "problems": dg.MetadataValue.json(problems[:50])})
 
 
-FILTERED = "filtered_multiview_dataset"
 
 
 def filtered_partition_problems(store: ArtifactStore, key: str) -> tuple[list[str], dict]:

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import dagster as dg
 
+from vfusion3d_pipeline.asset_keys import EVAL_METRICS, FINETUNED, PRETRAINED, QUALITY, THREE_D_ONLY, VIDEO_MODEL
 from vfusion3d_pipeline.assets.evaluation import EvalConfig
 from vfusion3d_pipeline.assets.filtering import QualityModelsConfig
 from vfusion3d_pipeline.assets.lrm import LRMTrainAssetConfig
 from vfusion3d_pipeline.assets.video import VideoModelAssetConfig
 
 # asset -> (its config class, extra arguments of its check): lrm_finetuned starts from lrm_pretrained.
-CHECKED = {"video_model": (VideoModelAssetConfig, {}), "quality_models": (QualityModelsConfig, {}),
-           "lrm_3d_only": (LRMTrainAssetConfig, {}), "lrm_pretrained": (LRMTrainAssetConfig, {}),
-           "lrm_finetuned": (LRMTrainAssetConfig, {"has_init": True}), "eval_metrics": (EvalConfig, {})}
+CHECKED = {VIDEO_MODEL: (VideoModelAssetConfig, {}), QUALITY: (QualityModelsConfig, {}),
+           THREE_D_ONLY: (LRMTrainAssetConfig, {}), PRETRAINED: (LRMTrainAssetConfig, {}),
+           FINETUNED: (LRMTrainAssetConfig, {"has_init": True}), EVAL_METRICS: (EvalConfig, {})}
 
 
 def missing_pretrained(preset: str, run_config: dict | None = None) -> list[str]:

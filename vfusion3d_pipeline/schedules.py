@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from vfusion3d_pipeline.asset_keys import SYNTHETIC
 from vfusion3d_pipeline.partitions import prompt_shards
 
 SHARD_JOB = "synthesize_and_filter_shard"
-SYNTHETIC = "synthetic_videos"
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
           dg.DagsterRunStatus.STARTED]
 

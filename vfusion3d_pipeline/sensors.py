@@ -13,11 +13,11 @@ from pathlib import Path
 import dagster as dg
 
 from vfusion3d_core.data.manifest import sha256_file
+from vfusion3d_pipeline.asset_keys import PROMPT_SET
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import ArtifactStoreResource
 
 PROMPT_JOB = "build_prompt_set"
-PROMPT_SET = "prompt_set"
 
 
 @dataclass(frozen=True)

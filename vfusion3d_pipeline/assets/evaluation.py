@@ -26,8 +26,8 @@ from vfusion3d_core.metrics.leakage import NEAR_DUP_THRESHOLD, LeakageReport, So
 from vfusion3d_core.metrics.novel_views import METRICS
 from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
 from vfusion3d_core.prompts.dedup import Embedder, minilm_embedder
+from vfusion3d_pipeline.asset_keys import EVAL_METRICS, FILTERED, RENDERS
 from vfusion3d_pipeline.assets.lrm import FINETUNED, MODEL_DIR, PRETRAINED, THREE_D_ONLY
-from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
 from vfusion3d_pipeline.assets.renders import committed_renders, objects_csv_rows
 from vfusion3d_pipeline.lineage import materialize_result, png_markdown, require_latest
 from vfusion3d_pipeline.resources import (
@@ -38,9 +38,8 @@ from vfusion3d_pipeline.resources import (
     StepComputeConfig,
 )
 
-ASSET = "eval_metrics"
+ASSET = EVAL_METRICS
 CODE_VERSION = "eval_metrics-v2"
-FILTERED = "filtered_multiview_dataset"
 UNTRAINED = "untrained"
 CHECKPOINTS = (UNTRAINED, PRETRAINED, FINETUNED, THREE_D_ONLY)
 ARMS = {THREE_D_ONLY: "3D only", PRETRAINED: "synthetic only", FINETUNED: "synthetic then 3D fine-tune"}

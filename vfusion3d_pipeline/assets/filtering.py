@@ -43,7 +43,7 @@ from vfusion3d_core.filtering.models import (
 )
 from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
 from vfusion3d_core.video.data import composite_on_white
-from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.asset_keys import FILTERED, QUALITY, RENDERS, SYNTHETIC
 from vfusion3d_pipeline.assets.renders import CommittedRenders, committed_renders
 from vfusion3d_pipeline.lineage import image_markdown, materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards
@@ -55,9 +55,6 @@ from vfusion3d_pipeline.resources import (
     StepComputeConfig,
 )
 
-QUALITY = "quality_models"
-FILTERED = "filtered_multiview_dataset"
-SYNTHETIC = "synthetic_videos"
 MODELS_DIR = "models"
 QUALITY_CODE_VERSION = "quality_models-v2"
 DINO_HINT = "a local Dinov2Model folder with its image processor (preprocessor_config.json) saved alongside"

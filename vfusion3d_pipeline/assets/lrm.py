@@ -32,7 +32,7 @@ from vfusion3d_core.lrm.train.evaluate import evaluate_novel_views
 from vfusion3d_core.lrm.train.losses import LPIPSUnavailable
 from vfusion3d_core.lrm.train.request import LRMTrainRequest, check_training_weights, run_train_request
 from vfusion3d_core.pretrained import MissingPretrainedError
-from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.asset_keys import FILTERED, FINETUNED, PRETRAINED, RENDERS, THREE_D_ONLY
 from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.gpu_steps import GpuStepsConfig, check_execution, step_report
 from vfusion3d_pipeline.lineage import materialize_result, require_latest
@@ -44,10 +44,6 @@ from vfusion3d_pipeline.resources import (
     StepComputeConfig,
 )
 
-PRETRAINED = "lrm_pretrained"
-FINETUNED = "lrm_finetuned"
-THREE_D_ONLY = "lrm_3d_only"
-FILTERED = "filtered_multiview_dataset"
 CODE_VERSION = "lrm_train-v1"
 MODEL_DIR = "model"
 EVAL_OBJECTS = 8  # held-out objects scored after training

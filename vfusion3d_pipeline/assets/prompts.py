@@ -16,12 +16,13 @@ from vfusion3d_core.objects.listing import read_listing
 from vfusion3d_core.prompts.dedup import minilm_embedder
 from vfusion3d_core.prompts.promptset import CODE_VERSION, PromptSetConfig, build_prompt_set, collect_prompts
 from vfusion3d_core.prompts.sources import PromptSourceError
+from vfusion3d_pipeline.asset_keys import PROMPT_SET
 from vfusion3d_pipeline.assets.renders import LISTING_FILE, SOURCE
 from vfusion3d_pipeline.lineage import materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards, register_partitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
 
-ASSET = "prompt_set"
+ASSET = PROMPT_SET
 
 
 class PromptSetAssetConfig(dg.Config):

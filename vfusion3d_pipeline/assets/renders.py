@@ -27,12 +27,13 @@ from vfusion3d_core.objects.listing import (
     write_listing,
 )
 from vfusion3d_core.render.dataset import CODE_VERSION, RenderSettings, listing_preset, render_objects
+from vfusion3d_pipeline.asset_keys import RENDERS, SOURCE_OBJECTS
 from vfusion3d_pipeline.lineage import image_markdown, materialize_result, require_latest
 from vfusion3d_pipeline.partitions import object_shards, register_partitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
-SOURCE = "source_objects"
-ASSET = "renders_3d"
+SOURCE = SOURCE_OBJECTS
+ASSET = RENDERS
 LISTING_FILE = "objects.parquet"
 LISTING_CODE_VERSION = "source_objects-v1"
 

@@ -26,7 +26,7 @@ from vfusion3d_core.video.sampler import SampleSettings
 from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
 from vfusion3d_core.video.synthesis import SynthesisResult, run_synthesis
 from vfusion3d_core.video.trainer import MetricLogger
-from vfusion3d_pipeline.assets.renders import ASSET as RENDERS
+from vfusion3d_pipeline.asset_keys import PROMPT_SET, RENDERS, SYNTHETIC, VIDEO_MODEL
 from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.gpu_steps import check_execution, step_report
 from vfusion3d_pipeline.lineage import array_markdown, image_markdown, materialize_result
@@ -39,9 +39,7 @@ from vfusion3d_pipeline.resources import (
     StepComputeConfig,
 )
 
-MODEL = "video_model"
-SYNTHETIC = "synthetic_videos"
-PROMPT_SET = "prompt_set"
+MODEL = VIDEO_MODEL
 MODEL_DIR = "model"
 
 

@@ -1,0 +1,13 @@
+"""The name of every asset: its Dagster asset key and its folder under the artifact root, in one place."""
+
+SOURCE_OBJECTS = "source_objects"
+RENDERS = "renders_3d"
+PROMPT_SET = "prompt_set"
+VIDEO_MODEL = "video_model"
+SYNTHETIC = "synthetic_videos"
+QUALITY = "quality_models"
+FILTERED = "filtered_multiview_dataset"
+PRETRAINED = "lrm_pretrained"
+FINETUNED = "lrm_finetuned"
+THREE_D_ONLY = "lrm_3d_only"
+EVAL_METRICS = "eval_metrics"
