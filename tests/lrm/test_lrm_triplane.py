@@ -1,4 +1,4 @@
-"""Plane layout and axes: tokens -> planes order and point -> plane projections (DESIGN.md)."""
+"""Plane layout and axes: tokens -> planes order and point -> plane projections (docs/lrm.md)."""
 
 from __future__ import annotations
 

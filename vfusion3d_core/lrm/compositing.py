@@ -1,4 +1,4 @@
-"""Alpha compositing over consecutive sample pairs (DESIGN.md, "Compositing")."""
+"""Alpha compositing over consecutive sample pairs (docs/lrm.md)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Hierarchical (importance) sampling from the coarse compositing weights (DESIGN.md).
+"""Hierarchical (importance) sampling from the coarse compositing weights (docs/lrm.md).
 
 Counts for K coarse samples: weights K-1 -> max-pool (2, stride 1, pad 1) -> K -> avg-pool
 (2, stride 1) -> K-1 -> + 0.01. Bins are the K-1 midpoints of the coarse depths; the pdf uses the
 pooled weights without their first and last entry (K-3 values) + 1e-5, so the cdf (with a leading
-0) has K-2 entries and only the first K-2 bin edges are reachable. (DESIGN.md words this as "K-2
+0) has K-2 entries and only the first K-2 bin edges are reachable. (the method description words this as "K-2
 values"; the pool arithmetic above gives K-3, and ``above`` is clamped at the pdf length either way.)
 """
 

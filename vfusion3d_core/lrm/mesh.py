@@ -1,7 +1,7 @@
 """Mesh extraction: activated density on a regular grid over [-1, 1]^3 -> marching cubes -> trimesh.
 
 Grid vertex (a, b, c) of an n^3 grid sits at -1 + 2 * (a, b, c) / (n - 1); the surface is the
-level set density = 1.0 (DESIGN.md). The grid is evaluated in slabs of x so memory stays bounded
+level set density = 1.0 (docs/lrm.md). The grid is evaluated in slabs of x so memory stays bounded
 (the grid itself is n^3 float32: 64 MiB at 256, 512 MiB at 512). Vertex colours are queried from
 the same field at the mesh vertices. Coordinates stay in the project's z-up world frame; writing
 (and the y-up convention of the files) is ``mesh_export``.

@@ -33,7 +33,7 @@ from .triplane import TriplaneUpsampler, sample_triplane
 
 
 class LRM(nn.Module):
-    """Large reconstruction model with the released VFusion3D architecture (see DESIGN.md)."""
+    """Large reconstruction model with the released VFusion3D architecture (docs/lrm.md)."""
 
     def __init__(self, config: LRMConfig):
         super().__init__()

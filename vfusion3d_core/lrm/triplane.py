@@ -1,6 +1,6 @@
 """Triplanes: tokens -> planes (shared ConvTranspose2d) and point-feature lookup.
 
-Plane axes (DESIGN.md): plane 0 is indexed by (u, v) = (x, y), plane 1 by (x, z), plane 2 by
+Plane axes (docs/lrm.md): plane 0 is indexed by (u, v) = (x, y), plane 1 by (x, z), plane 2 by
 (z, y); u indexes width, v height; bilinear ``grid_sample``, ``align_corners=False``, zero padding.
 The box [-1, 1]^3 maps directly onto the plane's [-1, 1]^2 sampling range.
 """

@@ -1,6 +1,6 @@
 """Which parameters of an SVD-style UNet are temporal, and freezing everything else.
 
-Rule (DESIGN.md): temporal parameters match ``temporal|time_mixer|time_pos_embed``. A bare "time"
+Rule: temporal parameters match ``temporal|time_mixer|time_pos_embed``. A bare "time"
 filter would wrongly catch ``time_embedding``, ``add_embedding`` and the ResNets' ``time_emb_proj``,
 which are spatial (shared with the image model).
 """

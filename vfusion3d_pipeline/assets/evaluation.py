@@ -43,7 +43,7 @@ CODE_VERSION = "eval_metrics-v2"
 UNTRAINED = "untrained"
 CHECKPOINTS = (UNTRAINED, PRETRAINED, FINETUNED, THREE_D_ONLY)
 ARMS = {THREE_D_ONLY: "3D only", PRETRAINED: "synthetic only", FINETUNED: "synthetic then 3D fine-tune"}
-PAPER_LPIPS = {THREE_D_ONLY: 0.161, PRETRAINED: 0.160, FINETUNED: 0.143}  # the paper's ablation (DESIGN.md)
+PAPER_LPIPS = {THREE_D_ONLY: 0.161, PRETRAINED: 0.160, FINETUNED: 0.143}  # the paper's ablation (arXiv 2403.12034)
 RENDER_SIZE = {"tiny": 64, "small": 128, "paper": 256}
 CLIP_HINT = "a local CLIP folder: CLIPModel + tokenizer + image processor (CLIPProcessor.save_pretrained)"
 

@@ -1,4 +1,4 @@
-"""Training recipe of the LRM (DESIGN.md): stages, losses, optimizer, schedule; presets per scale."""
+"""Training recipe of the LRM (docs/lrm-training.md): stages, losses, optimizer, schedule; presets per scale."""
 
 from __future__ import annotations
 

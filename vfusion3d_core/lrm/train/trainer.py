@@ -1,6 +1,6 @@
 """The LRM training loop: one CPU, one GPU, or many processes through torchrun (DDP).
 
-Recipe (DESIGN.md): multi-stage render resolution with patch crops, LPIPS (+ optional MSE) image loss,
+Recipe (docs/lrm-training.md): multi-stage render resolution with patch crops, LPIPS (+ optional MSE) image loss,
 opacity loss, optional triplane TV, camera noise on the source camera, AdamW without decay on
 biases/norms, cosine schedule with warm-up, gradient clipping and accumulation, bf16 autocast wherever
 bf16 is native (``ComputeSettings``: CUDA, AVX512-BF16/AMX CPUs), optional gradient checkpointing of the
