@@ -79,7 +79,7 @@ def synthetic_partition_check(store: ArtifactStore, key: str) -> dg.AssetCheckRe
     problems = m.verify(version.path)
     keys: list[str] = []
     bad = SkipReport(BadItemPolicy.collect_all(), what="synthetic_videos_integrity")
-    for sample in iter_video_samples([version.path / f.path for f in m.files if f.path.endswith(".tar")], bad):
+    for sample in iter_video_samples(version.shards(), bad):
         keys.append(sample.key)
         if sample.model_digest != m.inputs.get(VIDEO_MODEL):
             problems.append(f"{sample.key}: model digest {sample.model_digest[:12]} is not the manifest's input")

@@ -95,13 +95,11 @@ def filtered_partition_problems(store: ArtifactStore, key: str) -> tuple[list[st
     synth = store.latest(SYNTHETIC, key)
     frames = None
     if synth is not None:
-        first = next(iter_video_samples(sorted(synth.path / f.path for f in synth.manifest.files
-                                               if f.path.endswith(".tar")),
-                                        SkipReport(BadItemPolicy.collect_all())), None)
+        first = next(iter_video_samples(synth.shards(), SkipReport(BadItemPolicy.collect_all())), None)
         frames = first.num_frames if first is not None else None
     keys: list[str] = []
     bad = SkipReport(BadItemPolicy.collect_all(), what="filtered_multiview_integrity")
-    for s in iter_samples(sorted(version.path / f.path for f in m.files if f.path.endswith(".tar")), bad):
+    for s in iter_samples(version.shards(), bad):
         keys.append(s.key)
         if frames is not None and s.num_views != frames:
             problems.append(f"{s.key}: {s.num_views} views, the synthetic videos have {frames} frames")
@@ -119,11 +117,10 @@ def filtered_partition_problems(store: ArtifactStore, key: str) -> tuple[list[st
         ov = store.latest(FILTERED, other)
         if ov is None:
             continue
-        for f in ov.manifest.files:
-            if f.path.endswith(".tar"):
-                clash = mine & tar_keys(ov.path / f.path)
-                if clash:
-                    problems.append(f"sample key(s) also in partition {other}: {sorted(clash)[:3]}")
+        for shard in ov.shards():
+            clash = mine & tar_keys(shard)
+            if clash:
+                problems.append(f"sample key(s) also in partition {other}: {sorted(clash)[:3]}")
     return problems, {"partition": key, "samples": len(keys), "views_per_sample": frames, **bad.counts()}
 
 

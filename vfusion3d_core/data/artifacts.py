@@ -41,6 +41,11 @@ class ArtifactVersion:
     def digest(self) -> str:
         return self.manifest.digest
 
+    def shards(self, folder: str = "") -> list[Path]:
+        """Sorted paths of the version's WebDataset tar shards (only those inside ``folder`` when given)."""
+        return sorted(self.path / f.path for f in self.manifest.files
+                      if f.path.endswith(".tar") and (not folder or f.path.startswith(f"{folder}/")))
+
     def files_under(self, folder: str) -> list[Path]:
         """Sorted paths of the manifest's files inside ``folder`` (e.g. the "train" shards)."""
         return sorted(self.path / f.path for f in self.manifest.files if f.path.startswith(f"{folder}/"))

@@ -82,7 +82,7 @@ def label(artifact_root: str, labels_csv: Path, partitions: tuple[str, ...], pre
         problems = version.manifest.verify(version.path)
         if problems:
             raise click.ClickException(f"{version.path}: files do not match the manifest: {problems[:3]}")
-        tars = sorted(version.path / f.path for f in version.manifest.files if f.path.endswith(".tar"))
+        tars = version.shards()
         for video in iter_video_samples(tars):
             if video.key in done:
                 continue

@@ -110,10 +110,8 @@ def sample_captions(version: ArtifactVersion, keys: set[str]) -> list[str]:
     """``caption.txt`` of the samples ``keys`` in a version's WebDataset tars (member headers and the caption
     members only: the views are not decoded)."""
     captions = []
-    for f in version.manifest.files:
-        if not f.path.endswith(".tar"):
-            continue
-        with tarfile.open(version.path / f.path, "r:") as tf:
+    for shard in version.shards():
+        with tarfile.open(shard, "r:") as tf:
             for member in tf:
                 key, _, suffix = member.name.partition(".")
                 if member.isfile() and suffix == "caption.txt" and key in keys:

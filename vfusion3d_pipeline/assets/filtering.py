@@ -10,7 +10,6 @@ import itertools
 import json
 import tarfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -130,13 +129,8 @@ def labelled_frames(version: ArtifactVersion, labels: dict[str, int], found: lis
             yield v.frames
 
 
-def partition_shards(version: ArtifactVersion) -> list[Path]:
-    """The tar shards of a synthetic_videos version, in order."""
-    return sorted(version.path / f.path for f in version.manifest.files if f.path.endswith(".tar"))
-
-
 def iter_partition_videos(version: ArtifactVersion) -> Iterator[SyntheticVideoSample]:
-    yield from iter_video_samples(partition_shards(version))
+    yield from iter_video_samples(version.shards())
 
 
 @dg.asset(
@@ -284,7 +278,7 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
         raise ManifestError(f"{synth.path}: does not match its manifest: {problems[:5]}")
     store.clean_staging(FILTERED, key)
     with mlflow.run_for(context) as run, store.staging(FILTERED, key) as staging:
-        request = FilterRequest(partition=key, video_shards=[str(p) for p in partition_shards(synth)],
+        request = FilterRequest(partition=key, video_shards=[str(p) for p in synth.shards()],
                                 quality_models_dir=str(models_version.path / MODELS_DIR), output_dir=str(staging),
                                 threshold=config.threshold, min_keep_fraction=floor,
                                 samples_per_shard=config.samples_per_shard, batch_size=config.batch_size,

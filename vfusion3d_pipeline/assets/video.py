@@ -301,8 +301,7 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
         run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
         run.log_output(SYNTHETIC, version)
     context.log.info(f"committed {SYNTHETIC}/{key} version {version.path.name} ({result.counts['videos']} videos)")
-    first = list(itertools.islice(iter_video_samples(sorted(
-        version.path / f.path for f in version.manifest.files if f.path.endswith(".tar"))), 4))
+    first = list(itertools.islice(iter_video_samples(version.shards()), 4))
     preview = {"preview": array_markdown(orbit_sheet([v.frames for v in first]), "first videos (one per row)")} \
         if first else {}
     return materialize_result(version, {"partition": key, "mlflow_run_id": run.run_id,
