@@ -10,8 +10,12 @@ from vfusion3d_pipeline.assets.lrm import lrm_3d_only, lrm_finetuned, lrm_pretra
 from vfusion3d_pipeline.assets.prompts import prompt_set
 from vfusion3d_pipeline.assets.renders import renders_3d, source_objects
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
-from vfusion3d_pipeline.checks import renders_3d_integrity, synthetic_videos_integrity
-from vfusion3d_pipeline.engine_checks import filtered_multiview_integrity, prompt_set_integrity
+from vfusion3d_pipeline.checks import (
+    filtered_multiview_integrity,
+    prompt_set_integrity,
+    renders_3d_integrity,
+    synthetic_videos_integrity,
+)
 from vfusion3d_pipeline.recovery import recover_dead_runs_sensor
 from vfusion3d_pipeline.resources import default_resources
 from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule

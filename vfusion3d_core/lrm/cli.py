@@ -8,7 +8,7 @@ import click
 
 from .mesh_export import MESH_FORMATS, UP_AXES
 from .preprocess import DEFAULT_MAX_PIXELS
-from .video import VIDEO_FORMATS
+from .turntable import VIDEO_FORMATS
 
 
 @click.command("generate")

@@ -27,7 +27,7 @@ from .model import LRM
 from .preprocess import DEFAULT_MAX_PIXELS, prepare_image
 from .presets import get_preset
 from .texture_bake import bake_texture
-from .video import write_video
+from .turntable import write_video
 
 
 @dataclass

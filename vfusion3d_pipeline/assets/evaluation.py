@@ -29,7 +29,7 @@ from vfusion3d_core.prompts.dedup import Embedder, minilm_embedder
 from vfusion3d_pipeline.asset_keys import EVAL_METRICS, FILTERED, RENDERS
 from vfusion3d_pipeline.assets.lrm import FINETUNED, MODEL_DIR, PRETRAINED, THREE_D_ONLY
 from vfusion3d_pipeline.assets.renders import committed_renders, objects_csv_rows
-from vfusion3d_pipeline.lineage import materialize_result, png_markdown, require_latest
+from vfusion3d_pipeline.metadata import materialize_result, png_markdown, require_latest
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
     ComputeResource,

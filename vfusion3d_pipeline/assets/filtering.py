@@ -44,7 +44,7 @@ from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError
 from vfusion3d_core.video.data import composite_on_white
 from vfusion3d_pipeline.asset_keys import FILTERED, QUALITY, RENDERS, SYNTHETIC
 from vfusion3d_pipeline.assets.renders import CommittedRenders, committed_renders
-from vfusion3d_pipeline.lineage import image_markdown, materialize_result
+from vfusion3d_pipeline.metadata import image_markdown, materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,

@@ -35,7 +35,7 @@ from vfusion3d_core.pretrained import MissingPretrainedError
 from vfusion3d_pipeline.asset_keys import FILTERED, FINETUNED, PRETRAINED, RENDERS, THREE_D_ONLY
 from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.gpu_steps import GpuStepsConfig, check_execution, step_report
-from vfusion3d_pipeline.lineage import materialize_result, require_latest
+from vfusion3d_pipeline.metadata import materialize_result, require_latest
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
     ComputeResource,

@@ -18,7 +18,7 @@ from vfusion3d_core.prompts.promptset import CODE_VERSION, PromptSetConfig, buil
 from vfusion3d_core.prompts.sources import PromptSourceError
 from vfusion3d_pipeline.asset_keys import PROMPT_SET
 from vfusion3d_pipeline.assets.renders import LISTING_FILE, SOURCE
-from vfusion3d_pipeline.lineage import materialize_result
+from vfusion3d_pipeline.metadata import materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards, register_partitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
 

@@ -28,7 +28,7 @@ from vfusion3d_core.objects.listing import (
 )
 from vfusion3d_core.render.dataset import CODE_VERSION, RenderSettings, listing_preset, render_objects
 from vfusion3d_pipeline.asset_keys import RENDERS, SOURCE_OBJECTS
-from vfusion3d_pipeline.lineage import image_markdown, materialize_result, require_latest
+from vfusion3d_pipeline.metadata import image_markdown, materialize_result, require_latest
 from vfusion3d_pipeline.partitions import object_shards, register_partitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 

@@ -29,7 +29,7 @@ from vfusion3d_core.video.trainer import MetricLogger
 from vfusion3d_pipeline.asset_keys import PROMPT_SET, RENDERS, SYNTHETIC, VIDEO_MODEL
 from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.gpu_steps import check_execution, step_report
-from vfusion3d_pipeline.lineage import array_markdown, image_markdown, materialize_result
+from vfusion3d_pipeline.metadata import array_markdown, image_markdown, materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
