@@ -231,7 +231,7 @@ def test_prompt_file_nul_byte_skips_its_line(tmp_path, caplog) -> None:
 def test_integrity_check_lists_every_bad_item_and_fails(tmp_path) -> None:
     """A check's job is to report bad items: it fails, listing all of them (not only the first)."""
     from vfusion3d_core.data import ArtifactStore, Manifest, file_entries
-    from vfusion3d_pipeline.engine_checks import FILTERED, filtered_partition_problems
+    from vfusion3d_pipeline.checks import FILTERED, filtered_partition_problems
 
     store = ArtifactStore(tmp_path / "root")
     with store.staging(FILTERED, "shard-000000") as d:

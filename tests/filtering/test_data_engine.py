@@ -13,9 +13,8 @@ from vfusion3d_core.data import ArtifactStore, iter_samples
 from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
 from vfusion3d_pipeline.assets.prompts import prompt_set
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
-from vfusion3d_pipeline.checks import synthetic_videos_integrity
+from vfusion3d_pipeline.checks import filtered_multiview_integrity, prompt_set_integrity, synthetic_videos_integrity
 from vfusion3d_pipeline.definitions import engine_shard_job
-from vfusion3d_pipeline.engine_checks import filtered_multiview_integrity, prompt_set_integrity
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
 from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
 from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from vfusion3d_core.cli import main
 from vfusion3d_core.lrm.convert import to_official_state_dict
 from vfusion3d_core.lrm.mesh_export import Z_UP_TO_Y_UP
-from vfusion3d_core.lrm.video import has_ffmpeg
+from vfusion3d_core.lrm.turntable import has_ffmpeg
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import dagster as dg
 from vfusion3d_core.data import ArtifactStore, sha256_file
 from vfusion3d_core.prompts.shards import read_prompt_shard
 from vfusion3d_pipeline.assets.prompts import prompt_set
-from vfusion3d_pipeline.engine_checks import prompt_set_integrity, prompt_set_problems
+from vfusion3d_pipeline.checks import prompt_set_integrity, prompt_set_problems
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource
 
 
