@@ -11,6 +11,10 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+# Render orbits the classifier bootstraps from, per preset: every one at tiny; at scale a sample the size of the
+# paper's ~2,000 hand-labelled videos (100,000 renders at 512 px would never fit in memory, nor need to).
+MAX_BOOTSTRAP_ORBITS: dict[str, int | None] = {"tiny": None, "small": 1000, "paper": 2000}
+
 CORRUPTIONS = ("shuffled", "frozen", "blank", "noise")
 
 

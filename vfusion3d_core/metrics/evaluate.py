@@ -31,6 +31,9 @@ from vfusion3d_core.steps import StepRequest
 RANDOM_CLIP_NOTE = "RANDOM weights: CLIP scores not meaningful"
 RANDOM_LPIPS_NOTE = "RANDOM backbone: LPIPS not meaningful"
 
+# Held-out novel views are rendered at this size per preset (the LRM's supervision resolution at each scale).
+EVAL_RENDER_SIZE = {"tiny": 64, "small": 128, "paper": 256}
+
 
 @dataclass
 class EvaluateRequest(StepRequest):

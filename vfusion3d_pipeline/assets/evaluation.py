@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, file_entries
-from vfusion3d_core.metrics.evaluate import EvaluateRequest, run_evaluation
+from vfusion3d_core.metrics.evaluate import EVAL_RENDER_SIZE, EvaluateRequest, run_evaluation
 from vfusion3d_core.metrics.leakage import NEAR_DUP_THRESHOLD, LeakageReport, SourceLeaks, caption_leaks
 from vfusion3d_core.metrics.novel_views import METRICS
 from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
@@ -44,7 +44,6 @@ UNTRAINED = "untrained"
 CHECKPOINTS = (UNTRAINED, PRETRAINED, FINETUNED, THREE_D_ONLY)
 ARMS = {THREE_D_ONLY: "3D only", PRETRAINED: "synthetic only", FINETUNED: "synthetic then 3D fine-tune"}
 PAPER_LPIPS = {THREE_D_ONLY: 0.161, PRETRAINED: 0.160, FINETUNED: 0.143}  # the paper's ablation (arXiv 2403.12034)
-RENDER_SIZE = {"tiny": 64, "small": 128, "paper": 256}
 CLIP_HINT = "a local CLIP folder: CLIPModel + tokenizer + image processor (CLIPProcessor.save_pretrained)"
 
 
@@ -294,7 +293,7 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
     leakage = heldout_leakage(store, renders.versions.values(), versions)
     if leakage.leaked:
         raise dg.Failure(f"refusing to evaluate: {leakage.describe()}", metadata=leakage.metadata())
-    size = config.render_size or RENDER_SIZE[name]
+    size = config.render_size or EVAL_RENDER_SIZE[name]
 
     store.clean_staging(ASSET)
     with mlflow.run_for(context) as run, store.staging(ASSET) as staging:

@@ -19,6 +19,7 @@ from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, Manife
 from vfusion3d_core.data.bad_items import SkipReport
 from vfusion3d_core.data.manifest import sha256_file
 from vfusion3d_core.data.video_sample import SyntheticVideoSample, iter_video_samples
+from vfusion3d_core.filtering.bootstrap import MAX_BOOTSTRAP_ORBITS
 from vfusion3d_core.filtering.extract import CODE_VERSION as FILTER_CODE_VERSION
 from vfusion3d_core.filtering.extract import (
     EXAMPLES_FILE,
@@ -100,9 +101,6 @@ class QualityModelsConfig(StepComputeConfig):
             raise dg.Failure(str(exc)) from exc
 
 
-# Render orbits the classifier bootstraps from, per preset: every one at tiny; at scale a sample the size of the
-# paper's ~2,000 hand-labelled videos (100,000 renders at 512 px would never fit in memory, nor need to).
-MAX_BOOTSTRAP_ORBITS = {"tiny": None, "small": 1000, "paper": 2000}
 
 
 def render_orbits(renders: CommittedRenders, split: str, limit: int | None = None) -> Iterator[Orbit]:
