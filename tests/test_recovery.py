@@ -33,10 +33,14 @@ def test_killed_cli_run_is_recovered_and_its_pool_slot_freed(tmp_path, monkeypat
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 600  # an upper bound: seconds on an idle machine, minutes on a loaded one
-        while not [r for r in _mlflow_runs(uri, "RUNNING") if r.data.tags.get("dagster.asset_key") == "lrm_3d_only"]:
+        while not (running := [r for r in _mlflow_runs(uri, "RUNNING")
+                               if r.data.tags.get("dagster.asset_key") == "lrm_3d_only"]):
             assert proc.poll() is None and time.time() < deadline, "training never started"
             time.sleep(0.5)
-        time.sleep(2)  # inside the training loop
+        # inside the training loop: the run has logged its first training metrics (every log_every steps)
+        while not mlflow.MlflowClient(uri).get_metric_history(running[0].info.run_id, "loss"):
+            assert proc.poll() is None and time.time() < deadline, "training never logged a step"
+            time.sleep(0.5)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

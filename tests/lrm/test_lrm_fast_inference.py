@@ -287,7 +287,7 @@ def test_coarse_to_fine_mesh_of_an_object_matches_dense(object_scene):
         stats: dict = {}
         fast = extract_mesh(model, planes, resolution=n, options=FP32, stats=stats)
         fast16 = extract_mesh(model, planes, resolution=n, options=BF16)
-    assert stats["evaluated"] < 0.5 * stats["vertices"] and stats["grid_seconds"] >= 0
+    assert stats["evaluated"] < 0.5 * stats["vertices"]
     assert chamfer_voxels(np.asarray(fast.vertices), np.asarray(exact.vertices), n)[0] < 0.01
     assert chamfer_voxels(np.asarray(fast16.vertices), np.asarray(exact.vertices), n)[0] < 0.5
     assert fast.visual.vertex_colors.shape == (len(fast.vertices), 4)
