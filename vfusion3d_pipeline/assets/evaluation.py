@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, file_entries
+from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest
 from vfusion3d_core.metrics.evaluate import EVAL_RENDER_SIZE, EvaluateRequest, run_evaluation
 from vfusion3d_core.metrics.leakage import NEAR_DUP_THRESHOLD, LeakageReport, SourceLeaks, caption_leaks
 from vfusion3d_core.metrics.novel_views import METRICS
@@ -30,6 +30,7 @@ from vfusion3d_pipeline.asset_keys import EVAL_METRICS, FILTERED, RENDERS
 from vfusion3d_pipeline.assets.lrm import FINETUNED, MODEL_DIR, PRETRAINED, THREE_D_ONLY
 from vfusion3d_pipeline.assets.renders import committed_renders, objects_csv_rows
 from vfusion3d_pipeline.metadata import materialize_result, png_markdown, require_latest
+from vfusion3d_pipeline.publish import publishing
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
     ComputeResource,
@@ -116,6 +117,15 @@ def sample_captions(version: ArtifactVersion, keys: set[str]) -> list[str]:
                 if member.isfile() and suffix == "caption.txt" and key in keys:
                     captions.append(tf.extractfile(member).read().decode("utf-8"))  # type: ignore[union-attr]
     return captions
+
+
+def training_steps(store: ArtifactStore, version: ArtifactVersion) -> int:
+    """Optimizer steps behind a checkpoint: its own, plus those of the checkpoint it started from."""
+    steps = int(version.manifest.counts.get("steps", 0))
+    for name in (PRETRAINED, FINETUNED, THREE_D_ONLY):
+        if name in version.manifest.inputs:
+            steps += training_steps(store, store.version(name, version.manifest.inputs[name]))
+    return steps
 
 
 def heldout_uids(renders: Iterable[ArtifactVersion]) -> set[str]:
@@ -295,8 +305,8 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
         raise dg.Failure(f"refusing to evaluate: {leakage.describe()}", metadata=leakage.metadata())
     size = config.render_size or EVAL_RENDER_SIZE[name]
 
-    store.clean_staging(ASSET)
-    with mlflow.run_for(context) as run, store.staging(ASSET) as staging:
+    with publishing(context, store, mlflow, ASSET, CODE_VERSION) as pub:
+        run, staging = pub.run, pub.staging
         request = EvaluateRequest(
             checkpoints={c: None if c == UNTRAINED else str(versions[c].path / MODEL_DIR) for c in CHECKPOINTS},
             heldout_shards=[str(p) for p in renders.files_under("heldout")], output_dir=str(staging),
@@ -312,10 +322,11 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
             run.log_metrics({f"{ckpt}.{k}": v for k, v in means[ckpt].items()})
         header = ["checkpoint", *METRICS]
         rows = [[c, *(means[c][m] for m in METRICS)] for c in CHECKPOINTS]
-        ablation_header = ["training data", "checkpoint", "LPIPS", "SSIM", "PSNR", "CLIP image", "CLIP text",
-                           "paper LPIPS"]
-        ablation = [[ARMS[c], c, means[c]["lpips"], means[c]["ssim"], means[c]["psnr"], means[c]["clip_image"],
-                     means[c]["clip_text"], PAPER_LPIPS[c]] for c in (THREE_D_ONLY, PRETRAINED, FINETUNED)]
+        ablation_header = ["training data", "checkpoint", "optimizer steps", "LPIPS", "SSIM", "PSNR", "CLIP image",
+                           "CLIP text", "paper LPIPS"]
+        ablation = [[ARMS[c], c, training_steps(store, versions[c]), means[c]["lpips"], means[c]["ssim"],
+                     means[c]["psnr"], means[c]["clip_image"], means[c]["clip_text"], PAPER_LPIPS[c]]
+                    for c in (THREE_D_ONLY, PRETRAINED, FINETUNED)]
         described = settings.describe()
         notes = f"{result.objects} held-out objects, {config.novel_views} novel views each at {size} px. " \
                 f"CLIP: {labels['clip']}. LPIPS: {labels['lpips']}. Computed on {described['resolved_device']} " \
@@ -328,10 +339,8 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
         run_config = {**config.model_dump(), "render_size": size, "lpips_random_backbone": random_lpips,
                       "clip": labels["clip"], "lpips": labels["lpips"], "compute": described}
         counts = {"checkpoints": len(CHECKPOINTS), "heldout_objects": result.objects}
-        manifest = Manifest(ASSET, file_entries(staging, files), counts, run_config,
-                            inputs={**renders.inputs, **{n: v.digest for n, v in versions.items()}},
-                            code_version=CODE_VERSION, run_id=context.run.run_id)
-        version = store.commit(staging, manifest, ASSET)
+        version = pub.commit(files, counts, run_config,
+                             inputs={**renders.inputs, **{n: v.digest for n, v in versions.items()}})
         run.log_params(run_config)
         renders.log_inputs(run, context="evaluation")
         for n, v in versions.items():
@@ -339,7 +348,6 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
         for f in ("metrics.csv", "ablation.md", "per_object.csv"):
             run.log_artifact(version.path / f)
         run.log_artifact(version.path / "turntables", "turntables")
-        run.log_output(ASSET, version)
     schema = dg.TableSchema(columns=[dg.TableColumn("checkpoint", "string"),
                                      *(dg.TableColumn(m, "float") for m in METRICS)])
     previews = "\n\n".join(f"**{c}** (input view, then turntable)\n\n"

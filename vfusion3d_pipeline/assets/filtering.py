@@ -15,7 +15,7 @@ import dagster as dg
 import numpy as np
 
 from vfusion3d_core.compute import ComputeSettings, set_torch_threads
-from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, ManifestError, file_entries, iter_samples
+from vfusion3d_core.data import ArtifactStore, ArtifactVersion, ManifestError, iter_samples
 from vfusion3d_core.data.bad_items import SkipReport
 from vfusion3d_core.data.manifest import sha256_file
 from vfusion3d_core.data.video_sample import SyntheticVideoSample, iter_video_samples
@@ -47,6 +47,7 @@ from vfusion3d_pipeline.asset_keys import FILTERED, QUALITY, RENDERS, SYNTHETIC
 from vfusion3d_pipeline.assets.renders import CommittedRenders, committed_renders
 from vfusion3d_pipeline.metadata import image_markdown, materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards
+from vfusion3d_pipeline.publish import publishing
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
     ComputeResource,
@@ -175,8 +176,8 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
     train, heldout = render_orbits(renders, "train", limit), render_orbits(renders, "heldout", limit)
     rc = renders.config
     elevation_range = (float(rc.get("elevation_min_deg", 0.0)), float(rc.get("elevation_max_deg", 45.0)))
-    store.clean_staging(QUALITY)
-    with mlflow.run_for(context) as run, store.staging(QUALITY) as staging:
+    with publishing(context, store, mlflow, QUALITY, QUALITY_CODE_VERSION) as pub:
+        run, staging = pub.run, pub.staging
         x_user = np.concatenate(user_features) if user_features else []
         models = train_quality_models(featurizer, train, heldout, x_user, user_labels, config.train(),
                                       elevation_range, config.feature_batch)
@@ -185,13 +186,10 @@ def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfi
         counts = {"bootstrap_orbits": m["bootstrap_orbits"], "heldout_orbits": m["heldout_orbits"],
                   "user_labels": len(user_labels), "skipped_rows": label_rows.skipped("row")}
         run_config = {**config.model_dump(), "compute": settings.describe(), "dino_weights": featurizer.weights}
-        manifest = Manifest(QUALITY, file_entries(staging, files), counts, run_config, inputs=inputs,
-                            code_version=QUALITY_CODE_VERSION, run_id=context.run.run_id)
-        version = store.commit(staging, manifest, QUALITY)
+        version = pub.commit(files, counts, run_config, inputs=inputs)
         run.log_params(run_config)
         renders.log_inputs(run)
         run.log_metrics({k: v for k, v in m.items() if isinstance(v, int | float)})
-        run.log_output(QUALITY, version)
     context.log.info(f"committed {QUALITY} {version.path.name} (DINOv2: {featurizer.weights}; "
                      f"{settings.describe()['resolved_device']} {settings.describe()['resolved_precision']}): "
                      f"held-out accuracy {m.get('heldout_accuracy')}, "
@@ -274,8 +272,8 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
     problems = synth.manifest.verify(synth.path)
     if problems:
         raise ManifestError(f"{synth.path}: does not match its manifest: {problems[:5]}")
-    store.clean_staging(FILTERED, key)
-    with mlflow.run_for(context) as run, store.staging(FILTERED, key) as staging:
+    with publishing(context, store, mlflow, FILTERED, FILTER_CODE_VERSION, key) as pub:
+        run, staging = pub.run, pub.staging
         request = FilterRequest(partition=key, video_shards=[str(p) for p in synth.shards()],
                                 quality_models_dir=str(models_version.path / MODELS_DIR), output_dir=str(staging),
                                 threshold=config.threshold, min_keep_fraction=floor,
@@ -285,10 +283,8 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
         run_config = {**config.model_dump(), "min_keep_fraction": floor, "partition": key,
                       "compute": settings.describe(), "dino_weights": dino_weights}
         run_config.pop("torch_threads")
-        manifest = Manifest(FILTERED, file_entries(staging, result.files), result.counts, run_config,
-                            inputs={QUALITY: models_version.digest, f"{SYNTHETIC}/{key}": synth.digest},
-                            code_version=FILTER_CODE_VERSION, run_id=context.run.run_id)
-        version = store.commit(staging, manifest, FILTERED, key)
+        version = pub.commit(result.files, result.counts, run_config,
+                             inputs={QUALITY: models_version.digest, f"{SYNTHETIC}/{key}": synth.digest})
         run.log_params(run_config)
         run.log_input(QUALITY, models_version)
         run.log_input(f"{SYNTHETIC}/{key}", synth)
@@ -296,7 +292,6 @@ def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: Filter
         run.log_metrics(result.skipped)  # skipped_samples, skipped_shards (bad-item policy)
         masks = mask_quality(store)
         run.log_metrics({f"mask_{k.replace('/', '_')}": v for k, v in masks.items()})
-        run.log_output(FILTERED, version)
     c = result.counts
     context.log.info(f"committed {FILTERED}/{key} {version.path.name}: kept {c['kept']} ({c['kept_by_floor']} by the "
                      f"{floor:.0%} floor), rejected {c['rejected']}")

@@ -24,7 +24,7 @@ from pathlib import Path
 import dagster as dg
 
 from vfusion3d_core.compute import ComputeSettings
-from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, file_entries, sha256_file
+from vfusion3d_core.data import ArtifactStore, ArtifactVersion, sha256_file
 from vfusion3d_core.data.s3_store import S3ArtifactStore, shard_locations
 from vfusion3d_core.lrm import LRM
 from vfusion3d_core.lrm.train import LRMTrainConfig
@@ -36,6 +36,7 @@ from vfusion3d_pipeline.asset_keys import FILTERED, FINETUNED, PRETRAINED, RENDE
 from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.gpu_steps import GpuStepsConfig, check_execution, step_report
 from vfusion3d_pipeline.metadata import materialize_result, require_latest
+from vfusion3d_pipeline.publish import publishing
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
     ComputeResource,
@@ -124,7 +125,6 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
     check_execution(config.execution)
     settings = (compute or ComputeResource()).settings(config)
     store = artifacts.store()
-    store.clean_staging(asset)
     run_key = hashlib.sha256(json.dumps([recipe.to_dict(), inputs, CODE_VERSION, config.init_official,
                                          config.dino_pretrained_path, config.from_scratch],
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -141,7 +141,8 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
     described = settings.describe()
     context.log.info(f"training {asset}: {recipe.steps} steps on {len(shards)} shard(s) (first {shards[0]}), "
                      f"work dir {work}, compute {described}")
-    with mlflow.run_for(context) as run:
+    with publishing(context, store, mlflow, asset, CODE_VERSION) as pub:
+        run, staging = pub.run, pub.staging
         run.log_params({**recipe.to_dict(), "num_processes": config.num_processes, "init": str(init),
                         "dino_pretrained_path": str(request.dino_pretrained_path),
                         "from_scratch": config.from_scratch, "compute": described})
@@ -158,21 +159,17 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
         evaluation = _evaluate(context, work / "final", heldout, recipe, settings)
         run.log_metrics(evaluation)
         run.log_artifact(work / "final", "model")
-        with store.staging(asset) as staging:
-            shutil.copytree(work / "final", staging / MODEL_DIR)
-            recipe.save(staging / "train_config.json")
-            (staging / "metrics.json").write_text(json.dumps({"train": metrics, "heldout": evaluation}, indent=2,
-                                                             sort_keys=True))
-            files = [f"{MODEL_DIR}/{p.name}" for p in sorted((staging / MODEL_DIR).iterdir())]
-            files += ["train_config.json", "metrics.json"]
-            counts = {"steps": recipe.steps, "training_shards": len(shards)}
-            manifest_config = {**recipe.to_dict(), "compute": described,
-                               "dino_pretrained_path": request.dino_pretrained_path,
-                               "from_scratch": config.from_scratch}
-            manifest = Manifest(asset, file_entries(staging, files), counts, manifest_config, inputs=inputs,
-                                code_version=CODE_VERSION, run_id=context.run.run_id)
-            version = store.commit(staging, manifest, asset)
-        run.log_output(asset, version)
+        shutil.copytree(work / "final", staging / MODEL_DIR)
+        recipe.save(staging / "train_config.json")
+        (staging / "metrics.json").write_text(json.dumps({"train": metrics, "heldout": evaluation}, indent=2,
+                                                         sort_keys=True))
+        files = [f"{MODEL_DIR}/{p.name}" for p in sorted((staging / MODEL_DIR).iterdir())]
+        files += ["train_config.json", "metrics.json"]
+        counts = {"steps": recipe.steps, "training_shards": len(shards)}
+        manifest_config = {**recipe.to_dict(), "compute": described,
+                           "dino_pretrained_path": request.dino_pretrained_path,
+                           "from_scratch": config.from_scratch}
+        version = pub.commit(files, counts, manifest_config, inputs=inputs)
         run.log_metrics({f"final_{k}": v for k, v in metrics.items()})
         registered = run.register_model(asset, "model", version)
     shutil.rmtree(work, ignore_errors=True)

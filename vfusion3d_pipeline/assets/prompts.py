@@ -11,7 +11,7 @@ annotations at decoration time.)
 
 import dagster as dg
 
-from vfusion3d_core.data import ArtifactStore, Manifest, ManifestError, file_entries
+from vfusion3d_core.data import ArtifactStore, ManifestError
 from vfusion3d_core.objects.listing import read_listing
 from vfusion3d_core.prompts.dedup import minilm_embedder
 from vfusion3d_core.prompts.promptset import CODE_VERSION, PromptSetConfig, build_prompt_set, collect_prompts
@@ -20,6 +20,7 @@ from vfusion3d_pipeline.asset_keys import PROMPT_SET
 from vfusion3d_pipeline.assets.renders import LISTING_FILE, SOURCE
 from vfusion3d_pipeline.metadata import materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards, register_partitions
+from vfusion3d_pipeline.publish import publishing
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
 
 ASSET = PROMPT_SET
@@ -72,7 +73,6 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
     except PromptSourceError as exc:
         raise dg.Failure(f"bad prompt source: {exc}") from exc
     store = artifacts.store()
-    store.clean_staging(ASSET)
     heldout, listing_input = heldout_captions(store)
     if not listing_input:
         context.log.warning(f"no {SOURCE} listing yet: prompts are not checked against held-out captions")
@@ -81,23 +81,19 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
         problems = previous.manifest.verify(previous.path)
         if problems:
             raise ManifestError(f"published prompt_set {previous.path.name} is damaged: {problems[:5]}")
-    with mlflow.run_for(context) as run, store.staging(ASSET) as staging:
+    with publishing(context, store, mlflow, ASSET, CODE_VERSION) as pub:
         try:
-            result = build_prompt_set(cfg, staging, minilm_embedder(), previous and previous.path,
+            result = build_prompt_set(cfg, pub.staging, minilm_embedder(), previous and previous.path,
                                       previous and previous.manifest, heldout)
         except PromptSourceError as exc:
             raise dg.Failure(f"bad prompt source: {exc}") from exc
         run_config = {**config.model_dump(), "sources": result.sources}
-        run.log_params(config.model_dump())
+        pub.run.log_params(config.model_dump())
         # new_shards / new_prompts describe this run (relative to the previous version), not the content: kept
         # out of the digest, so a re-run on the same source (e.g. after a kill past the commit) is the same version
         content_counts = {k: v for k, v in result.counts.items() if not k.startswith("new_")}
-        manifest = Manifest(ASSET, file_entries(staging, result.files), content_counts, run_config,
-                            inputs=listing_input,
-                            code_version=CODE_VERSION, run_id=context.run.run_id)
-        version = store.commit(staging, manifest, ASSET)
-        run.log_metrics({**{f"count_{k}": v for k, v in result.counts.items()}, **result.stats})
-        run.log_output(ASSET, version)
+        version = pub.commit(result.files, content_counts, run_config, inputs=listing_input)
+        pub.run.log_metrics({**{f"count_{k}": v for k, v in result.counts.items()}, **result.stats})
     added = register_partitions(context.instance, prompt_shards, result.shard_keys)
     context.log.info(f"committed {ASSET} version {version.path.name}: {result.counts['shards']} shards, "
                      f"{len(result.new_keys)} new {result.new_keys[:5]}; registered {len(added)} partition(s); "
@@ -111,5 +107,5 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
         "near_duplicate_examples": dg.MetadataValue.json([list(p) for p in result.near_pairs[:10]]),
         "heldout_excluded": len(result.heldout_excluded),
         "heldout_excluded_examples": dg.MetadataValue.json([m.as_list() for m in result.heldout_excluded[:10]]),
-        "mlflow_run_id": run.run_id,
+        "mlflow_run_id": pub.run.run_id,
     })

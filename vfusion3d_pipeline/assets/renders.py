@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, file_entries
+from vfusion3d_core.data import ArtifactStore, ArtifactVersion
 from vfusion3d_core.data.s3_store import shard_locations
 from vfusion3d_core.objects.listing import (
     ObjectListingConfig,
@@ -30,6 +30,7 @@ from vfusion3d_core.render.dataset import CODE_VERSION, RenderSettings, listing_
 from vfusion3d_pipeline.asset_keys import RENDERS, SOURCE_OBJECTS
 from vfusion3d_pipeline.metadata import image_markdown, materialize_result, require_latest
 from vfusion3d_pipeline.partitions import object_shards, register_partitions
+from vfusion3d_pipeline.publish import publishing
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
 
 SOURCE = SOURCE_OBJECTS
@@ -93,7 +94,6 @@ def source_objects(context: dg.AssetExecutionContext, config: SourceObjectsConfi
                    preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
     cfg = config.to_core(preset.validated())
     store = artifacts.store()
-    store.clean_staging(SOURCE)
     previous = store.latest(SOURCE)
     grow = previous is not None and previous.manifest.config.get("split_settings") == cfg.split_settings()
     try:
@@ -103,16 +103,13 @@ def source_objects(context: dg.AssetExecutionContext, config: SourceObjectsConfi
     if not any(r.split == "train" for r in listing.rows):
         raise dg.Failure("no usable training objects in the source",
                          metadata={"skipped": dg.MetadataValue.json([vars(s) for s in listing.skipped[:100]])})
-    with mlflow.run_for(context) as run, store.staging(SOURCE) as staging:
-        write_listing(listing, staging / LISTING_FILE)
-        run.log_params(asdict(cfg))
+    with publishing(context, store, mlflow, SOURCE, LISTING_CODE_VERSION) as pub:
+        write_listing(listing, pub.staging / LISTING_FILE)
+        pub.run.log_params(asdict(cfg))
         run_config = {**asdict(cfg), "split_settings": cfg.split_settings()}
         counts = {k: v for k, v in listing.counts().items() if k != "kept_from_previous"}
-        manifest = Manifest(SOURCE, file_entries(staging, [LISTING_FILE]), counts, run_config, inputs={},
-                            code_version=LISTING_CODE_VERSION, run_id=context.run.run_id)
-        version = store.commit(staging, manifest, SOURCE)
-        run.log_metrics({f"count_{k}": v for k, v in listing.counts().items()})
-        run.log_output(SOURCE, version)
+        version = pub.commit([LISTING_FILE], counts, run_config, inputs={})
+        pub.run.log_metrics({f"count_{k}": v for k, v in listing.counts().items()})
     added = register_partitions(context.instance, object_shards, listing.partitions)
     for s in listing.skipped:
         context.log.warning(f"not listed {s.path}: {s.reason}")
@@ -123,7 +120,7 @@ def source_objects(context: dg.AssetExecutionContext, config: SourceObjectsConfi
         "registered_partitions": dg.MetadataValue.json(added),
         "skipped_sources": dg.MetadataValue.json([vars(s) for s in listing.skipped[:100]]),
         "kept_from_previous": listing.grown_from,
-        "mlflow_run_id": run.run_id,
+        "mlflow_run_id": pub.run.run_id,
     })
 
 
@@ -158,9 +155,7 @@ def renders_3d(context: dg.AssetExecutionContext, config: Renders3DConfig, artif
     lcfg = listing_version.manifest.config
     run_config = {**asdict(settings), "partition": key, "rows_digest": partition_digest(rows),
                   "world_seed": lcfg["seed"], "up_axis": lcfg["up_axis"]}
-    removed = store.clean_staging(ASSET, key)
-    if removed:
-        context.log.info(f"removed {removed} staging dir(s) left by interrupted runs")
+    store.clean_staging(ASSET, key)  # also when the partition is kept below
     previous = store.latest(ASSET, key)
     if (previous is not None and not config.force
             and {k: v for k, v in previous.manifest.config.items() if k != "skipped"} == run_config
@@ -177,21 +172,19 @@ def renders_3d(context: dg.AssetExecutionContext, config: Renders3DConfig, artif
             context.log.info(f"[{key}] rendered {done}/{total} objects")
             step["next"] += 0.1
 
-    with mlflow.run_for(context) as run, store.staging(ASSET, key) as staging:
-        run.log_params(run_config)
-        run.log_input(SOURCE, listing_version, context="source")
-        result = render_objects(rows, settings, staging, progress, world_seed=lcfg["seed"], up_axis=lcfg["up_axis"])
+    with publishing(context, store, mlflow, ASSET, CODE_VERSION, key) as pub:
+        pub.run.log_params(run_config)
+        pub.run.log_input(SOURCE, listing_version, context="source")
+        result = render_objects(rows, settings, pub.staging, progress, world_seed=lcfg["seed"],
+                                up_axis=lcfg["up_axis"])
         skipped = [vars(s) for s in result.skipped]
-        manifest = Manifest(ASSET, file_entries(staging, result.files), result.counts,
-                            {**run_config, "skipped": skipped}, inputs={SOURCE: listing_version.digest},
-                            code_version=CODE_VERSION, run_id=context.run.run_id)
-        version = store.commit(staging, manifest, ASSET, key)
-        run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
-        run.log_output(ASSET, version)
+        version = pub.commit(result.files, result.counts, {**run_config, "skipped": skipped},
+                             inputs={SOURCE: listing_version.digest})
+        pub.run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
     for s in result.skipped:
         context.log.warning(f"skipped {s.path}: {s.reason}")
     context.log.info(f"committed {ASSET}[{key}] version {version.path.name} ({result.counts['objects']} objects)")
-    return _result(version, skipped, reused=False, extra={"mlflow_run_id": run.run_id})
+    return _result(version, skipped, reused=False, extra={"mlflow_run_id": pub.run.run_id})
 
 
 def _result(version: ArtifactVersion, skipped: list[dict], reused: bool, extra: dict | None = None

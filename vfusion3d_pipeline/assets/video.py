@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from vfusion3d_core.compute import set_torch_threads
-from vfusion3d_core.data import Manifest, ManifestError, file_entries, sha256_file
+from vfusion3d_core.data import ManifestError, sha256_file
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, shard_relpath
 from vfusion3d_core.video.config import VideoModelConfig
@@ -31,6 +31,7 @@ from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.gpu_steps import check_execution, step_report
 from vfusion3d_pipeline.metadata import array_markdown, image_markdown, materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards
+from vfusion3d_pipeline.publish import publishing
 from vfusion3d_pipeline.resources import (
     ArtifactStoreResource,
     ComputeResource,
@@ -107,12 +108,12 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
     renders = committed_renders(store)
     shards = renders.files_under("train")
     heldout = renders.files_under("heldout")  # image -> orbit quality on objects the model never trains on
-    store.clean_staging(MODEL)
     run_key = hashlib.sha256(json.dumps([cfg.to_dict(), settings.to_dict(), renders.digest, MODEL_CODE_VERSION],
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
     checkpoints = store.asset_dir(MODEL) / ".checkpoints" / run_key  # survives a killed run: the rerun resumes
     described = settings.describe()
-    with mlflow.run_for(context) as run, store.staging(MODEL) as staging:
+    with publishing(context, store, mlflow, MODEL, MODEL_CODE_VERSION) as pub:
+        run, staging = pub.run, pub.staging
         run.log_params({**cfg.to_dict(), "eval_count": config.eval_count, "heldout_count": config.heldout_count,
                         "from_scratch": config.from_scratch, "compute": settings.describe()})
         renders.log_inputs(run)
@@ -132,15 +133,12 @@ def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig
         else:
             result = finetune_video_model(request, log, context.log.info)
         files = [f"{MODEL_DIR}/{f}" for f in result.files]
-        manifest = Manifest(MODEL, file_entries(staging, files), result.counts,
-                            {**cfg.to_dict(), "eval_count": config.eval_count, "heldout_count": config.heldout_count,
-                             "from_scratch": config.from_scratch,
-                             "compute": described, "random_init": result.info.get("random_init", [])},
-                            inputs=renders.inputs, code_version=MODEL_CODE_VERSION,
-                            run_id=context.run.run_id)
-        version = store.commit(staging, manifest, MODEL)
+        version = pub.commit(files, result.counts,
+                             {**cfg.to_dict(), "eval_count": config.eval_count, "heldout_count": config.heldout_count,
+                              "from_scratch": config.from_scratch,
+                              "compute": described, "random_init": result.info.get("random_init", [])},
+                             inputs=renders.inputs)
         run.log_metrics({k.replace("/", "_"): v for k, v in result.metrics.items()})
-        run.log_output(MODEL, version)
     shutil.rmtree(checkpoints, ignore_errors=True)
     m = result.metrics
     closeness = {k: round(v, 6) for k, v in m.items() if k.startswith(("untrained/", "finetuned/"))}
@@ -262,9 +260,6 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
     if sha256_file(shard_path) != entry.sha256:
         raise ManifestError(f"{shard_path} does not match its manifest hash")
     read_prompt_shard(shard_path)  # a damaged shard fails here, before any model loading
-    removed = store.clean_staging(SYNTHETIC, key)
-    if removed:
-        context.log.info(f"removed {removed} staging dir(s) left by interrupted runs")
     check_execution(config.execution)
     settings = config.settings(VideoModelConfig.load(model_version.path / MODEL_DIR / "vfusion3d_config.json"))
     inputs = {MODEL: model_version.digest, f"{PROMPT_SET}/{key}": entry.sha256}
@@ -272,7 +267,8 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
     def progress(done: int, total: int) -> None:
         context.log.info(f"{key}: generated {done}/{total} videos")
 
-    with mlflow.run_for(context) as run, store.staging(SYNTHETIC, key) as staging:
+    with publishing(context, store, mlflow, SYNTHETIC, SYNTH_CODE_VERSION, key) as pub:
+        run, staging = pub.run, pub.staging
         run_config = {"shard": key, "scheduler": settings.scheduler, "steps": settings.steps,
                       "image_guidance": settings.image_guidance, "video_guidance": list(settings.video_guidance),
                       "base_seed": config.base_seed, "samples_per_shard": config.samples_per_shard}
@@ -294,12 +290,9 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
                               "pipes/progress_messages": len(messages)}
         else:
             result = run_synthesis(request, progress)
-        manifest = Manifest(SYNTHETIC, file_entries(staging, result.files), result.counts,
-                            {**run_config, "compute": compute_settings.describe()}, inputs=inputs,
-                            code_version=SYNTH_CODE_VERSION, run_id=context.run.run_id)
-        version = store.commit(staging, manifest, SYNTHETIC, key)
+        version = pub.commit(result.files, result.counts, {**run_config, "compute": compute_settings.describe()},
+                             inputs=inputs)
         run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
-        run.log_output(SYNTHETIC, version)
     context.log.info(f"committed {SYNTHETIC}/{key} version {version.path.name} ({result.counts['videos']} videos)")
     first = list(itertools.islice(iter_video_samples(version.shards()), 4))
     preview = {"preview": array_markdown(orbit_sheet([v.frames for v in first]), "first videos (one per row)")} \
