@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest, file_entries
+from vfusion3d_pipeline.recovery import recover_at_run_start
 from vfusion3d_pipeline.resources import MLflowResource
 from vfusion3d_pipeline.tracking import MLflowRun
 
@@ -47,8 +48,10 @@ class Publication:
 @contextmanager
 def publishing(context: dg.AssetExecutionContext, store: ArtifactStore, mlflow: MLflowResource, asset: str,
                code_version: str, partition: str | None = None) -> Iterator[Publication]:
-    """Clean staging left by killed runs, open the MLflow run and a fresh staging directory, and yield the
-    publication; the block must ``commit`` (nothing is published when it raises: the staging is removed)."""
+    """Recover runs killed before this one (``recover_at_run_start``), clean the staging they left, open the
+    MLflow run and a fresh staging directory, and yield the publication. The block must ``commit``; when it
+    raises, nothing is published and its staging is removed."""
+    recover_at_run_start(context, mlflow.uri())
     removed = store.clean_staging(asset, partition)
     if removed:
         context.log.info(f"removed {removed} staging dir(s) left by interrupted runs")

@@ -17,6 +17,7 @@ import socket
 import dagster as dg
 
 from vfusion3d_core.data.manifest import pid_alive
+from vfusion3d_pipeline.resources import default_resources
 
 HOST_TAG = "vfusion3d/host"
 ENDED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
@@ -57,6 +58,15 @@ def recover_dead_runs(instance: dg.DagsterInstance, tracking_uri: str | None = N
     return {"dagster": failed, "mlflow": killed}
 
 
+def recover_at_run_start(context: dg.AssetExecutionContext, tracking_uri: str) -> None:
+    """Where a materialization starts: tag the run with this host (so recovery elsewhere leaves it alone) and
+    recover the runs killed before it (their pool slots, their MLflow runs)."""
+    context.instance.add_run_tags(context.run.run_id, {HOST_TAG: socket.gethostname()})
+    recovered = recover_dead_runs(context.instance, tracking_uri, current_run_id=context.run.run_id)
+    if any(recovered.values()):
+        context.log.warning(f"recovered from killed runs: {recovered}")
+
+
 def _kill_orphan_mlflow_runs(instance: dg.DagsterInstance, tracking_uri: str) -> list[str]:
     import mlflow
 
@@ -85,15 +95,11 @@ def _kill_orphan_mlflow_runs(instance: dg.DagsterInstance, tracking_uri: str) ->
            description="Fails runs whose process was killed outside the daemon's run monitoring (CLI runs), frees "
                        "their gpu pool slots and ends their orphan MLflow runs.")
 def recover_dead_runs_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    from vfusion3d_pipeline.resources import default_resources
-
     result = recover_dead_runs(context.instance, default_resources()["mlflow"].uri())
     return dg.SkipReason(f"recovered: {result}")
 
 
 def main() -> None:
-    from vfusion3d_pipeline.resources import default_resources
-
     with dg.DagsterInstance.get() as instance:
         print(recover_dead_runs(instance, default_resources()["mlflow"].uri()))
 

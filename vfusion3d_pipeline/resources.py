@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,7 +10,7 @@ import dagster as dg
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore
-from vfusion3d_core.data.audit_cli import default_tracking_uri
+from vfusion3d_core.data.artifacts import default_tracking_uri
 from vfusion3d_core.redact import redact_text
 from vfusion3d_pipeline.gpu_steps import GpuStepsConfig
 from vfusion3d_pipeline.tracking import MLflowRun, mlflow_run
@@ -120,12 +119,6 @@ class MLflowResource(dg.ConfigurableResource):
                 "dagster.job": context.run.job_name}
         if context.has_partition_key:
             tags["dagster.partition_key"] = context.partition_key
-        from vfusion3d_pipeline.recovery import HOST_TAG, recover_dead_runs
-
-        context.instance.add_run_tags(context.run.run_id, {HOST_TAG: socket.gethostname()})
-        recovered = recover_dead_runs(context.instance, self.uri(), current_run_id=context.run.run_id)
-        if any(recovered.values()):
-            context.log.warning(f"recovered from killed runs: {recovered}")
         location = "file://" + os.path.abspath(os.path.join(self.artifact_root, "mlflow-artifacts"))
         with mlflow_run(self.uri(), self.experiment, run_name or keys, tags, location) as run:
             context.log.info(f"MLflow run {run.run_id} ({redact_text(self.uri())})")  # no password in logs

@@ -17,7 +17,7 @@ from pipeline_utils import VIDEO_MICRO, materialize_renders
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore, TooManyBadItems, iter_samples
-from vfusion3d_core.data.audit_cli import default_tracking_uri
+from vfusion3d_core.data.artifacts import default_tracking_uri
 from vfusion3d_core.data.shards import ShardWriter
 from vfusion3d_core.data.video_sample import SyntheticVideoSample
 from vfusion3d_core.filtering import (

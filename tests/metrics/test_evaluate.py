@@ -13,7 +13,7 @@ from pipeline_utils import materialize_renders
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore, Manifest, file_entries
-from vfusion3d_core.data.audit_cli import default_tracking_uri
+from vfusion3d_core.data.artifacts import default_tracking_uri
 from vfusion3d_core.lrm import LRM
 from vfusion3d_core.lrm.presets import get_preset
 from vfusion3d_core.lrm.train.losses import build_lpips, lpips_backbone_path

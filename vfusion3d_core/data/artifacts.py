@@ -51,6 +51,11 @@ class ArtifactVersion:
         return sorted(self.path / f.path for f in self.manifest.files if f.path.startswith(f"{folder}/"))
 
 
+def default_tracking_uri(artifact_root: str | Path) -> str:
+    """The pipeline's MLflow store when MLFLOW_TRACKING_URI is unset: sqlite under the artifact root."""
+    return f"sqlite:///{os.path.abspath(os.path.join(artifact_root, 'mlflow.db'))}"
+
+
 class ArtifactStore:
     """Local-filesystem artifact root."""
 

@@ -8,14 +8,10 @@ from pathlib import Path
 
 import click
 
+from vfusion3d_core.data.artifacts import default_tracking_uri
 from vfusion3d_core.data.audit import LineageAuditor, artifact_root_of, audit_json, find_version_dir, render_tree
 from vfusion3d_core.data.manifest import MANIFEST_NAME, Manifest, ManifestError
 from vfusion3d_core.redact import redact_text
-
-
-def default_tracking_uri(artifact_root: str | Path) -> str:
-    """The pipeline's MLflow store when MLFLOW_TRACKING_URI is unset: sqlite under the artifact root."""
-    return f"sqlite:///{os.path.abspath(os.path.join(artifact_root, 'mlflow.db'))}"
 
 
 def resolve_registered_model(uri: str, tracking_uri: str) -> tuple[str, str]:
