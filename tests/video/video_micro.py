@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import torch
+from pipeline_utils import VIDEO_MICRO
 
 from vfusion3d_core.video import FrozenTextEncoder, OrbitData, OrbitVideoModel, VideoModelConfig
 from vfusion3d_core.video.text_encoder import load_text_encoder
 
-# 16x16 frames, 2x VAE downsampling -> 8x8 latents, 4-frame orbits, a few steps per stage.
-MICRO = dict(resolution=16, num_frames=4, vae_channels=(8, 16), vae_norm_groups=4, vae_steps=2, image_steps=2,
-             video_steps=2, vae_batch=4, image_batch=4, video_batch=2, sample_steps=3, warmup_steps=1,
-             sample_batch=4, scheduler="euler", eval_count=2)
+# The one set of micro video sizes (pipeline_utils.VIDEO_MICRO: 16x16 frames, 2x VAE downsampling -> 8x8 latents,
+# 4-frame orbits, a few steps per stage), plus the evaluation count of the asset tests.
+MICRO = {**VIDEO_MICRO, "vae_channels": tuple(VIDEO_MICRO["vae_channels"]), "eval_count": 2}
 
 
 def micro_config(**overrides) -> VideoModelConfig:
