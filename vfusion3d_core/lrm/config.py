@@ -6,7 +6,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from vfusion3d_core.config import ConfigBase
 
 # Keys of a transformers ``Dinov2Config`` that only describe bookkeeping and are dropped on export.
 _DINO_VOLATILE_KEYS = ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype")
@@ -53,13 +55,16 @@ def _positive_int(value: Any) -> bool:
 
 
 @dataclass
-class LRMConfig:
+class LRMConfig(ConfigBase):
     """Hyper-parameters of the LRM.
 
     Field names follow the released VFusion3D model kwargs where one exists. ``dino_config`` is a
     transformers ``Dinov2Config`` dict; ``dino_pretrained_path`` (optional) is a local directory or
     hub id from which ``LRM(config)`` loads pretrained DINOv2 weights instead of random ones.
     """
+
+    EXTRA_KEYS: ClassVar[frozenset[str]] = frozenset({"model_type", "format_version"})  # written by save
+    ERROR: ClassVar[type[Exception]] = ConfigError
 
     camera_embed_dim: int = 1024
     rendering_samples_per_ray: int = 128
@@ -140,22 +145,18 @@ class LRMConfig:
         kwargs.update(overrides)
         return cls(dino_config=dino, **kwargs)
 
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> LRMConfig:
+        """The named scale (``vfusion3d_core.lrm.presets``: tiny / small / paper) with ``overrides`` on top."""
+        from vfusion3d_core.lrm.presets import get_preset  # presets.py builds LRMConfigs: imported when called
+
+        return dataclasses.replace(get_preset(name), **overrides)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (round-trips through ``from_dict``)."""
         out = dataclasses.asdict(self)
         out["dino_config"] = clean_dino_config(self.dino_config)
         return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LRMConfig:
-        """Inverse of ``to_dict``; raises ConfigError on unknown keys and invalid values."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"an LRM config is a JSON object, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names - {"model_type", "format_version"})
-        if unknown:
-            raise ConfigError(f"unknown LRMConfig keys: {unknown}")
-        return cls(**{k: v for k, v in data.items() if k in names})
 
     def save(self, path: str | Path) -> None:
         """Write as JSON."""

@@ -10,16 +10,16 @@ trained; both refuse to start without those folders unless the step is asked to 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from vfusion3d_core.config import ConfigBase
 
 SchedulerName = Literal["euler", "dpmpp"]
 
 
 @dataclass
-class VideoModelConfig:
+class VideoModelConfig(ConfigBase):
     """Architecture + training + sampling settings (all JSON-serializable)."""
 
     # --- data / shapes
@@ -120,26 +120,8 @@ class VideoModelConfig:
     def train_temporal_only(self) -> bool:
         return self.svd_path is not None if self.temporal_only is None else self.temporal_only
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VideoModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown video model config keys: {sorted(unknown)}")
-        return cls(**d)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
-
-    @classmethod
-    def load(cls, path: str | Path) -> VideoModelConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> VideoModelConfig:
+    def presets(cls) -> dict[str, dict[str, Any]]:
         """tiny (2 CPU cores, minutes) | small (one GPU) | paper (local pretrained SVD, cluster)."""
         presets: dict[str, dict[str, Any]] = {
             "tiny": dict(scheduler="dpmpp", sample_steps=12),
@@ -152,6 +134,4 @@ class VideoModelConfig:
                           ema_decay=0.9999, checkpoint_every=1000, sample_steps=25, sample_batch=4,
                           max_text_tokens=77),
         }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
-        return cls(**{**presets[name], **overrides})
+        return presets
