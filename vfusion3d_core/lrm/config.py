@@ -146,11 +146,26 @@ class LRMConfig(ConfigBase):
         return cls(dino_config=dino, **kwargs)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> LRMConfig:
-        """The named scale (``vfusion3d_core.lrm.presets``: tiny / small / paper) with ``overrides`` on top."""
-        from vfusion3d_core.lrm.presets import get_preset  # presets.py builds LRMConfigs: imported when called
-
-        return dataclasses.replace(get_preset(name), **overrides)
+    def presets(cls) -> dict[str, dict[str, Any]]:
+        """``paper``: the released VFusion3D configuration (452M parameters, DINOv2-base at 512 px); ``small``:
+        one GPU, a DINOv2-small-shaped encoder and 12 blocks of width 512; ``tiny``: CPU tests, an encoder built
+        for 70 px (5x5 patches) and fed 64 px, so the released model's position-embedding resize path runs
+        exactly as at 518 -> 512."""
+        return {
+            "paper": dict(camera_embed_dim=1024, rendering_samples_per_ray=128, transformer_dim=1024,
+                          transformer_layers=16, transformer_heads=16, triplane_low_res=32, triplane_high_res=64,
+                          triplane_dim=80, encoder_feat_dim=768, source_size=512, render_size=384,
+                          dino_config=dict(DINOV2_BASE)),
+            "small": dict(camera_embed_dim=512, rendering_samples_per_ray=96, transformer_dim=512,
+                          transformer_layers=12, transformer_heads=8, triplane_low_res=32, triplane_high_res=64,
+                          triplane_dim=40, encoder_feat_dim=384, source_size=336, render_size=192,
+                          dino_config=dict(DINOV2_BASE, hidden_size=384, num_attention_heads=6)),
+            "tiny": dict(camera_embed_dim=32, rendering_samples_per_ray=32, transformer_dim=32, transformer_layers=2,
+                         transformer_heads=4, triplane_low_res=8, triplane_high_res=16, triplane_dim=8,
+                         encoder_feat_dim=32, source_size=64, render_size=32, decoder_hidden_dim=32,
+                         dino_config=dict(DINOV2_BASE, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                          image_size=70)),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (round-trips through ``from_dict``)."""

@@ -24,6 +24,18 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((((a - b) / 2) ** 2).mean())
 
 
+def first_orbits(model: OrbitVideoModel, data: OrbitSource, count: int, compute: ComputeSettings | None = None
+                 ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """The first ``count`` orbits of ``data``: as floats on the model's device [n, F, 3, S, S] (the model moved to
+    ``compute``'s device first), their captions, and as read (uint8 [n, F, S, S, 3])."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    frames, captions = data.first(count)
+    if compute is not None:
+        model.to(compute.torch_device)
+    return orbits_to_float(frames).to(model.device), list(captions), frames
+
+
 @torch.no_grad()
 def orbit_closeness(model: OrbitVideoModel, data: OrbitSource, count: int = 8, seed: int = 1234,
                     settings: SampleSettings | None = None, compute: ComputeSettings | None = None
@@ -36,12 +48,7 @@ def orbit_closeness(model: OrbitVideoModel, data: OrbitSource, count: int = 8, s
     ``first_frame_mse``: stage 1 alone (generated vs real first frame). Lower is closer.
     """
     settings = settings or SampleSettings.from_model(model)
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-    frames, captions = data.first(count)
-    if compute is not None:
-        model.to(compute.torch_device)
-    real = orbits_to_float(frames).to(model.device)  # [n, F, 3, S, S]
+    real, captions, _ = first_orbits(model, data, count, compute)  # [n, F, 3, S, S]
     n = real.shape[0]
     seeds = [seed + i for i in range(n)]
     model.eval()
@@ -144,12 +151,7 @@ def image_to_video_quality(model: OrbitVideoModel, data: OrbitSource, count: int
     its true first frame and caption (seeds ``seed + i``) and compared with the true orbit (``orbit_quality``).
     Returns the metrics (plus "objects"), the generated and the true orbits, uint8 [n, F, S, S, 3] each."""
     settings = settings or SampleSettings.from_model(model)
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-    frames, captions = data.first(count)
-    if compute is not None:
-        model.to(compute.torch_device)
-    real = orbits_to_float(frames).to(model.device)  # [n, F, 3, S, S]
+    real, captions, frames = first_orbits(model, data, count, compute)  # [n, F, 3, S, S]
     n = real.shape[0]
     model.eval()
     _, pooled = model.text_encoder(list(captions))
