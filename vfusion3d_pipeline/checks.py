@@ -4,7 +4,6 @@ Renders and synthetic videos: every shard readable and hashing as in the manifes
 consistent. The data engine: prompt shards immutable and free of held-out captions, filtered samples
 well-formed and unique."""
 
-import csv
 from collections import Counter, defaultdict
 
 import dagster as dg
@@ -59,8 +58,7 @@ def renders_partition_check(store: ArtifactStore, key: str) -> dg.AssetCheckResu
     overlap = uids["train"] & uids["heldout"]
     if overlap:
         problems.append(f"{len(overlap)} uid(s) in both train and held-out, e.g. {sorted(overlap)[:3]}")
-    with open(version.path / "objects.csv", newline="", encoding="utf-8") as f:
-        listed = sum(1 for _ in csv.DictReader(f))
+    listed = len(version.csv_rows("objects.csv"))
     if listed != m.counts["objects"]:
         problems.append(f"objects.csv lists {listed} objects, manifest says {m.counts['objects']}")
     return dg.AssetCheckResult(

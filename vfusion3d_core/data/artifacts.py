@@ -15,6 +15,7 @@ same digest and so the same version directory.
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import json
 import os
@@ -45,6 +46,11 @@ class ArtifactVersion:
         """Sorted paths of the version's WebDataset tar shards (only those inside ``folder`` when given)."""
         return sorted(self.path / f.path for f in self.manifest.files
                       if f.path.endswith(".tar") and (not folder or f.path.startswith(f"{folder}/")))
+
+    def csv_rows(self, name: str) -> list[dict[str, str]]:
+        """The rows of the version's CSV file ``name`` (header row as keys)."""
+        with open(self.path / name, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
 
     def files_under(self, folder: str) -> list[Path]:
         """Sorted paths of the manifest's files inside ``folder`` (e.g. the "train" shards)."""

@@ -104,9 +104,6 @@ class ObjectListing:
         """Partition keys in order."""
         return sorted({r.partition for r in self.rows})
 
-    def rows_of(self, partition: str) -> list[ListedObject]:
-        return [r for r in self.rows if r.partition == partition]
-
     def counts(self) -> dict[str, int]:
         return {"objects": len(self.rows), "train_objects": sum(r.split == "train" for r in self.rows),
                 "heldout_objects": sum(r.split == "heldout" for r in self.rows), "partitions": len(self.partitions),

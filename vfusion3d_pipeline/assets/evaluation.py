@@ -11,8 +11,6 @@ run otherwise and the blocking check `eval_heldout_disjoint` re-proves it from t
 annotations at decoration time.)
 """
 
-import csv
-import io
 import json
 import tarfile
 from collections.abc import Iterable
@@ -93,7 +91,7 @@ def training_sources(store: ArtifactStore, manifest: Manifest) -> dict[str, Trai
             out[name] = TrainingSource("3d", {r["uid"] for r in rows}, [r["caption"] for r in rows])
         elif asset == FILTERED:
             version = store.version(FILTERED, digest, partition)
-            kept = {r["video_key"] for r in _csv_rows(version, "scores.csv") if r["kept"] == "1"}
+            kept = {r["video_key"] for r in version.csv_rows("scores.csv") if r["kept"] == "1"}
             out[name] = TrainingSource("synthetic", kept, sample_captions(version, kept))
         elif asset in (PRETRAINED, FINETUNED, THREE_D_ONLY):
             for sub, source in training_sources(store, store.version(asset, digest).manifest).items():
@@ -142,10 +140,6 @@ def recorded_renders(store: ArtifactStore, inputs: dict[str, str]) -> list[Artif
     """The renders_3d partition versions a manifest recorded as inputs (``renders_3d/<partition>``)."""
     return [store.version(RENDERS, digest, name.partition("/")[2] or None) for name, digest in inputs.items()
             if name.partition("/")[0] == RENDERS]
-
-
-def _csv_rows(version: ArtifactVersion, name: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO((version.path / name).read_text(encoding="utf-8"))))
 
 
 def overlap_report(store: ArtifactStore, renders: Iterable[ArtifactVersion], checkpoints: dict[str, ArtifactVersion]

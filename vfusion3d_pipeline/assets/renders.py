@@ -244,10 +244,8 @@ class CommittedRenders:
 
 
 def objects_csv_rows(version: ArtifactVersion) -> list[dict[str, str]]:
-    import csv
-    import io
-
-    return list(csv.DictReader(io.StringIO((version.path / "objects.csv").read_text(encoding="utf-8"))))
+    """A renders_3d partition's objects.csv: uid, split, caption, elevation_deg."""
+    return version.csv_rows("objects.csv")
 
 
 def committed_renders(store: ArtifactStore, versions: dict[str, ArtifactVersion] | None = None) -> CommittedRenders:
@@ -255,9 +253,10 @@ def committed_renders(store: ArtifactStore, versions: dict[str, ArtifactVersion]
 
     ``versions`` (partition -> version) overrides the latest ones, e.g. to rebuild the set a manifest recorded."""
     listing, rows = current_listing(store)
-    expected = {}
-    for key in sorted({r.partition for r in rows}):
-        expected[key] = partition_digest([r for r in rows if r.partition == key])
+    by_partition: dict[str, list] = {}
+    for r in rows:  # one pass over the listing (100,000 rows at paper), not one per partition
+        by_partition.setdefault(r.partition, []).append(r)
+    expected = {key: partition_digest(by_partition[key]) for key in sorted(by_partition)}
     found, missing, stale = {}, [], []
     for key, digest in expected.items():
         version = (versions or {}).get(key) or store.latest(ASSET, key)
