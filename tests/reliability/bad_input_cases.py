@@ -272,7 +272,7 @@ def _mesh_folder(ws: Workspace, name: str, reason: str, make: Callable[[Path], N
                  expect_skipped: bool = True) -> None:
     import trimesh
 
-    from vfusion3d_core.objects.folder import load_mesh_folder
+    from vfusion3d_core.objects.listing import load_mesh_folder
 
     src = ws.inputs / "meshes"
     src.mkdir()
@@ -981,7 +981,7 @@ def _(ws: Workspace) -> None:
     """Coordinates around 1e30 are scaled into the unit ball (float64), not dropped as zero extent."""
     import trimesh
 
-    from vfusion3d_core.objects.folder import load_mesh_folder
+    from vfusion3d_core.objects.listing import load_mesh_folder
 
     src = ws.inputs / "meshes"
     src.mkdir()
@@ -1000,7 +1000,8 @@ def _(ws: Workspace) -> None:
 
     import trimesh
 
-    from vfusion3d_core.objects.folder import CaptionWarning, load_mesh_folder
+    from vfusion3d_core.objects.folder import CaptionWarning
+    from vfusion3d_core.objects.listing import load_mesh_folder
 
     src = ws.inputs / "meshes"
     src.mkdir()

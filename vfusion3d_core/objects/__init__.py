@@ -5,10 +5,10 @@ from vfusion3d_core.objects.folder import (
     SkippedFile,
     list_mesh_files,
     load_mesh_file,
-    load_mesh_folder,
     read_captions,
     uid_for_path,
 )
+from vfusion3d_core.objects.listing import load_mesh_folder
 from vfusion3d_core.objects.mesh import ColoredMesh, MeshError, concatenate_meshes, normalize_into_box
 from vfusion3d_core.objects.procedural import ProceduralObjectGenerator, split_train_heldout
 

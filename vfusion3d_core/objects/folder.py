@@ -1,4 +1,6 @@
-"""Load a folder of .glb/.gltf/.obj/.ply meshes (Objaverse / Cap3D style) with an optional captions CSV."""
+"""Mesh files of a source folder (Objaverse / Cap3D style): listing them, reading a captions CSV, loading one file.
+
+A whole folder is loaded by ``load_mesh_folder`` in ``listing.py``, on the listing's own caption matching."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vfusion3d_core.objects.mesh import ColoredMesh, MeshError, normalize_into_box
-from vfusion3d_core.objects.mesh_file import UP_AXES, read_mesh_file
+from vfusion3d_core.objects.mesh_file import read_mesh_file
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 MAX_MESH_BYTES = 512 * 1024 * 1024
@@ -147,48 +149,3 @@ def load_mesh_file(path: Path, uid: str, caption: str, *, up_axis: str = "y") ->
     if mesh.meta["notes"]:
         warnings.warn(f"{path.name}: not used: " + "; ".join(mesh.meta["notes"]), MeshNoteWarning, stacklevel=2)
     return mesh
-
-
-def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None,
-                     caption_issues: CaptionIssues | None = None, *, up_axis: str = "y"
-                     ) -> tuple[list[ColoredMesh], list[SkippedFile]]:
-    """Load every mesh under ``folder``. Bad files are reported in the second list and skipped.
-
-    ``up_axis`` ("y" or "z") is the up axis of the OBJ and PLY files (glTF is Y-up by specification).
-
-    Captions come from ``captions_csv`` (or ``captions.csv`` in the folder when present); a mesh
-    without a caption gets its file name as caption. Caption rows that are not used as given (uids matching
-    no mesh file, empty captions, malformed or repeated rows) are listed by line, with their count, in one
-    ``CaptionWarning``; pass ``caption_issues`` to receive them (and their ``count``) as data too.
-    """
-    if up_axis not in UP_AXES:  # checked once here: inside the loop it would become every file's skip reason
-        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"mesh folder {folder} does not exist")
-    if captions_csv is None and (folder / "captions.csv").is_file():
-        captions_csv = folder / "captions.csv"
-    issues = CaptionIssues() if caption_issues is None else caption_issues
-    captions = read_captions(Path(captions_csv), issues) if captions_csv else {}
-    files, skipped = list_mesh_files(folder)
-    meshes: list[ColoredMesh] = []
-    seen: set[str] = set()
-    for path in files:
-        uid = uid_for_path(path)
-        if uid in seen:
-            skipped.append(SkippedFile(str(path), f"duplicate uid {uid!r}"))
-            continue
-        caption = captions.get(path.stem) or captions.get(uid) or path.stem.replace("_", " ")
-        try:
-            meshes.append(load_mesh_file(path, uid, caption, up_axis=up_axis))
-            seen.add(uid)
-        except MeshError as exc:
-            skipped.append(SkippedFile(str(path), str(exc)))
-        except Exception as exc:  # one file's unexpected failure never ends the folder (bad-item policy)
-            skipped.append(SkippedFile(str(path), f"cannot convert mesh: {type(exc).__name__}: {exc}"))
-    if captions_csv:
-        known = {p.stem for p in files} | {uid_for_path(p) for p in files}
-        issues.unknown = sorted((issues.line_of[uid], uid) for uid in captions if uid not in known)
-        if issues.count:
-            warnings.warn(issues.describe(captions_csv), CaptionWarning, stacklevel=2)
-    return meshes, skipped

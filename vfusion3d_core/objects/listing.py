@@ -37,7 +37,7 @@ from vfusion3d_core.objects.folder import (
     read_captions,
     uid_for_path,
 )
-from vfusion3d_core.objects.mesh import ColoredMesh
+from vfusion3d_core.objects.mesh import ColoredMesh, MeshError
 from vfusion3d_core.objects.mesh_file import UP_AXES
 from vfusion3d_core.objects.procedural import ProceduralObjectGenerator, split_train_heldout
 
@@ -197,28 +197,38 @@ def _procedural_entries(cfg: ObjectListingConfig) -> list[tuple[str, str, str, s
 
 
 def _folder_entries(cfg: ObjectListingConfig) -> tuple[list[tuple], list[SkippedFile], CaptionIssues]:
-    folder = Path(cfg.folder)  # type: ignore[arg-type]
+    issues = CaptionIssues()
+    files, skipped = _folder_files(Path(cfg.folder), cfg.captions_csv, issues, stacklevel=4)  # type: ignore[arg-type]
+    return [(uid, str(path.resolve()), caption, None) for path, uid, caption in files], skipped, issues
+
+
+def _folder_files(folder: Path, captions_csv: str | Path | None, issues: CaptionIssues, stacklevel: int
+                  ) -> tuple[list[tuple[Path, str, str]], list[SkippedFile]]:
+    """(file, uid, caption) of every mesh file under ``folder`` (file order), and the files not listed.
+
+    The one caption matching of a folder: captions come from ``captions_csv`` (or ``captions.csv`` in the folder
+    when present), by file stem or uid; a file without one is captioned by its name. Caption rows not used as
+    given are recorded in ``issues`` and warned once as a CaptionWarning (``stacklevel`` names the caller)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"mesh folder {folder} does not exist")
-    captions_csv = cfg.captions_csv or (folder / "captions.csv" if (folder / "captions.csv").is_file() else None)
-    issues = CaptionIssues()
+    if captions_csv is None and (folder / "captions.csv").is_file():
+        captions_csv = folder / "captions.csv"
     captions = read_captions(Path(captions_csv), issues) if captions_csv else {}
     files, skipped = list_mesh_files(folder)
-    entries, seen = [], set()
+    listed, seen = [], set()
     for path in files:
         uid = uid_for_path(path)
         if uid in seen:
             skipped.append(SkippedFile(str(path), f"duplicate uid {uid!r}"))
             continue
         seen.add(uid)
-        caption = captions.get(path.stem) or captions.get(uid) or path.stem.replace("_", " ")
-        entries.append((uid, str(path.resolve()), caption, None))
+        listed.append((path, uid, captions.get(path.stem) or captions.get(uid) or path.stem.replace("_", " ")))
     if captions_csv:
         known = {p.stem for p in files} | seen
         issues.unknown = sorted((issues.line_of[u], u) for u in captions if u not in known)
         if issues.count:
-            warnings.warn(issues.describe(captions_csv), CaptionWarning, stacklevel=3)
-    return entries, skipped, issues
+            warnings.warn(issues.describe(captions_csv), CaptionWarning, stacklevel=stacklevel)
+    return listed, skipped
 
 
 def _table_entries(table: Path) -> tuple[list[tuple], list[SkippedFile]]:
@@ -300,3 +310,32 @@ def load_listed_object(row: ListedObject, seed: int = 0, up_axis: str = "y") -> 
         mesh = load_mesh_file(Path(row.location), row.uid, row.caption, up_axis=up_axis)
     mesh.meta.update(source="file", file=row.location)
     return mesh
+
+
+def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None,
+                     caption_issues: CaptionIssues | None = None, *, up_axis: str = "y"
+                     ) -> tuple[list[ColoredMesh], list[SkippedFile]]:
+    """Load every mesh under ``folder`` (file order). Bad files are reported in the second list and skipped.
+
+    The folder is listed as a ``source: folder`` listing lists it (same uids, same caption matching) and each file
+    is loaded by ``load_listed_object``. ``up_axis`` ("y" or "z") is the up axis of the OBJ and PLY files (glTF is
+    Y-up by specification).
+
+    Captions come from ``captions_csv`` (or ``captions.csv`` in the folder when present); a mesh
+    without a caption gets its file name as caption. Caption rows that are not used as given (uids matching
+    no mesh file, empty captions, malformed or repeated rows) are listed by line, with their count, in one
+    ``CaptionWarning``; pass ``caption_issues`` to receive them (and their ``count``) as data too.
+    """
+    if up_axis not in UP_AXES:  # checked once here: inside the loop it would become every file's skip reason
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    issues = CaptionIssues() if caption_issues is None else caption_issues
+    files, skipped = _folder_files(Path(folder), captions_csv, issues, stacklevel=3)
+    meshes: list[ColoredMesh] = []
+    for path, uid, caption in files:
+        try:
+            meshes.append(load_listed_object(ListedObject(uid, str(path), caption, "train", ""), up_axis=up_axis))
+        except MeshError as exc:
+            skipped.append(SkippedFile(str(path), str(exc)))
+        except Exception as exc:  # one file's unexpected failure never ends the folder (bad-item policy)
+            skipped.append(SkippedFile(str(path), f"cannot convert mesh: {type(exc).__name__}: {exc}"))
+    return meshes, skipped
