@@ -155,8 +155,27 @@ def filter_videos(videos: Callable[[], Iterable[SyntheticVideoSample]], models: 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     out = Path(out_dir)
-    intr = Intrinsics(*models.info["intrinsics"])
-    radius = float(models.info["radius"])
+    keys, raw, elevations = _score_videos(videos(), models, batch, progress)
+    why = keep_decisions(raw, threshold, min_keep_fraction)
+    decision = dict(zip(keys, zip(raw, why, elevations, strict=True), strict=True))
+    files, views, kept_examples, rejected_examples = _write_kept(videos(), len(keys), decision, models, out,
+                                                                partition, samples_per_shard)
+    scores = [(k, s, r is not None, e) for k, s, r, e in zip(keys, raw, why, elevations, strict=True)]
+    with open(out / SCORES_FILE, "w", encoding="utf-8") as fh:
+        fh.write("video_key,score,kept,elevation_deg,kept_by\n")
+        fh.writelines(f"{k},{s:.6f},{int(r is not None)},{e:.4f},{r or ''}\n"
+                      for k, s, r, e in zip(keys, raw, why, elevations, strict=True))
+    score_histogram(raw, threshold).save(out / HISTOGRAM_FILE)
+    example_sheet(kept_examples, rejected_examples).save(out / EXAMPLES_FILE)
+    counts = {"videos": len(raw), "kept": sum(r is not None for r in why), "rejected": why.count(None),
+              "kept_by_threshold": why.count("threshold"), "kept_by_floor": why.count("floor"),
+              "shards": len(files), "views": views}
+    return FilterResult(files + [SCORES_FILE, HISTOGRAM_FILE, EXAMPLES_FILE], counts, scores)
+
+
+def _score_videos(videos: Iterable[SyntheticVideoSample], models: QualityModels, batch: int,
+                  progress: Callable[[int], None] | None) -> tuple[list[str], list[float], list[float]]:
+    """Pass 1: (keys, quality scores, predicted elevations) of the videos, featurized ``batch`` at a time."""
     keys: list[str] = []
     raw: list[float] = []
     elevations: list[float] = []
@@ -171,20 +190,32 @@ def filter_videos(videos: Callable[[], Iterable[SyntheticVideoSample]], models: 
             progress(len(raw))
         pending.clear()
 
-    for v in videos():
+    for v in videos:
         pending.append(v)
         if len(pending) >= batch:
             flush()
     if pending:
         flush()
-    why = keep_decisions(raw, threshold, min_keep_fraction)
-    decision = dict(zip(keys, zip(raw, why, elevations, strict=True), strict=True))
+    return keys, raw, elevations
+
+
+def _write_kept(videos: Iterable[SyntheticVideoSample], first_pass: int,
+                decision: dict[str, tuple[float, str | None, float]], models: QualityModels, out: Path,
+                partition: str, samples_per_shard: int
+                ) -> tuple[list[str], int, list[np.ndarray], list[np.ndarray]]:
+    """Pass 2: the kept videos (``decision``: key -> score, why kept, elevation) written as posed samples.
+    ``first_pass`` is the number of videos pass 1 saw.
+
+    Returns the shard files, the number of views written and the first frames of up to 4 kept and 4 rejected
+    videos; a video missing from either pass is an unstable input (ValueError)."""
+    intr = Intrinsics(*models.info["intrinsics"])
+    radius = float(models.info["radius"])
     kept_examples: list[np.ndarray] = []
     rejected_examples: list[np.ndarray] = []
     views = 0
     with ShardWriter(out, samples_per_shard) as writer:
         seen = 0
-        for v in videos():
+        for v in videos:
             if v.key not in decision:
                 raise ValueError(f"{partition}: video {v.key} appeared only in the second pass; input is unstable")
             seen += 1
@@ -196,20 +227,9 @@ def filter_videos(videos: Callable[[], Iterable[SyntheticVideoSample]], models: 
                 views += v.num_frames
                 writer.write(posed_sample(v, elevation, radius, intr, {"prompt_shard": partition,
                                                                        "quality_score": score, "kept_by": reason}))
-    if seen != len(keys):
-        raise ValueError(f"{partition}: the second pass saw {seen} videos, the first {len(keys)}; input is unstable")
-    files = [p.relative_to(out).as_posix() for p in writer.shards]
-    scores = [(k, s, r is not None, e) for k, s, r, e in zip(keys, raw, why, elevations, strict=True)]
-    with open(out / SCORES_FILE, "w", encoding="utf-8") as fh:
-        fh.write("video_key,score,kept,elevation_deg,kept_by\n")
-        fh.writelines(f"{k},{s:.6f},{int(r is not None)},{e:.4f},{r or ''}\n"
-                      for k, s, r, e in zip(keys, raw, why, elevations, strict=True))
-    score_histogram(raw, threshold).save(out / HISTOGRAM_FILE)
-    example_sheet(kept_examples, rejected_examples).save(out / EXAMPLES_FILE)
-    counts = {"videos": len(raw), "kept": sum(r is not None for r in why), "rejected": why.count(None),
-              "kept_by_threshold": why.count("threshold"), "kept_by_floor": why.count("floor"),
-              "shards": len(files), "views": views}
-    return FilterResult(files + [SCORES_FILE, HISTOGRAM_FILE, EXAMPLES_FILE], counts, scores)
+    if seen != first_pass:
+        raise ValueError(f"{partition}: the second pass saw {seen} videos, the first {first_pass}; input is unstable")
+    return [p.relative_to(out).as_posix() for p in writer.shards], views, kept_examples, rejected_examples
 
 
 def score_histogram(scores: list[float], threshold: float, bins: int = 20, size: tuple[int, int] = (320, 160)

@@ -15,6 +15,7 @@ import json
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -311,27 +312,16 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
             result = run_evaluation(request, log=context.log.info)
         except LPIPSUnavailable as exc:
             raise dg.Failure(str(exc)) from exc
-        means, labels = result.means, result.labels
         for ckpt in CHECKPOINTS:
-            run.log_metrics({f"{ckpt}.{k}": v for k, v in means[ckpt].items()})
-        header = ["checkpoint", *METRICS]
-        rows = [[c, *(means[c][m] for m in METRICS)] for c in CHECKPOINTS]
-        ablation_header = ["training data", "checkpoint", "optimizer steps", "LPIPS", "SSIM", "PSNR", "CLIP image",
-                           "CLIP text", "paper LPIPS"]
-        ablation = [[ARMS[c], c, training_steps(store, versions[c]), means[c]["lpips"], means[c]["ssim"],
-                     means[c]["psnr"], means[c]["clip_image"], means[c]["clip_text"], PAPER_LPIPS[c]]
-                    for c in (THREE_D_ONLY, PRETRAINED, FINETUNED)]
+            run.log_metrics({f"{ckpt}.{k}": v for k, v in result.means[ckpt].items()})
+        ablation = _ablation_rows(store, versions, result.means)
         described = settings.describe()
         notes = f"{result.objects} held-out objects, {config.novel_views} novel views each at {size} px. " \
-                f"CLIP: {labels['clip']}. LPIPS: {labels['lpips']}. Computed on {described['resolved_device']} " \
-                f"({described['resolved_precision']})."
-        (staging / "ablation.md").write_text("# Data-source ablation\n\n" + _markdown_table(ablation_header, ablation)
-                                             + f"\n\n{notes}\n", encoding="utf-8")
-        (staging / "metrics.json").write_text(json.dumps({"means": means, "labels": labels}, indent=2,
-                                                         sort_keys=True))
-        files = [*result.files, "ablation.md", "metrics.json"]
+                f"CLIP: {result.labels['clip']}. LPIPS: {result.labels['lpips']}. Computed on " \
+                f"{described['resolved_device']} ({described['resolved_precision']})."
+        files = [*result.files, *_write_summaries(staging, result.means, result.labels, ablation, notes)]
         run_config = {**config.model_dump(), "render_size": size, "lpips_random_backbone": random_lpips,
-                      "clip": labels["clip"], "lpips": labels["lpips"], "compute": described}
+                      "clip": result.labels["clip"], "lpips": result.labels["lpips"], "compute": described}
         counts = {"checkpoints": len(CHECKPOINTS), "heldout_objects": result.objects}
         version = pub.commit(files, counts, run_config,
                              inputs={**renders.inputs, **{n: v.digest for n, v in versions.items()}})
@@ -342,18 +332,47 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
         for f in ("metrics.csv", "ablation.md", "per_object.csv"):
             run.log_artifact(version.path / f)
         run.log_artifact(version.path / "turntables", "turntables")
+    return _evaluation_result(version, result.means, result.labels, ablation, notes, described, run.run_id)
+
+
+ABLATION_HEADER = ["training data", "checkpoint", "optimizer steps", "LPIPS", "SSIM", "PSNR", "CLIP image",
+                   "CLIP text", "paper LPIPS"]
+
+
+def _ablation_rows(store: ArtifactStore, versions: dict[str, ArtifactVersion], means: dict[str, dict[str, float]]
+                  ) -> list[list]:
+    """The data-source ablation table (``ABLATION_HEADER``): one row per trained arm, with the paper's LPIPS."""
+    return [[ARMS[c], c, training_steps(store, versions[c]), means[c]["lpips"], means[c]["ssim"], means[c]["psnr"],
+             means[c]["clip_image"], means[c]["clip_text"], PAPER_LPIPS[c]]
+            for c in (THREE_D_ONLY, PRETRAINED, FINETUNED)]
+
+
+def _write_summaries(staging: Path, means: dict[str, dict[str, float]], labels: dict[str, str], ablation: list[list],
+                    notes: str) -> list[str]:
+    """ablation.md (the table and ``notes``) and metrics.json (means and metric-model labels) in ``staging``."""
+    (staging / "ablation.md").write_text("# Data-source ablation\n\n" + _markdown_table(ABLATION_HEADER, ablation)
+                                         + f"\n\n{notes}\n", encoding="utf-8")
+    (staging / "metrics.json").write_text(json.dumps({"means": means, "labels": labels}, indent=2, sort_keys=True))
+    return ["ablation.md", "metrics.json"]
+
+
+def _evaluation_result(version: ArtifactVersion, means: dict[str, dict[str, float]], labels: dict[str, str],
+                      ablation: list[list], notes: str, described: dict, run_id: str) -> dg.MaterializeResult:
+    """The materialization: metrics table, ablation table, turntable previews, metric models, compute."""
+    header = ["checkpoint", *METRICS]
+    rows = [[c, *(means[c][m] for m in METRICS)] for c in CHECKPOINTS]
     schema = dg.TableSchema(columns=[dg.TableColumn("checkpoint", "string"),
                                      *(dg.TableColumn(m, "float") for m in METRICS)])
     previews = "\n\n".join(f"**{c}** (input view, then turntable)\n\n"
-                           + png_markdown(version.path / "turntables" / f"{c}.png", c) for c in CHECKPOINTS)
+                            + png_markdown(version.path / "turntables" / f"{c}.png", c) for c in CHECKPOINTS)
     return materialize_result(version, {
         "metrics": dg.MetadataValue.table([dg.TableRecord(dict(zip(header, r, strict=True))) for r in rows], schema),
-        "ablation": dg.MetadataValue.md(_markdown_table(ablation_header, ablation) + f"\n\n{notes}"),
+        "ablation": dg.MetadataValue.md(_markdown_table(ABLATION_HEADER, ablation) + f"\n\n{notes}"),
         "turntables": dg.MetadataValue.md(previews),
         "clip_model": labels["clip"], "lpips_backbone": labels["lpips"],
         "compute": dg.MetadataValue.json(described),
         **{f"{c}/lpips": means[c]["lpips"] for c in CHECKPOINTS},
-        "mlflow_run_id": run.run_id,
+        "mlflow_run_id": run_id,
     })
 
 

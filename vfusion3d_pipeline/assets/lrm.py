@@ -125,6 +125,46 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
     check_execution(config.execution)
     settings = (compute or ComputeResource()).settings(config)
     store = artifacts.store()
+    request = _train_request(store, asset, config, recipe, shards, inputs, init, settings)
+    work = Path(request.work_dir)
+    described = settings.describe()
+    context.log.info(f"training {asset}: {recipe.steps} steps on {len(shards)} shard(s) (first {shards[0]}), "
+                     f"work dir {work}, compute {described}")
+    with publishing(context, store, mlflow, asset, CODE_VERSION) as pub:
+        run, staging = pub.run, pub.staging
+        run.log_params({**recipe.to_dict(), "num_processes": config.num_processes, "init": str(init),
+                        "dino_pretrained_path": str(request.dino_pretrained_path),
+                        "from_scratch": config.from_scratch, "compute": described})
+        for name, version in input_versions.items():
+            run.log_input(name, version)
+        metrics, pipes_metadata = _train(context, request, config, gpu_steps, artifacts, run.metric_logger())
+        evaluation = _evaluate(context, work / "final", heldout, recipe, settings)
+        run.log_metrics(evaluation)
+        run.log_artifact(work / "final", "model")
+        files = _stage_model(staging, work / "final", recipe, metrics, evaluation)
+        counts = {"steps": recipe.steps, "training_shards": len(shards)}
+        manifest_config = {**recipe.to_dict(), "compute": described,
+                           "dino_pretrained_path": request.dino_pretrained_path,
+                           "from_scratch": config.from_scratch}
+        version = pub.commit(files, counts, manifest_config, inputs=inputs)
+        run.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        registered = run.register_model(asset, "model", version)
+    shutil.rmtree(work, ignore_errors=True)
+    return materialize_result(version, {"final_metrics": dg.MetadataValue.json(metrics),
+                                        "heldout_psnr": evaluation["heldout_psnr"],
+                                        **{k: int(metrics.get(k, 0)) for k in ("skipped_samples", "skipped_shards")},
+                                        "heldout_evaluation": dg.MetadataValue.md(_heldout_table(asset, evaluation)),
+                                        "mlflow_run_id": run.run_id,
+                                        "registered_model": dg.MetadataValue.text(registered),
+                                        "compute": dg.MetadataValue.json(described),
+                                        "execution": config.execution, **pipes_metadata})
+
+
+def _train_request(store: ArtifactStore, asset: str, config: LRMTrainAssetConfig, recipe: LRMTrainConfig,
+                   shards: list[str], inputs: dict[str, str], init: Path | None, settings: ComputeSettings
+                   ) -> LRMTrainRequest:
+    """The run as one request, its work directory keyed by config + inputs (a killed run resumes there); its
+    starting point is checked (dg.Failure) before any work."""
     run_key = hashlib.sha256(json.dumps([recipe.to_dict(), inputs, CODE_VERSION, config.init_official,
                                          config.dino_pretrained_path, config.from_scratch],
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -138,53 +178,39 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
         request.check_starting_point()
     except (MissingPretrainedError, LPIPSUnavailable) as exc:
         raise dg.Failure(str(exc).replace("from_scratch=True", "from_scratch: true")) from exc
-    described = settings.describe()
-    context.log.info(f"training {asset}: {recipe.steps} steps on {len(shards)} shard(s) (first {shards[0]}), "
-                     f"work dir {work}, compute {described}")
-    with publishing(context, store, mlflow, asset, CODE_VERSION) as pub:
-        run, staging = pub.run, pub.staging
-        run.log_params({**recipe.to_dict(), "num_processes": config.num_processes, "init": str(init),
-                        "dino_pretrained_path": str(request.dino_pretrained_path),
-                        "from_scratch": config.from_scratch, "compute": described})
-        for name, version in input_versions.items():
-            run.log_input(name, version)
-        pipes_metadata: dict = {}
-        if config.execution == "pipes":
-            metrics, pipes_metadata = _train_pipes(context, gpu_steps or GpuStepsConfig(), request, config,
-                                                   artifacts.subprocess_env(), run.metric_logger())
-        elif config.num_processes > 1:
-            metrics = _train_torchrun(context, request, config.num_processes, artifacts.subprocess_env())
-        else:
-            metrics = _train_in_process(context, request, run.metric_logger())
-        evaluation = _evaluate(context, work / "final", heldout, recipe, settings)
-        run.log_metrics(evaluation)
-        run.log_artifact(work / "final", "model")
-        shutil.copytree(work / "final", staging / MODEL_DIR)
-        recipe.save(staging / "train_config.json")
-        (staging / "metrics.json").write_text(json.dumps({"train": metrics, "heldout": evaluation}, indent=2,
-                                                         sort_keys=True))
-        files = [f"{MODEL_DIR}/{p.name}" for p in sorted((staging / MODEL_DIR).iterdir())]
-        files += ["train_config.json", "metrics.json"]
-        counts = {"steps": recipe.steps, "training_shards": len(shards)}
-        manifest_config = {**recipe.to_dict(), "compute": described,
-                           "dino_pretrained_path": request.dino_pretrained_path,
-                           "from_scratch": config.from_scratch}
-        version = pub.commit(files, counts, manifest_config, inputs=inputs)
-        run.log_metrics({f"final_{k}": v for k, v in metrics.items()})
-        registered = run.register_model(asset, "model", version)
-    shutil.rmtree(work, ignore_errors=True)
-    table = "| model | held-out novel-view PSNR (dB) |\n|---|---|\n" + "\n".join(
+    return request
+
+
+def _train(context: dg.AssetExecutionContext, request: LRMTrainRequest, config: LRMTrainAssetConfig,
+           gpu_steps: GpuStepsConfig | None, artifacts: ArtifactStoreResource, log_fn
+           ) -> tuple[dict[str, float], dict]:
+    """Run ``request`` as ``config`` says (a Pipes step, torchrun, or in this process): final training metrics and
+    the Pipes metadata of the materialization (empty unless a Pipes step)."""
+    if config.execution == "pipes":
+        return _train_pipes(context, gpu_steps or GpuStepsConfig(), request, config, artifacts.subprocess_env(),
+                            log_fn)
+    if config.num_processes > 1:
+        return _train_torchrun(context, request, config.num_processes, artifacts.subprocess_env()), {}
+    return _train_in_process(context, request, log_fn), {}
+
+
+def _stage_model(staging: Path, model_dir: Path, recipe: LRMTrainConfig, metrics: dict[str, float],
+                 evaluation: dict[str, float]) -> list[str]:
+    """The trained model, its recipe and its metrics (training and held-out) in ``staging``; their file names."""
+    shutil.copytree(model_dir, staging / MODEL_DIR)
+    recipe.save(staging / "train_config.json")
+    (staging / "metrics.json").write_text(json.dumps({"train": metrics, "heldout": evaluation}, indent=2,
+                                                     sort_keys=True))
+    files = [f"{MODEL_DIR}/{p.name}" for p in sorted((staging / MODEL_DIR).iterdir())]
+    return files + ["train_config.json", "metrics.json"]
+
+
+def _heldout_table(asset: str, evaluation: dict[str, float]) -> str:
+    """Markdown: held-out PSNR of the trained model, the same architecture untrained and a constant colour."""
+    return "| model | held-out novel-view PSNR (dB) |\n|---|---|\n" + "\n".join(
         f"| {name} | {evaluation[key]:.2f} |" for name, key in
         [(asset, "heldout_psnr"), ("untrained (same config)", "heldout_psnr_untrained"),
          ("constant colour", "heldout_psnr_constant")])
-    return materialize_result(version, {"final_metrics": dg.MetadataValue.json(metrics),
-                                        "heldout_psnr": evaluation["heldout_psnr"],
-                                        **{k: int(metrics.get(k, 0)) for k in ("skipped_samples", "skipped_shards")},
-                                        "heldout_evaluation": dg.MetadataValue.md(table),
-                                        "mlflow_run_id": run.run_id,
-                                        "registered_model": dg.MetadataValue.text(registered),
-                                        "compute": dg.MetadataValue.json(described),
-                                        "execution": config.execution, **pipes_metadata})
 
 
 def _train_pipes(context: dg.AssetExecutionContext, gpu_steps: GpuStepsConfig, request: LRMTrainRequest,

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from vfusion3d_core.compute import set_torch_threads
-from vfusion3d_core.data import ManifestError, sha256_file
+from vfusion3d_core.data import ArtifactVersion, ManifestError, sha256_file
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, shard_relpath
 from vfusion3d_core.video.config import VideoModelConfig
@@ -39,11 +39,10 @@ from vfusion3d_pipeline.resources import (
     PresetResource,
     StepComputeConfig,
 )
+from vfusion3d_pipeline.tracking import MLflowRun
 
 MODEL = VIDEO_MODEL
 MODEL_DIR = "model"
-
-
 
 
 class VideoModelAssetConfig(StepComputeConfig):
@@ -251,18 +250,10 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
     model_version, prompts = store.latest(MODEL), store.latest(PROMPT_SET)
     if model_version is None or prompts is None:
         raise dg.Failure(f"missing input: video_model={model_version is not None}, prompt_set={prompts is not None}")
-    try:
-        rel = shard_relpath(key)
-        entry = prompts.manifest.file(rel)
-    except (KeyError, PromptShardError) as exc:
-        raise dg.Failure(f"prompt_set version {prompts.path.name} has no shard {key!r}") from exc
-    shard_path = prompts.path / rel
-    if sha256_file(shard_path) != entry.sha256:
-        raise ManifestError(f"{shard_path} does not match its manifest hash")
-    read_prompt_shard(shard_path)  # a damaged shard fails here, before any model loading
+    shard_path, shard_sha256 = _verified_prompt_shard(prompts, key)
     check_execution(config.execution)
     settings = config.settings(VideoModelConfig.load(model_version.path / MODEL_DIR / "vfusion3d_config.json"))
-    inputs = {MODEL: model_version.digest, f"{PROMPT_SET}/{key}": entry.sha256}
+    inputs = {MODEL: model_version.digest, f"{PROMPT_SET}/{key}": shard_sha256}
 
     def progress(done: int, total: int) -> None:
         context.log.info(f"{key}: generated {done}/{total} videos")
@@ -279,24 +270,51 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
                                    config.batch_size, config.torch_threads, compute_settings)
         pipes_metadata: dict = {}
         if config.execution == "pipes":
-            invocation = preset.gpu_steps.run(context, "vfusion3d_core.video.pipes_entry",
-                                              {"request": request.to_dict()}, artifacts.subprocess_env())
-            messages, reported = step_report(invocation)
-            if "files" not in reported:
-                raise dg.Failure("the Pipes synthesis step ended without reporting its files")
-            result = SynthesisResult(list(reported["files"]), dict(reported["counts"]))
-            run.log_metrics({"seconds_per_video": float(reported["seconds_per_video"])})
-            pipes_metadata = {"execution": "pipes", "pipes/seconds_per_video": reported["seconds_per_video"],
-                              "pipes/progress_messages": len(messages)}
+            result, pipes_metadata = _synthesis_pipes(context, preset, artifacts, request, run)
         else:
             result = run_synthesis(request, progress)
         version = pub.commit(result.files, result.counts, {**run_config, "compute": compute_settings.describe()},
                              inputs=inputs)
         run.log_metrics({f"count_{k}": v for k, v in result.counts.items()})
     context.log.info(f"committed {SYNTHETIC}/{key} version {version.path.name} ({result.counts['videos']} videos)")
-    first = list(itertools.islice(iter_video_samples(version.shards()), 4))
-    preview = {"preview": array_markdown(orbit_sheet([v.frames for v in first]), "first videos (one per row)")} \
-        if first else {}
     return materialize_result(version, {"partition": key, "mlflow_run_id": run.run_id,
                                         "compute": dg.MetadataValue.json(compute_settings.describe()),
-                                        "prompt_shard_sha256": entry.sha256, **preview, **pipes_metadata})
+                                        "prompt_shard_sha256": shard_sha256, **_first_videos_preview(version),
+                                        **pipes_metadata})
+
+
+def _verified_prompt_shard(prompts: ArtifactVersion, key: str) -> tuple[Path, str]:
+    """(path, sha256) of prompt shard ``key`` of the prompt_set version, checked against its manifest and read
+    once, so a missing or damaged shard fails before any model loading."""
+    try:
+        rel = shard_relpath(key)
+        entry = prompts.manifest.file(rel)
+    except (KeyError, PromptShardError) as exc:
+        raise dg.Failure(f"prompt_set version {prompts.path.name} has no shard {key!r}") from exc
+    shard_path = prompts.path / rel
+    if sha256_file(shard_path) != entry.sha256:
+        raise ManifestError(f"{shard_path} does not match its manifest hash")
+    read_prompt_shard(shard_path)
+    return shard_path, entry.sha256
+
+
+def _synthesis_pipes(context: dg.AssetExecutionContext, preset: PresetResource, artifacts: ArtifactStoreResource,
+                     request: SynthesisRequest, run: MLflowRun) -> tuple[SynthesisResult, dict]:
+    """Synthesize in an external process (vfusion3d_core.video.pipes_entry) launched through Dagster Pipes with
+    ``request``; returns its result and the Pipes metadata of the materialization."""
+    invocation = preset.gpu_steps.run(context, "vfusion3d_core.video.pipes_entry",
+                                      {"request": request.to_dict()}, artifacts.subprocess_env())
+    messages, reported = step_report(invocation)
+    if "files" not in reported:
+        raise dg.Failure("the Pipes synthesis step ended without reporting its files")
+    run.log_metrics({"seconds_per_video": float(reported["seconds_per_video"])})
+    return SynthesisResult(list(reported["files"]), dict(reported["counts"])), {
+        "execution": "pipes", "pipes/seconds_per_video": reported["seconds_per_video"],
+        "pipes/progress_messages": len(messages)}
+
+
+def _first_videos_preview(version: ArtifactVersion) -> dict:
+    """A sheet of the version's first 4 videos (one per row) as materialization metadata (none when empty)."""
+    first = list(itertools.islice(iter_video_samples(version.shards()), 4))
+    return {"preview": array_markdown(orbit_sheet([v.frames for v in first]), "first videos (one per row)")} \
+        if first else {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +209,65 @@ class LRMTrainer:
         target_rgb, mask = prepare_targets(batch["target_rgba"].to(self.device), backgrounds, stage.render_size, crop)
         return self.loss_fn(out["rgb"], out["alpha"], target_rgb, mask, out["planes"])
 
+    def _next_batch(self, batches: Iterator[dict]) -> dict:
+        """The next micro-batch; the counts of bad items the stream skipped before it go to ``self.skipped``."""
+        batch = next(batches)
+        self.batches += 1
+        for name in SKIP_COUNTS.values():
+            self.skipped[name] += int(batch.pop(name).sum()) if name in batch else 0
+        return batch
+
+    def _accumulate(self, batches: Iterator[dict], stage: StageConfig) -> tuple[float, dict[str, float], bool]:
+        """Forward and backward of ``grad_accum`` micro-batches: (mean loss, the last loss terms, all losses finite).
+
+        A non-finite loss raises NonFiniteLossError unless ``on_nonfinite`` is "skip"."""
+        skip = self.cfg.on_nonfinite == "skip"
+        total, terms, finite = 0.0, {}, True
+        for micro in range(self.cfg.grad_accum):
+            batch = self._next_batch(batches)
+            sync_ok = self.ddp is None or micro == self.cfg.grad_accum - 1
+            ctx = self.ddp.no_sync() if not sync_ok else nullcontext()
+            with ctx:
+                loss, terms = self._forward(batch, stage)
+                if not torch.isfinite(loss):
+                    if not skip:
+                        raise NonFiniteLossError(f"non-finite loss {float(loss.detach())} at step {self.step} "
+                                                 f"({terms})")
+                    finite = False  # still run backward: DDP ranks must take part in every all-reduce
+                (loss / self.cfg.grad_accum).backward()
+            total += float(loss.detach()) / self.cfg.grad_accum
+        return total, terms, finite
+
+    def _step_is_finite(self, finite: bool, grad_norm: torch.Tensor) -> bool:
+        """Whether this step's losses and gradient norm are finite; with "skip", every rank skips or none does."""
+        finite = finite and bool(torch.isfinite(grad_norm))
+        if self.cfg.on_nonfinite == "skip" and self.world > 1:
+            flag = torch.tensor([float(finite)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = bool(flag.item() > 0)
+        return finite
+
+    def _skip_step(self) -> None:
+        """Drop a non-finite step's gradients, or raise NonFiniteLossError (not skipping, or too many in a row)."""
+        if self.cfg.on_nonfinite != "skip":
+            raise NonFiniteLossError(f"non-finite gradient norm at step {self.step}")
+        self.skipped_steps += 1
+        self._skipped_in_a_row += 1
+        log.warning("skipping step %d: non-finite loss or gradients (%d skipped)", self.step, self.skipped_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._skipped_in_a_row > self.cfg.max_skipped_steps:
+            raise NonFiniteLossError(f"{self._skipped_in_a_row} steps in a row had a non-finite loss or "
+                                     f"gradients (max_skipped_steps={self.cfg.max_skipped_steps})")
+
+    def _log_window(self, window: list[dict[str, float]]) -> dict[str, float]:
+        """The means of the steps since the last log, with the skip totals so far; logged and returned."""
+        metrics = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+        metrics.update({k: float(v) for k, v in self.skipped.items()})  # totals so far
+        if self.log_fn:
+            self.log_fn(metrics, self.step)
+        log.info("step %d %s", self.step, {k: round(v, 5) for k, v in metrics.items()})
+        return metrics
+
     def train(self, until_step: int | None = None) -> TrainResult:
         """Train to ``until_step`` (default: the configured total); checkpoint every N steps and at the end."""
         until = min(until_step or self.cfg.steps, self.cfg.steps)
@@ -220,43 +280,10 @@ class LRMTrainer:
         while self.step < until:
             stage = self.cfg.stage_at(self.step)
             self.optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            terms: dict[str, float] = {}
-            skip = self.cfg.on_nonfinite == "skip"
-            finite = True
-            for micro in range(self.cfg.grad_accum):
-                batch = next(batches)
-                self.batches += 1
-                for name in SKIP_COUNTS.values():  # bad items the stream skipped before these samples
-                    self.skipped[name] += int(batch.pop(name).sum()) if name in batch else 0
-                sync_ok = self.ddp is None or micro == self.cfg.grad_accum - 1
-                ctx = self.ddp.no_sync() if not sync_ok else nullcontext()
-                with ctx:
-                    loss, terms = self._forward(batch, stage)
-                    if not torch.isfinite(loss):
-                        if not skip:
-                            raise NonFiniteLossError(f"non-finite loss {float(loss.detach())} at step {self.step} "
-                                                     f"({terms})")
-                        finite = False  # still run backward: DDP ranks must take part in every all-reduce
-                    (loss / self.cfg.grad_accum).backward()
-                total += float(loss.detach()) / self.cfg.grad_accum
+            total, terms, finite = self._accumulate(batches, stage)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            finite = finite and bool(torch.isfinite(grad_norm))
-            if skip and self.world > 1:  # every rank skips or none does
-                flag = torch.tensor([float(finite)], device=self.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                finite = bool(flag.item() > 0)
-            if not finite:
-                if not skip:
-                    raise NonFiniteLossError(f"non-finite gradient norm at step {self.step}")
-                self.skipped_steps += 1
-                self._skipped_in_a_row += 1
-                log.warning("skipping step %d: non-finite loss or gradients (%d skipped)", self.step,
-                            self.skipped_steps)
-                self.optimizer.zero_grad(set_to_none=True)
-                if self._skipped_in_a_row > self.cfg.max_skipped_steps:
-                    raise NonFiniteLossError(f"{self._skipped_in_a_row} steps in a row had a non-finite loss or "
-                                             f"gradients (max_skipped_steps={self.cfg.max_skipped_steps})")
+            if not self._step_is_finite(finite, grad_norm):
+                self._skip_step()
                 continue
             self._skipped_in_a_row = 0
             self.optimizer.step()
@@ -269,11 +296,7 @@ class LRMTrainer:
             window.append({"loss": total, **terms, "grad_norm": float(grad_norm), "samples_per_s": samples_per_s,
                            "lr": self.scheduler.get_last_lr()[0], "render_size": stage.render_size})
             if self.step % self.cfg.log_every == 0 or self.step == until:
-                result.last_metrics = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-                result.last_metrics.update({k: float(v) for k, v in self.skipped.items()})  # totals so far
-                if self.log_fn:
-                    self.log_fn(result.last_metrics, self.step)
-                log.info("step %d %s", self.step, {k: round(v, 5) for k, v in result.last_metrics.items()})
+                result.last_metrics = self._log_window(window)
                 window = []
             if self.step % self.cfg.checkpoint_every == 0 or self.step == until:
                 result.checkpoint = self.save()
