@@ -119,11 +119,6 @@ class LRMConfig(ConfigBase):
         if errors:
             raise ConfigError("invalid LRMConfig: " + "; ".join(errors))
 
-    @property
-    def samples_coarse(self) -> int:
-        """Stratified samples per ray (the other half are importance samples)."""
-        return self.rendering_samples_per_ray // 2
-
     @classmethod
     def from_official_kwargs(cls, model_kwargs: dict[str, Any], dino_config: dict[str, Any] | None = None,
                              **overrides: Any) -> LRMConfig:

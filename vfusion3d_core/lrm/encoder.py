@@ -30,11 +30,6 @@ class DinoEncoder(nn.Module):
         if freeze:
             self.dino.requires_grad_(False)
 
-    @property
-    def feat_dim(self) -> int:
-        """Token width (DINOv2 hidden size)."""
-        return int(self.dino.config.hidden_size)
-
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image [N, 3, H, W] in [0, 1] -> tokens [N, 1 + (H//p)*(W//p), D]."""
         assert image.dim() == 4 and image.shape[1] == 3, f"expected [N, 3, H, W], got {tuple(image.shape)}"

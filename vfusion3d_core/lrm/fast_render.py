@@ -64,10 +64,6 @@ class Occupancy:
         self.cell_values = F.avg_pool3d(values, 2, 1)[0].reshape(4, -1).T.contiguous()  # [(g-1)^3, 4]
         self.evaluations = len(points)
 
-    @property
-    def occupied_fraction(self) -> float:
-        return float(self.occupied.float().mean())
-
     def cells(self, points: torch.Tensor) -> torch.Tensor:
         """points [P, 3] -> flat cell index [P]."""
         n = self.resolution - 1

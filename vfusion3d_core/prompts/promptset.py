@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -167,7 +167,3 @@ def build_prompt_set(cfg: PromptSetConfig, out_dir: str | Path, embed: Embedder,
     counts = {"shards": len(keys), "prompts": len(existing) + len(dd.kept), "new_shards": len(new_keys),
               "new_prompts": len(dd.kept)}
     return PromptSetResult(files, counts, keys, new_keys, stats, dd.near_pairs, sources, excluded)
-
-
-def config_dict(cfg: PromptSetConfig) -> dict:
-    return asdict(cfg)

@@ -19,10 +19,6 @@ def is_temporal(name: str) -> bool:
     return TEMPORAL_PATTERN.search(name) is not None
 
 
-def temporal_parameter_names(module: nn.Module) -> list[str]:
-    return [n for n, _ in module.named_parameters() if is_temporal(n)]
-
-
 def freeze_spatial(module: nn.Module) -> tuple[int, int]:
     """Make only temporal parameters trainable; returns (trainable, frozen) parameter counts."""
     trainable = frozen = 0

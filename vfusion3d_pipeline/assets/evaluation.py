@@ -100,11 +100,6 @@ def training_sources(store: ArtifactStore, manifest: Manifest) -> dict[str, Trai
     return out
 
 
-def training_uids(store: ArtifactStore, manifest: Manifest) -> dict[str, set[str]]:
-    """Sample uids each training input of a checkpoint contributed, by input name (see ``training_sources``)."""
-    return {name: source.uids for name, source in training_sources(store, manifest).items()}
-
-
 def sample_captions(version: ArtifactVersion, keys: set[str]) -> list[str]:
     """``caption.txt`` of the samples ``keys`` in a version's WebDataset tars (member headers and the caption
     members only: the views are not decoded)."""
@@ -141,13 +136,6 @@ def recorded_renders(store: ArtifactStore, inputs: dict[str, str]) -> list[Artif
     """The renders_3d partition versions a manifest recorded as inputs (``renders_3d/<partition>``)."""
     return [store.version(RENDERS, digest, name.partition("/")[2] or None) for name, digest in inputs.items()
             if name.partition("/")[0] == RENDERS]
-
-
-def overlap_report(store: ArtifactStore, renders: Iterable[ArtifactVersion], checkpoints: dict[str, ArtifactVersion]
-                   ) -> dict[str, list[str]]:
-    """Held-out uids (of the renders_3d partitions ``renders``) found in a checkpoint's training data, by
-    checkpoint and input (empty = disjoint)."""
-    return heldout_leakage(store, renders, checkpoints, compare_captions=False).uids
 
 
 @dataclass
