@@ -3,7 +3,7 @@
 Prints, for the chosen preset and device, encode + transformer, one view, a large view, a
 turntable, mesh extraction at each --mesh-res, and image -> mesh end to end, each with its
 time, peak memory, the fast/exact ratio, the fast path's deviation from the exact one and the
-targets of issue 10. Every (part, mode) runs in its own subprocess, so each peak memory figure
+targets (docs/lrm.md, "Benchmark"). Every (part, mode) runs in its own subprocess, so each peak memory figure
 (process peak RSS on CPU, max allocated on GPU) belongs to that part alone; each subprocess builds
 the same seeded random model.
 
@@ -48,7 +48,7 @@ from vfusion3d_core.lrm.testing import give_surface, object_planes  # noqa: E402
 
 PARTS = ("encode", "view", "view-sponge", "view-fog", "large", "turntable", "mesh", "mesh-large")
 GIB = 1 << 30
-TARGETS = {  # issue 10, on the 2-core CPU
+TARGETS = {  # the targets of docs/lrm.md ("Benchmark"), on the 2-core CPU
     "encode": 4.0, "view": 1.5, "mesh": 5.0, "memory_gb": 4.0, "chamfer_voxels": 0.5, "gpu_e2e": 1.0,
 }
 
@@ -259,7 +259,7 @@ def main() -> None:
         f"{InferenceOptions().weight_eps:g}, mesh stride {InferenceOptions().mesh_stride}; "
         f"max_memory_gb={args.max_memory_gb}; load average at start {os.getloadavg()[0]:.2f}")
     if args.preset != "paper":
-        out("# the targets (issue 10) are for --preset paper; at other presets the verdicts are informative only")
+        out("# the targets are for --preset paper; at other presets the verdicts are informative only")
     if config.triplane_dim < config.decoder_hidden_dim:
         out("# planes narrower than the decoder: render/mesh parts use the sponge scene, not object_planes")
     out(f"# source {config.source_size}px, {config.rendering_samples_per_ray} samples/ray, planes "

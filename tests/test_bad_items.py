@@ -1,4 +1,5 @@
-"""Issue 17 part A: one bad item never stops a batch (policy: vfusion3d_core/data/bad_items.py).
+"""Bad items in batch inputs (docs/reliability.md): one bad item never stops a batch (policy:
+vfusion3d_core/data/bad_items.py).
 
 A dataset of good shards with bad samples, a truncated shard and an unsafe-member shard mixed in yields exactly
 the good samples with exact skip counts; over the allowed share the run fails naming the culprits."""

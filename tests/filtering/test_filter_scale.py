@@ -232,7 +232,8 @@ def test_run_filter_on_shards_matches_filter_videos(tiny_models, tmp_path) -> No
 
 
 def test_run_filter_skips_a_bad_video_and_counts_it(tiny_models, tmp_path) -> None:
-    """Issue 17: one undecodable video does not stop the partition; above the share the run fails naming it."""
+    """Bad-item policy (docs/reliability.md, "Bad items in batch inputs"): one undecodable video does not stop
+    the partition; above the share the run fails naming it."""
     models, orbits = tiny_models
     videos = _videos(orbits["heldout"], 6)
     with ShardWriter(tmp_path / "in", samples_per_shard=3) as w:

@@ -1,5 +1,6 @@
-"""Issue 17 part B: configs and weight files: every invalid config field listed with the file's name, JSON
-errors with their position, shape mismatches and NaN/inf tensors named with the file, unknown released kwargs."""
+"""Bad configs and weight files (docs/reliability.md, "Bad inputs"): every invalid config field listed with the
+file's name, JSON errors with their position, shape mismatches and NaN/inf tensors named with the file, unknown
+released kwargs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fast inference (issue 10): the exact path stays pinned; the fast paths stay within their
+"""Fast inference: the exact path stays pinned; the fast paths stay within their
 documented tolerances (docs/lrm.md, "Fast inference") on tiny configs and analytic fields."""
 
 from __future__ import annotations

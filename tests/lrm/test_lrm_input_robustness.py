@@ -1,4 +1,4 @@
-"""Issue 17 part B: `vfusion3d generate` over several images (a bad one is reported, the rest processed,
+"""Bad inputs of `vfusion3d generate` (docs/lrm.md): several images (a bad one is reported, the rest processed,
 outputs written atomically) and image decoding (16-bit greyscale, EXIF orientation, extreme aspect ratios)."""
 
 from __future__ import annotations

@@ -749,7 +749,7 @@ def _(ws: Workspace) -> None:
 @case("ckpt-inf-init-weights")
 def _(ws: Workspace) -> None:
     """Fine-tuning initialised from a checkpoint with inf weights is refused: loading the checkpoint already
-    refuses it (naming the file and the tensor, issue 17); a model holding inf in memory is refused by the
+    refuses it (naming the file and the tensor); a model holding inf in memory is refused by the
     trainer before the first step."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -936,7 +936,8 @@ def _(ws: Workspace) -> None:
     assert sorted(p.name for p in out.rglob("*") if p.is_file())[:1], result.output
 
 
-# issue 17 part B: batches of images, configs, meshes far from the unit box, captions that match nothing
+# batch inputs (docs/reliability.md, "Bad items in batch inputs"): batches of images, configs, meshes far from
+# the unit box, captions that match nothing
 @case("image-bad-among-good")
 def _(ws: Workspace) -> None:
     """`generate BAD good`: BAD is reported by name with its reason, good is processed, the exit status is 1

@@ -1,4 +1,4 @@
-"""Fault injection for every asset of the Dagster graph (issue 9 item 1, pipeline part).
+"""Fault injection for every asset of the Dagster graph (docs/reliability.md, "Fault injection for every asset").
 
 For each step of the graph at a micro size (``STEPS``: renders_3d, prompt_set, video_model, quality_models,
 synthetic_videos[shard-000000], filtered_multiview_dataset[shard-000000], lrm_3d_only, lrm_pretrained,

@@ -1,5 +1,6 @@
-"""Bad and hostile inputs (issue 9 item 3), one case per kind: each is refused with an error naming the culprit
-(or, when valid but hostile, processed safely), and nothing already written changes. Cases: bad_input_cases.py."""
+"""Bad and hostile inputs (docs/reliability.md, "Bad inputs"), one case per kind: each is refused with an error
+naming the culprit (or, when valid but hostile, processed safely), and nothing already written changes. Cases:
+bad_input_cases.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_bad_input_is_handled(case, tmp_path) -> None:
         record_bad_input(case.id, handled)
 
 
-def test_every_input_kind_of_the_issue_is_covered() -> None:
+def test_every_input_kind_is_covered() -> None:
     kinds = {c.kind for c in CASES}
     assert kinds == {"mesh", "prompt", "labels", "shard", "ckpt", "image"}, kinds
     ids = {c.id for c in CASES}

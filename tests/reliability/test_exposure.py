@@ -1,5 +1,6 @@
-"""Exposure (issue 9 item 5): the UI binds to localhost, `vfusion3d label` serves nothing, credentials come from
-the environment only and never reach manifests, MLflow params or logs; nothing unpickles with code execution."""
+"""Exposure (docs/reliability.md, "Exposure"): the UI binds to localhost, `vfusion3d label` serves nothing,
+credentials come from the environment only and never reach manifests, MLflow params or logs; nothing unpickles
+with code execution."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Training guards (issue 9 item 4): a non-finite loss stops the step with a clear error (default) or skips it
-(``on_nonfinite="skip"``), and no poisoned checkpoint is ever written."""
+"""Training guards (docs/reliability.md, "Training guards"): a non-finite loss stops the step with a clear error
+(default) or skips it (``on_nonfinite="skip"``), and no poisoned checkpoint is ever written."""
 
 from __future__ import annotations
 

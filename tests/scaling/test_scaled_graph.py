@@ -1,8 +1,8 @@
-"""The issue's "done when": the whole graph at the micro size of tests/test_whole_graph.py materializes with the
-artifact root on an S3 server (moto, real HTTP on loopback) and the Dagster instance on a real PostgreSQL server
-(dagster.postgres.yaml), with synthesis and LRM pretraining run as Dagster Pipes steps (external processes that
-report their metrics back onto the asset; the training step streams its shards from S3 by URL); then
-`vfusion3d audit` verifies the lineage on S3 and names a tampered object."""
+"""Scaling out (docs/scaling.md) end to end: the whole graph at the micro size of tests/test_whole_graph.py
+materializes with the artifact root on an S3 server (moto, real HTTP on loopback) and the Dagster instance on a
+real PostgreSQL server (dagster.postgres.yaml), with synthesis and LRM pretraining run as Dagster Pipes steps
+(external processes that report their metrics back onto the asset; the training step streams its shards from S3
+by URL); then `vfusion3d audit` verifies the lineage on S3 and names a tampered object."""
 
 import json
 import subprocess

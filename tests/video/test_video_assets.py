@@ -28,7 +28,7 @@ def _resources(root) -> dict:
 
 
 def _publish_prompt_set(root, shards: int) -> None:
-    """A prompt_set version laid out as issue 6 will write it: shards/<key>.parquet + manifest."""
+    """A prompt_set version laid out as the prompt_set asset writes it: shards/<key>.parquet + manifest."""
     store = ArtifactStore(root)
     with store.staging("prompt_set") as staging:
         files = []
