@@ -75,6 +75,21 @@ def materialize_renders_for(env: dict[str, str], source: dict | None = None, par
                 "ops": {"source_objects": {"config": MICRO_SOURCE if source is None else source}}}).success
 
 
+def materialize_prompt_set(resources: dict, instance, config: dict, embed=None, raise_on_error: bool = True):
+    """The real prompt_set asset in-process with ``config`` (its ops config). ``embed`` (texts -> unit vectors)
+    stands in for MiniLM when given; the asset needs the ``artifacts`` and ``mlflow`` resources."""
+    from contextlib import nullcontext
+    from unittest import mock
+
+    import dagster as dg
+
+    from vfusion3d_pipeline.assets import prompts
+
+    with mock.patch.object(prompts, "minilm_embedder", lambda: embed) if embed is not None else nullcontext():
+        return dg.materialize([prompts.prompt_set], resources=resources, instance=instance,
+                              run_config={"ops": {"prompt_set": {"config": config}}}, raise_on_error=raise_on_error)
+
+
 def dagster_home(home: Path, instance_config: str = "dagster.yaml") -> Path:
     """``home`` made a DAGSTER_HOME holding one of the repo's instance configs as its dagster.yaml."""
     home.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,6 @@ def _tiny_lrm_checkpoint_bytes() -> dict[str, bytes]:
 def build_workspace(base: Path) -> Workspace:
     """A fresh workspace: committed renders-like shards, a prompt set and an LRM checkpoint under ``root``."""
     from vfusion3d_core.data import ArtifactStore, Manifest, file_entries
-    from vfusion3d_core.prompts import PromptSetConfig, build_prompt_set
 
     ws = Workspace(base)
     for d in (ws.root, ws.inputs, ws.outside):
@@ -112,11 +111,9 @@ def build_workspace(base: Path) -> Workspace:
         shards = write_shards(d / "train", 2, 2, seed=5)
         files = [p.relative_to(d).as_posix() for p in shards]
         store.commit(d, Manifest("renders_3d", file_entries(d, files), {"objects": 2}, {"seed": 5}), "renders_3d")
-    cfg = PromptSetConfig(template_count=6, shard_size=4)
-    with store.staging("prompt_set") as d:
-        result = build_prompt_set(cfg, d, hash_embed)
-        store.commit(d, Manifest("prompt_set", file_entries(d, result.files), result.counts, {"templates": 6}),
-                     "prompt_set")
+    for rel, data in _prompt_set_files().items():  # the prompt_set asset's own output
+        (ws.root / "prompt_set" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws.root / "prompt_set" / rel).write_bytes(data)
     with store.staging("lrm_pretrained") as d:
         (d / "model").mkdir()
         for name, data in _tiny_lrm_checkpoint_bytes().items():
@@ -159,18 +156,49 @@ def publish_shards(ws: Workspace, shards: list[Path]) -> None:
         store.commit(d, Manifest("republished", file_entries(d, files), {"shards": len(files)}, {}), "republished")
 
 
-def publish_prompts(ws: Workspace, source: Path, column: str = "prompt"):
-    """The prompt_set asset's path: read + normalize + dedup the source, append shards, commit a version."""
-    from vfusion3d_core.data import ArtifactStore, Manifest, file_entries
-    from vfusion3d_core.prompts import PromptSetConfig, build_prompt_set
+class PromptSetRefused(Exception):
+    """The prompt_set asset failed; the message is its step failure's."""
 
-    store = ArtifactStore(ws.root)
-    previous = store.latest("prompt_set")
-    cfg = PromptSetConfig(source_file=str(source), source_column=column, shard_size=4)
-    with store.staging("prompt_set") as d:
-        result = build_prompt_set(cfg, d, hash_embed, previous.path, previous.manifest)
-        manifest = Manifest("prompt_set", file_entries(d, result.files), result.counts, {"source": str(source)})
-        return store.commit(d, manifest, "prompt_set")
+
+def _prompt_set_resources(root: Path, mlflow_root: Path) -> dict:
+    from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
+
+    return {"artifacts": ArtifactStoreResource(root=str(root)),
+            "mlflow": MLflowResource(artifact_root=str(mlflow_root))}
+
+
+@cache
+def _prompt_set_files() -> dict[str, bytes]:
+    """The files of the prompt_set asset materialized once (6 template prompts, shards of 4), by path under its
+    asset directory; every workspace starts from a copy."""
+    import dagster as dg
+    from pipeline_utils import materialize_prompt_set
+
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"vfusion3d-prompt-set-{os.getpid()}"
+    try:
+        materialize_prompt_set(_prompt_set_resources(tmp / "artifacts", tmp / "mlflow"),
+                               dg.DagsterInstance.ephemeral(), {"template_count": 6, "shard_size": 4}, hash_embed)
+        asset = tmp / "artifacts" / "prompt_set"
+        return {p.relative_to(asset).as_posix(): p.read_bytes() for p in sorted(asset.rglob("*")) if p.is_file()}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_prompts(ws: Workspace, source: Path, column: str = "prompt"):
+    """The prompt_set asset (in-process) on ``source``: read + normalize + dedup, append shards, commit a version;
+    returns the version, or raises PromptSetRefused with the asset's failure message."""
+    import dagster as dg
+    from pipeline_utils import materialize_prompt_set
+
+    from vfusion3d_core.data import ArtifactStore
+
+    result = materialize_prompt_set(_prompt_set_resources(ws.root, ws.base / "mlflow"),
+                                    dg.DagsterInstance.ephemeral(),
+                                    {"source_file": str(source), "source_column": column, "template_count": 0,
+                                     "shard_size": 4}, hash_embed, raise_on_error=False)
+    if not result.success:
+        raise PromptSetRefused(result.get_step_failure_events()[0].event_specific_data.error.message)
+    return ArtifactStore(ws.root).latest("prompt_set")
 
 
 def generate_cli(ws: Workspace, *args: str):
@@ -347,14 +375,13 @@ def _(ws: Workspace) -> None:
     _mesh_folder(ws, "dangling.obj", "broken", lambda s: os.symlink(s / "missing.obj", s / "dangling.obj"))
 
 
-# prompt source files: refused with PromptSourceError naming the file, before anything is written
+# prompt source files: the prompt_set asset fails with the PromptSourceError naming the file, before anything is
+# written
 def _prompt_refused(ws: Workspace, name: str, data: bytes | Callable[[Path], None], reason: str,
                     column: str = "prompt") -> None:
-    from vfusion3d_core.prompts import PromptSourceError
-
     path = ws.inputs / name
     path.write_bytes(data) if isinstance(data, bytes) else data(path)
-    with expect(PromptSourceError, str(path), reason):
+    with expect(PromptSetRefused, "bad prompt source", str(path), reason):
         publish_prompts(ws, path, column)
 
 
