@@ -75,6 +75,17 @@ def materialize_renders_for(env: dict[str, str], source: dict | None = None, par
                 "ops": {"source_objects": {"config": MICRO_SOURCE if source is None else source}}}).success
 
 
+def hash_embed(texts: list[str]):
+    """A deterministic stand-in for MiniLM (dedup only needs some embedding): unit vectors from sha512."""
+    import hashlib
+
+    import numpy as np
+
+    rows = [np.frombuffer(hashlib.sha512(t.encode()).digest(), np.uint8).astype(np.float32) - 127.5 for t in texts]
+    x = np.stack(rows) if rows else np.zeros((0, 64), np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+
+
 def materialize_prompt_set(resources: dict, instance, config: dict, embed=None, raise_on_error: bool = True):
     """The real prompt_set asset in-process with ``config`` (its ops config). ``embed`` (texts -> unit vectors)
     stands in for MiniLM when given; the asset needs the ``artifacts`` and ``mlflow`` resources."""

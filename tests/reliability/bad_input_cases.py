@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from pipeline_utils import hash_embed, materialize_prompt_set
 from workloads import make_sample, write_shards
 
 EVIL = "/tmp/vfusion3d-evil"  # + token: hostile inputs aim here; run_case asserts nothing appears
@@ -74,13 +75,6 @@ def snapshot(directory: Path) -> dict[str, str]:
         if p.is_file() and not p.is_symlink():
             out[p.relative_to(directory).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-def hash_embed(texts: list[str]) -> np.ndarray:
-    """A deterministic stand-in for MiniLM (dedup only needs some embedding): unit vectors from sha256."""
-    rows = [np.frombuffer(hashlib.sha512(t.encode()).digest(), np.uint8).astype(np.float32) - 127.5 for t in texts]
-    x = np.stack(rows) if rows else np.zeros((0, 64), np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
 
 
 @cache
@@ -172,7 +166,6 @@ def _prompt_set_files() -> dict[str, bytes]:
     """The files of the prompt_set asset materialized once (6 template prompts, shards of 4), by path under its
     asset directory; every workspace starts from a copy."""
     import dagster as dg
-    from pipeline_utils import materialize_prompt_set
 
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"vfusion3d-prompt-set-{os.getpid()}"
     try:
@@ -188,7 +181,6 @@ def publish_prompts(ws: Workspace, source: Path, column: str = "prompt"):
     """The prompt_set asset (in-process) on ``source``: read + normalize + dedup, append shards, commit a version;
     returns the version, or raises PromptSetRefused with the asset's failure message."""
     import dagster as dg
-    from pipeline_utils import materialize_prompt_set
 
     from vfusion3d_core.data import ArtifactStore
 

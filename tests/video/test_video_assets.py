@@ -5,12 +5,12 @@ import math
 
 import dagster as dg
 import mlflow
-from pipeline_utils import materialize_renders
+from pipeline_utils import hash_embed, materialize_prompt_set, materialize_renders
 from video_micro import MICRO
 
-from vfusion3d_core.data import ArtifactStore, Manifest, file_entries, sha256_file
+from vfusion3d_core.data import ArtifactStore, sha256_file
 from vfusion3d_core.data.video_sample import iter_video_samples
-from vfusion3d_core.prompts.shards import PromptRecord, shard_key, shard_relpath, write_prompt_shard
+from vfusion3d_core.prompts.promptset import prompt_id
 from vfusion3d_core.video.synthesis import prompt_seed
 from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
@@ -27,17 +27,13 @@ def _resources(root) -> dict:
             "compute": ComputeResource(device="cpu", precision="fp32")}
 
 
-def _publish_prompt_set(root, shards: int) -> None:
-    """A prompt_set version laid out as the prompt_set asset writes it: shards/<key>.parquet + manifest."""
-    store = ArtifactStore(root)
-    with store.staging("prompt_set") as staging:
-        files = []
-        for i in range(shards):
-            records = [PromptRecord(f"p{i}x{j}", text) for j, text in enumerate(PROMPTS[i])]
-            write_prompt_shard(staging / shard_relpath(shard_key(i)), records)
-            files.append(shard_relpath(shard_key(i)))
-        counts = {"shards": shards, "prompts": sum(len(p) for p in PROMPTS[:shards])}
-        store.commit(staging, Manifest("prompt_set", file_entries(staging, files), counts, {}), "prompt_set")
+def _publish_prompt_set(root, instance, shards: int) -> None:
+    """The prompt_set asset on a source file of the first ``shards`` groups of PROMPTS, one shard per group
+    (growing the source appends a shard)."""
+    source = root.parent / "prompts.txt"
+    source.write_text("".join(f"{p}\n" for group in PROMPTS[:shards] for p in group))
+    materialize_prompt_set(_resources(root), instance, {"source_file": str(source), "template_count": 0,
+                                                        "shard_size": len(PROMPTS[0])}, hash_embed)
 
 
 def _synthesize(root, instance, key: str, config: dict | None = None) -> dg.ExecuteInProcessResult:
@@ -83,8 +79,7 @@ def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
     assert not (store.asset_dir("video_model") / ".checkpoints").exists() or not any(
         (store.asset_dir("video_model") / ".checkpoints").iterdir())
 
-    _publish_prompt_set(root, 1)
-    instance.add_dynamic_partitions("prompt_shards", ["shard-000000"])
+    _publish_prompt_set(root, instance, 1)
     first = _synthesize(root, instance, "shard-000000")
     assert first.success and first.get_asset_check_evaluations()[0].passed
     v1 = store.latest("synthetic_videos", "shard-000000")
@@ -92,7 +87,7 @@ def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
     assert v1.manifest.inputs == {"video_model": model_version.digest,
                                   "prompt_set/shard-000000": sha256_file(shard_file)}
     samples = list(iter_video_samples(sorted(v1.path.glob("*.tar"))))
-    assert [s.key for s in samples] == ["p0x0", "p0x1", "p0x2"]
+    assert [s.key for s in samples] == [prompt_id(p) for p in PROMPTS[0]]
     assert samples[1].prompt == "a tall green cylinder" and samples[1].frames.shape == (4, 16, 16, 3)
     assert all(s.model_digest == model_version.digest and s.seed == prompt_seed(0, s.key) for s in samples)
 
@@ -103,12 +98,12 @@ def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
     v2 = store.latest("synthetic_videos", "shard-000000")
     assert v2.digest != v1.digest
     keys = [s.key for s in iter_video_samples(sorted(v2.path.glob("*.tar")))]
-    assert sorted(keys) == ["p0x0", "p0x1", "p0x2"] and len(list(v2.path.glob("*.tar"))) == 2
+    assert sorted(keys) == sorted(prompt_id(p) for p in PROMPTS[0]) and len(list(v2.path.glob("*.tar"))) == 2
     assert sorted(p.name for p in v2.path.iterdir()) == ["manifest.json", "shard-000000.tar", "shard-000001.tar"]
 
     # adding a shard to the prompt set leaves shard-000000's input digest unchanged
-    _publish_prompt_set(root, 2)
-    instance.add_dynamic_partitions("prompt_shards", ["shard-000001"])
+    _publish_prompt_set(root, instance, 2)
+    assert instance.get_dynamic_partitions("prompt_shards") == ["shard-000000", "shard-000001"]
     assert _synthesize(root, instance, "shard-000001").success
     assert store.latest("synthetic_videos", "shard-000001").manifest.counts["videos"] == 2
     new_shard0 = store.latest("prompt_set").path / "shards/shard-000000.parquet"
@@ -122,8 +117,8 @@ def test_video_model_and_partitioned_synthesis(tmp_path) -> None:
 
 def test_synthesis_fails_cleanly_without_a_video_model(tmp_path) -> None:
     root = tmp_path / "artifacts"
-    _publish_prompt_set(root, 1)
     instance = dg.DagsterInstance.ephemeral()
+    _publish_prompt_set(root, instance, 1)
     instance.add_dynamic_partitions("prompt_shards", ["shard-000005"])
     result = dg.materialize([synthetic_videos], partition_key="shard-000005", instance=instance,
                             resources=_resources(root), raise_on_error=False)
