@@ -158,8 +158,7 @@ def test_paper_assets_from_svd_and_image_pipeline_folders(folders, tmp_path) -> 
 
     from test_video_assets import _publish_prompt_set
 
-    _publish_prompt_set(root, 1)
-    instance.add_dynamic_partitions("prompt_shards", ["shard-000000"])
+    _publish_prompt_set(root, instance, 1)
     synth = dg.materialize([synthetic_videos], partition_key="shard-000000", instance=instance,
                            resources=_resources(root),
                            run_config={"ops": {"synthetic_videos": {"config": {"precision": "bf16"}}}})
