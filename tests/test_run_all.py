@@ -15,8 +15,10 @@ def test_stages_cover_every_asset_once_in_dependency_order() -> None:
     plan = stages()
     graph = defs.resolve_asset_graph()
     materializable = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
+    experiments = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "experiments"}
+    assert experiments == {"ablation_report"}  # its own job: ~45 min at mini, never part of make tiny
     listed = [name for stage in plan for name in stage.assets]
-    assert sorted(listed) == sorted(materializable)
+    assert sorted(listed) == sorted(materializable - experiments)
     by_asset = {name: stage for stage in plan for name in stage.assets}
     assert by_asset["renders_3d"].partitions == "object_shards"
     assert by_asset["synthetic_videos"].partitions == "prompt_shards"

@@ -76,9 +76,9 @@ def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
         assert "RANDOM" in evaluation.metadata["clip_model"].value
         assert "synthetic then 3D fine-tune" in evaluation.metadata["ablation"].value
 
-        # the ablation job (one click in the UI) retrains the three arms and rewrites the comparison table
+        # the lrm_arms job (one click in the UI) retrains the three arms and rewrites the comparison table
         config = micro_run_config(prompts)
-        ablation = defs.resolve_job_def("ablation").execute_in_process(
+        ablation = defs.resolve_job_def("lrm_arms").execute_in_process(
             instance=instance, run_config={"ops": {k: v for k, v in config["ops"].items()
                                                    if k.startswith(("lrm_", "eval_"))}})
         assert ablation.success

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from vfusion3d_pipeline.assets.ablation import GROUP as EXPERIMENTS
+from vfusion3d_pipeline.assets.ablation import ablation_report
 from vfusion3d_pipeline.assets.evaluation import eval_heldout_disjoint, eval_metrics
 from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
 from vfusion3d_pipeline.assets.lrm import lrm_3d_only, lrm_finetuned, lrm_pretrained
@@ -22,10 +24,11 @@ from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthe
 from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
 
 # Partitioned assets (one run per object or prompt shard) are left out of the whole-graph job: a run has one
-# partition (`python -m vfusion3d_pipeline.run_all` runs every partition).
+# partition (`python -m vfusion3d_pipeline.run_all` runs every partition). Experiments have their own jobs.
 all_assets_job = dg.define_asset_job("materialize_all",
-                                     selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
-                                         renders_3d, synthetic_videos, filtered_multiview_dataset),
+                                     selection=dg.AssetSelection.all() - dg.AssetSelection.groups(EXPERIMENTS)
+                                     - dg.AssetSelection.assets(renders_3d, synthetic_videos,
+                                                                filtered_multiview_dataset),
                                      description="Materialize the whole unpartitioned asset graph at the configured "
                                                  "preset.")
 list_objects_job = dg.define_asset_job("list_source_objects", selection=dg.AssetSelection.assets(source_objects),
@@ -39,16 +42,21 @@ synthesis_job = dg.define_asset_job("synthesize_prompt_shard", selection=dg.Asse
 engine_shard_job = dg.define_asset_job(
     "synthesize_and_filter_shard", selection=dg.AssetSelection.assets(synthetic_videos, filtered_multiview_dataset),
     description="Synthesize one prompt shard's videos, then filter them into posed multi-view samples.")
+lrm_arms_job = dg.define_asset_job(
+    "lrm_arms", selection=dg.AssetSelection.assets(lrm_3d_only, lrm_pretrained, lrm_finetuned, eval_metrics),
+    description="Retrain the graph's three LRM arms from the current data: 3D only (lrm_3d_only), synthetic only "
+                "(lrm_pretrained) and synthetic then 3D (lrm_finetuned), then score them all (eval_metrics). Any "
+                "preset: set resources.preset.config.name in the launchpad.")
 ablation_job = dg.define_asset_job(
-    "ablation", selection=dg.AssetSelection.assets(lrm_3d_only, lrm_pretrained, lrm_finetuned, eval_metrics),
-    description="The paper's data-source comparison: train 3D only (lrm_3d_only), synthetic only (lrm_pretrained) "
-                "and synthetic then 3D (lrm_finetuned) from the current data, then score them all (eval_metrics: "
-                "the ablation table). Any preset: set resources.preset.config.name in the launchpad.")
+    "ablation", selection=dg.AssetSelection.assets(ablation_report),
+    description="The data-source ablation in miniature (ablation_report, docs/ablation.md): disjoint populations, "
+                "a video prior on unposed clips, synthetic data at several doses, compute-matched LRM arms over "
+                "seeds and an oracle arm; about 45 min at preset mini on 2 CPU cores, resumable.")
 prompt_set_job = dg.define_asset_job("build_prompt_set", selection=dg.AssetSelection.assets(prompt_set),
                                      description="Build or grow (append-only) the prompt set.")
 
 ASSETS = [source_objects, renders_3d, prompt_set, video_model, quality_models, synthetic_videos,
-          filtered_multiview_dataset, lrm_3d_only, lrm_pretrained, lrm_finetuned, eval_metrics]
+          filtered_multiview_dataset, lrm_3d_only, lrm_pretrained, lrm_finetuned, eval_metrics, ablation_report]
 ASSET_CHECKS = [renders_3d_integrity, prompt_set_integrity, synthetic_videos_integrity, filtered_multiview_integrity,
                 eval_heldout_disjoint]
 
@@ -59,7 +67,7 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
         jobs=[all_assets_job, list_objects_job, renders_job, synthesis_job, engine_shard_job, prompt_set_job,
-              ablation_job],
+              lrm_arms_job, ablation_job],
         schedules=[build_synthesis_schedule(SynthesisScheduleSettings.from_env())],
         sensors=[build_prompt_source_sensor(PromptSourceSettings.from_env()), recover_dead_runs_sensor],
         resources=resources or default_resources(),

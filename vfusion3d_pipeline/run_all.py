@@ -28,6 +28,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from vfusion3d_pipeline.assets.ablation import GROUP as EXPERIMENTS
 from vfusion3d_pipeline.preflight import missing_pretrained
 from vfusion3d_pipeline.recovery import recover_dead_runs
 
@@ -46,11 +47,13 @@ class Stage:
 
 def stages(defs: dg.Definitions | None = None) -> list[Stage]:
     """The asset keys in dependency order, grouped into stages: an asset joins the earliest stage after its
-    parents' that has its own partitioning (a parent with the same partitioning may share the stage)."""
+    parents' that has its own partitioning (a parent with the same partitioning may share the stage). Experiments
+    (group ``experiments``) are left out: they have their own jobs."""
     if defs is None:
         from vfusion3d_pipeline.definitions import defs
     graph = defs.resolve_asset_graph()
-    order = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
+    order = [k for k in graph.toposorted_asset_keys
+             if graph.get(k).is_materializable and graph.get(k).group_name != EXPERIMENTS]
     kinds: list[str | None] = []  # partitions name of each stage
     members: list[list[dg.AssetKey]] = []
     stage_of: dict[dg.AssetKey, int] = {}

@@ -97,6 +97,15 @@ class MLflowRun:
         self._mlflow.set_tag("registered_model", f"models:/{name}/{mv.version}")
         return f"models:/{name}/{mv.version}"
 
+    def log_child(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> str:
+        """A nested run under this one (e.g. one arm and seed of an experiment) with ``params`` and ``metrics``;
+        returns its run id."""
+        with self._mlflow.start_run(run_name=name, nested=True, experiment_id=self.run.info.experiment_id,
+                                    tags={"mlflow.parentRunId": self.run_id}) as child:
+            self._mlflow.log_params({k: str(v)[:500] for k, v in flat_params(redact(params)).items()})
+            self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            return child.info.run_id
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file, or a directory's contents, under ``artifact_path``."""
         if Path(path).is_dir():

@@ -12,7 +12,7 @@ def model_card(config: VideoModelConfig, training_data: dict[str, str], metrics:
                code_version: str, text_encoder: dict[str, Any], info: dict[str, Any] | None = None) -> str:
     """Markdown with YAML front matter; ``training_data`` maps dataset name -> manifest digest; ``info`` (optional):
     compute settings and parameter counts. Every randomly initialised network is listed as such."""
-    base = config.svd_path or "random initialisation"
+    base = config.svd_path or config.prior_path or "random initialisation"
     image_base = config.image_model_path or "random initialisation"
     random_init = config.random_components()
     extra = info or {}

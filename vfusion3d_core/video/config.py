@@ -31,6 +31,9 @@ class VideoModelConfig(ConfigBase):
     # --- pretrained sources (paper); None = build from scratch with the sizes below
     image_model_path: str | None = None  # diffusers text-to-image pipeline dir (unet/, vae/, scheduler/)
     svd_path: str | None = None  # Stable Video Diffusion dir (unet/, vae/, image_encoder/, scheduler/)
+    # an orbit-video model folder (OrbitVideoModel.save_pretrained, e.g. a video prior pretrained on unposed clips,
+    # video/clips.py) that every network starts from; its architecture fields must match these
+    prior_path: str | None = None
     # --- from-scratch sizes
     vae_channels: tuple[int, ...] = (16, 32, 32, 32)  # 4 blocks -> 8x downsampling
     vae_norm_groups: int = 8
@@ -91,6 +94,8 @@ class VideoModelConfig(ConfigBase):
             raise ValueError("resolution must be a multiple of 8, num_frames >= 2, sample_steps >= 1")
         if min(self.vae_steps, self.image_steps, self.video_steps) < 0:
             raise ValueError("step counts must be >= 0")
+        if self.prior_path and (self.svd_path or self.image_model_path):
+            raise ValueError("prior_path (a whole orbit-video model) excludes svd_path / image_model_path")
         if self.shuffle_buffer < 1 or self.data_workers < 0 or self.scale_batches < 1:
             raise ValueError("shuffle_buffer >= 1, data_workers >= 0 and scale_batches >= 1 are required")
 
@@ -107,7 +112,9 @@ class VideoModelConfig(ConfigBase):
 
     def random_components(self) -> list[str]:
         """Networks that start from random initialisation (the rest load pretrained weights)."""
-        out = []
+        out: list[str] = []
+        if self.prior_path:
+            return out
         if not self.svd_path and not self.image_model_path:
             out.append("vae")
         if not self.image_model_path:
@@ -118,7 +125,16 @@ class VideoModelConfig(ConfigBase):
 
     @property
     def train_temporal_only(self) -> bool:
-        return self.svd_path is not None if self.temporal_only is None else self.temporal_only
+        """Stage 2 trains only temporal layers: as set, else exactly when it starts from pretrained weights."""
+        pretrained = self.svd_path is not None or self.prior_path is not None
+        return pretrained if self.temporal_only is None else self.temporal_only
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that decide the networks' shapes (a prior and its fine-tune must agree on them)."""
+        return {k: getattr(self, k) for k in ("resolution", "num_frames", "text_encoder_path", "max_text_tokens",
+                                              "vae_channels", "vae_norm_groups", "latent_channels",
+                                              "image_unet_channels", "video_unet_channels", "attention_head_dim",
+                                              "time_embed_dim", "train_timesteps", "prediction_type")}
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:

@@ -24,6 +24,7 @@ HELDOUT_SHEET = "eval/heldout_orbits.png"  # in the model folder: untrained, fin
 PRETRAINED_HINTS = {
     "svd_path": "a StableVideoDiffusionPipeline folder: unet/ vae/ image_encoder/ feature_extractor/ scheduler/",
     "image_model_path": "a StableDiffusionPipeline-style folder: unet/ vae/ text_encoder/ tokenizer/ scheduler/",
+    "prior_path": "an orbit-video model folder written by OrbitVideoModel.save_pretrained (model_index.json)",
 }
 
 
@@ -40,13 +41,30 @@ def check_pretrained(cfg: VideoModelConfig, preset: str, from_scratch: bool) -> 
     """Refuse to start before any work: ``small``/``paper`` without ``svd_path`` / ``image_model_path``
     (unless ``from_scratch``; MissingPretrainedError naming each path), and any randomly initialised network
     that its stage would train for 0 steps (ValueError)."""
-    require_pretrained(preset, "video_model", {"svd_path": cfg.svd_path, "image_model_path": cfg.image_model_path},
-                       from_scratch, PRETRAINED_HINTS)
+    if cfg.prior_path:  # a whole orbit-video model: nothing else is needed, but it must exist
+        require_pretrained(preset, "video_model", {"prior_path": cfg.prior_path}, True, PRETRAINED_HINTS)
+    else:
+        require_pretrained(preset, "video_model", {"svd_path": cfg.svd_path, "image_model_path": cfg.image_model_path},
+                           from_scratch, PRETRAINED_HINTS)
     steps = {"vae": cfg.vae_steps, "image_unet": cfg.image_steps, "video_unet": cfg.video_steps}
     untrained = [f"{name} ({name.split('_')[0]}_steps=0)" for name in cfg.random_components() if steps[name] == 0]
     if untrained:
         raise ValueError("randomly initialised networks would be trained 0 steps: " + ", ".join(untrained)
                          + "; give their pretrained folder or a positive step count")
+
+
+def load_prior(cfg: VideoModelConfig) -> OrbitVideoModel:
+    """The model saved in ``cfg.prior_path``, carrying ``cfg`` (training settings) from now on; ValueError naming
+    every architecture field on which the two differ."""
+    if not cfg.prior_path:
+        raise ValueError("load_prior needs prior_path")
+    model = OrbitVideoModel.from_pretrained(cfg.prior_path)
+    prior, wanted = model.config.architecture(), cfg.architecture()
+    differ = {k: (prior[k], wanted[k]) for k in wanted if prior[k] != wanted[k]}
+    if differ:
+        raise ValueError(f"prior {cfg.prior_path} has another architecture (prior, config): {differ}")
+    model.config = cfg
+    return model
 
 
 def heldout_evaluation(request: FinetuneRequest) -> tuple[OrbitShards | None, torch.nn.Module | None, str]:
@@ -83,7 +101,7 @@ def finetune_video_model(request: FinetuneRequest, log: MetricLogger | None = No
     set_torch_threads(request.torch_threads or None)
     data = OrbitShards(request.render_shards, cfg.num_frames, cfg.resolution, cfg.shuffle_buffer)
     torch.manual_seed(cfg.seed)
-    model = OrbitVideoModel.build(cfg).to(compute.torch_device)
+    model = (load_prior(cfg) if cfg.prior_path else OrbitVideoModel.build(cfg)).to(compute.torch_device)
     say(f"model on {compute.torch_device} ({compute.describe()['resolved_precision']}); random init: "
         f"{model.random_components() or 'none'}; measuring the untrained model on {request.eval_count} orbits")
     before = orbit_closeness(model, data, request.eval_count, compute=compute)
