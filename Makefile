@@ -5,8 +5,9 @@ export VFUSION3D_ARTIFACT_ROOT ?= $(CURDIR)/artifacts
 export VFUSION3D_PRESET ?= tiny
 export OMP_WAIT_POLICY ?= PASSIVE
 PORT ?= 3000
+ABLATION_PRESET ?= mini
 
-.PHONY: setup tiny test test-fast lint ui
+.PHONY: setup tiny test test-fast lint ui ablation
 setup:
 	@bash scripts/setup.sh
 
@@ -20,6 +21,11 @@ test: setup  ## lint + the whole test suite (the slowest tests' durations printe
 test-fast: setup  ## lint + every test not marked slow (iterating; `make test` runs everything)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow" tests
+
+ablation: setup  ## the data-source ablation experiment (job `ablation`, ~45 min at mini), its report copied into docs/
+	$(PY) -m dagster asset materialize -m vfusion3d_pipeline.definitions --select ablation_report \
+		--config-json '{"ops": {"ablation_report": {"config": {"preset": "$(ABLATION_PRESET)"}}}}'
+	$(PY) -m vfusion3d_core.ablation export --artifact-root $(VFUSION3D_ARTIFACT_ROOT) --docs docs
 
 lint:
 	$(PY) -m ruff check .

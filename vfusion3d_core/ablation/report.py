@@ -191,3 +191,17 @@ def write_report(run: AblationRun, out_dir: str | Path, command: str) -> dict:
     (out / "report.md").write_text(render_markdown(s, command), encoding="utf-8")
     dose_response_plot(s, out / "dose_response.png")
     return s
+
+
+def export_report(version_dir: str | Path, docs_dir: str | Path) -> list[Path]:
+    """Copy a committed ``ablation_report`` version's report into the docs: ``docs/ablation.md`` and
+    ``docs/images/ablation_dose_response.png`` (the path report.md links to). Returns the written paths."""
+    src, docs = Path(version_dir), Path(docs_dir)
+    missing = [f for f in FILES if not (src / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{src} is not an ablation_report version: missing {missing}")
+    (docs / "images").mkdir(parents=True, exist_ok=True)
+    written = [docs / "ablation.md", docs / "images" / "ablation_dose_response.png"]
+    written[0].write_text((src / "report.md").read_text(encoding="utf-8"), encoding="utf-8")
+    written[1].write_bytes((src / "dose_response.png").read_bytes())
+    return written

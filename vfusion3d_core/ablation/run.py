@@ -54,6 +54,7 @@ from vfusion3d_core.prompts.dedup import Embedder, minilm_embedder
 from vfusion3d_core.prompts.shards import PromptRecord
 from vfusion3d_core.render.dataset import RenderSettings, render_objects
 from vfusion3d_core.video.clips import ClipSettings, render_clips
+from vfusion3d_core.video.config import VideoModelConfig
 from vfusion3d_core.video.data import composite_on_white
 from vfusion3d_core.video.finetune import finetune_video_model
 from vfusion3d_core.video.model import OrbitVideoModel
@@ -151,7 +152,8 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
     clip_dir, _ = stage("clips", [pop_key, clip_settings.__dict__], clips)
 
     # 4. video prior, 5. posed fine-tune
-    video_dir = _video_stages(cfg, stage, runner, shards, shards_in(clip_dir), compute, say)
+    video_dir = _video_stages(cfg, stage, runner, shards, shards_in(clip_dir), key_digest(run.stages["renders"]),
+                              compute, say)
 
     # 6. synthesis
     records = [PromptRecord(r.uid, r.caption) for r in pop.roles["prompts"]]
@@ -178,7 +180,7 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
         models.save(tmp / "models")
         return models.info["metrics"]
 
-    quality_dir, _ = stage("quality_models", [pop_key, dino.__dict__], quality)
+    quality_dir, _ = stage("quality_models", [key_digest(run.stages["renders"]), dino.__dict__], quality)
 
     def filtered(tmp: Path) -> dict:
         models = QualityModels.load(quality_dir / "models", compute)
@@ -190,14 +192,17 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
             out[f"dose-{dose}"] = result.counts
         return out
 
-    filter_dir, _ = stage("filtered", [video_key, key_digest(run.stages["quality_models"]), cfg.doses,
-                                       cfg.filter_threshold, cfg.filter_min_keep_fraction], filtered)
+    filter_dir, _ = stage("filtered", [video_key, key_digest(run.stages["synthesis"]),
+                                       key_digest(run.stages["quality_models"]), cfg.doses, cfg.filter_threshold,
+                                       cfg.filter_min_keep_fraction], filtered)
     data = {THREE_D: shards[THREE_D]}
     for dose in (d for d in cfg.doses if d > 0):
         data[synthetic_data(dose)] = shards_in(filter_dir / f"dose-{dose}")
     data[oracle_data(cfg.max_dose)] = shards["prompts"]
-    data_key = {name: key_digest([Path(s).name for s in v]) for name, v in data.items()}
-    data_key["stages"] = [key_digest(run.stages[s]) for s in ("renders", "filtered")]
+    # each data name keyed by the stage that made it and its shard names: an arm retrains only when its own data changed
+    made_by = {name: "filtered" if name.startswith("synthetic") else "renders" for name in data}
+    data_key = {name: key_digest([key_digest(run.stages[made_by[name]]), [Path(s).name for s in shards_of]])
+                for name, shards_of in data.items()}
 
     # 8. learning rate on the validation split, 9. arms x seeds, 10. held-out evaluation
     run.lr = _choose_lr(cfg, stage, runner, data, data_key, shards["validation"], compute, run)
@@ -205,7 +210,8 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
     checkpoints: dict[str, str | None] = {}
     for arm, seed in itertools.product(run.arms, cfg.seeds):
         name = f"arm-{arm.name}-seed{seed}"
-        path, result = stage(name, [arm.phases, run.lr, seed, data_key, cfg.lrm_recipe(run.lr, seed).to_dict()],
+        path, result = stage(name, [arm.phases, run.lr, seed, [data_key[p] for p in arm.phases],
+                                    cfg.lrm_recipe(run.lr, seed).to_dict(), cfg.finetune_lr_scale],
                              lambda tmp, arm=arm, seed=seed, name=name: train_arm(
                                  arm, cfg, run.lr, seed, data, runner.work / "checkpoints" / name, tmp, compute))
         checkpoints[checkpoint_name(arm, seed)] = str(path / "final")
@@ -218,33 +224,40 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
         result = run_evaluation(request, say)
         return {"means": result.means, "labels": result.labels, "objects": result.objects}
 
-    _, result = stage("evaluation", [eval_key, cfg.heldout_objects, cfg.heldout_views], evaluation)
+    _, result = stage("evaluation", [eval_key, key_digest(run.stages["renders"]), cfg.heldout_objects,
+                                     cfg.heldout_views, cfg.resolution], evaluation)
     run.heldout, run.labels = result["means"], result["labels"]
     run.timings, run.reused = runner.timings, runner.reused
     return run
 
 
 def _video_stages(cfg: AblationConfig, stage: Callable, runner: StageRunner, shards: dict[str, list[str]],
-                  clip_shards: list[str], compute: ComputeSettings, say: Callable[[str], None]) -> Path:
+                  clip_shards: list[str], renders_key: str, compute: ComputeSettings, say: Callable[[str], None]
+                  ) -> Path:
     """The video prior on the clips, then its posed fine-tune on the 3D set; returns the fine-tune's stage dir
-    (the model in ``model/``)."""
-    def train(name: str, config, data: list[str]) -> Callable[[Path], dict]:
+    (the model in ``model/``). Keys name inputs by content (``renders_key``, the prior's result), never by path, so
+    a moved work dir keeps its finished stages."""
+    def train(name: str, config: VideoModelConfig, data: list[str]) -> Callable[[Path], dict]:
+        def log_losses(metrics: dict[str, float], step: int) -> None:
+            if step % 100 == 0:
+                say(f"[{name}] step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                                                          if k.startswith("loss")))
+
         def build(tmp: Path) -> dict:
-            request = FinetuneRequest(config, data, str(tmp / "model"), checkpoint_dir=str(runner.work / "checkpoints"
-                                                                                            / name),
-                                      eval_count=4, heldout_shards=shards["heldout"],
-                                      heldout_count=cfg.video_heldout_orbits, compute=compute,
-                                      torch_threads=cfg.torch_threads)
-            result = finetune_video_model(request, progress=lambda m: say(f"[{name}] {m}"))
+            request = FinetuneRequest(config, data, str(tmp / "model"),
+                                      checkpoint_dir=str(runner.work / "checkpoints" / name), eval_count=4,
+                                      heldout_shards=shards["heldout"], heldout_count=cfg.video_heldout_orbits,
+                                      compute=compute, torch_threads=cfg.torch_threads)
+            result = finetune_video_model(request, log_losses, progress=lambda m: say(f"[{name}] {m}"))
             return {"metrics": result.metrics, "counts": result.counts, "info": result.info}
         return build
 
     prior_cfg = cfg.video_prior_config()
-    prior_dir, prior = stage("video_prior", [prior_cfg.to_dict(), [Path(s).name for s in clip_shards],
-                                             shards["heldout"][:1]], train("video_prior", prior_cfg, clip_shards))
+    prior_dir, prior = stage("video_prior", [prior_cfg.to_dict(), [Path(s).name for s in clip_shards], renders_key],
+                             train("video_prior", prior_cfg, clip_shards))
     tuned_cfg = cfg.video_finetune_config(str(prior_dir / "model"))
-    video_dir, _ = stage("video_model", [tuned_cfg.to_dict(), key_digest(prior), [Path(s).name for s in
-                                                                                   shards[THREE_D]]],
+    tuned_key = {**tuned_cfg.to_dict(), "prior_path": None}  # the prior enters by its result
+    video_dir, _ = stage("video_model", [tuned_key, key_digest(prior), renders_key],
                          train("video_model", tuned_cfg, shards[THREE_D]))
     return video_dir
 
@@ -274,8 +287,8 @@ def _choose_lr(cfg: AblationConfig, stage: Callable, runner: StageRunner, data: 
             shutil.rmtree(work / "final")  # only the score is kept
         return {"scores": scores, "chosen": max(scores, key=lambda k: scores[k]["psnr"])}
 
-    _, result = stage("lr_search", [cfg.lr_candidates, seed, data_key[THREE_D], cfg.lrm_recipe(1.0, seed).to_dict()],
-                      search)
+    _, result = stage("lr_search", [cfg.lr_candidates, seed, data_key[THREE_D], key_digest(run.stages["renders"]),
+                                    cfg.validation_objects, cfg.lrm_recipe(1.0, seed).to_dict()], search)
     return float(result["chosen"])
 
 
