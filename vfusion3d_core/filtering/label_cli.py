@@ -18,7 +18,6 @@ import numpy as np
 from PIL import Image
 
 from vfusion3d_core.data.artifacts import ArtifactStore
-from vfusion3d_core.data.video_sample import iter_video_samples
 
 SYNTHETIC = "synthetic_videos"
 HEADER = ["video_key", "label", "partition", "labelled_at"]
@@ -67,6 +66,8 @@ def append_label(path: Path, key: str, label: str, partition: str) -> None:
 def label(artifact_root: str, labels_csv: Path, partitions: tuple[str, ...], previews: Path | None,
           relabel: bool) -> None:
     """Review synthetic orbit videos and append good/bad labels for the quality classifier."""
+    from vfusion3d_core.data.video_sample import iter_video_samples  # torch + webdataset: not for --help
+
     store = ArtifactStore(artifact_root)
     keys = list(partitions) or store.partitions(SYNTHETIC)
     if not keys:

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import click
 
-from .mesh_export import MESH_FORMATS, UP_AXES
-from .preprocess import DEFAULT_MAX_PIXELS
-from .turntable import VIDEO_FORMATS
+from .options import DEFAULT_MAX_PIXELS, MESH_FORMATS, UP_AXES, VIDEO_FORMATS  # light: no torch for --help
 
 
 @click.command("generate")
@@ -25,9 +23,11 @@ from .turntable import VIDEO_FORMATS
 @click.option("--views", type=click.IntRange(1), default=160, show_default=True,
               help="Turntable frames (one render call each).")
 @click.option("--no-video", is_flag=True, help="Write no turntable video (mesh and input.png only).")
-@click.option("--mesh-resolution", type=click.IntRange(8), default=256, show_default=True)
+@click.option("--mesh-resolution", type=click.IntRange(8), default=256, show_default=True,
+              help="Marching-cubes grid size per axis (higher: finer mesh, slower).")
 @click.option("--mesh-level", type=float, default=1.0, show_default=True, help="Density iso level.")
-@click.option("--mesh-format", type=click.Choice(MESH_FORMATS), default="glb", show_default=True)
+@click.option("--mesh-format", type=click.Choice(MESH_FORMATS), default="glb", show_default=True,
+              help="File format of the mesh (glb keeps vertex colours or a baked texture).")
 @click.option("--max-faces", type=click.IntRange(4), default=None,
               help="Decimate the mesh to at most N faces (quadric edge collapse); colours re-queried.")
 @click.option("--texture-size", type=click.IntRange(0), default=0, show_default=True,
@@ -38,10 +38,12 @@ from .turntable import VIDEO_FORMATS
                    "project's world frame). .glb is always y-up (glTF).")
 @click.option("--video-format", type=click.Choice(VIDEO_FORMATS), default="auto", show_default=True,
               help="auto = mp4 when imageio-ffmpeg is installed, else gif.")
-@click.option("--fps", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--fps", type=click.IntRange(1), default=30, show_default=True,
+              help="Frames per second of the turntable video.")
 @click.option("--remove-background", type=click.Choice(["auto", "always", "never"]), default="auto",
               show_default=True, help="rembg for images without alpha (only with a locally available model).")
-@click.option("--border-ratio", type=click.FloatRange(0, 0.49), default=0.15, show_default=True)
+@click.option("--border-ratio", type=click.FloatRange(0, 0.49), default=0.15, show_default=True,
+              help="Empty margin on each side of the recentred object, as a fraction of the model input size.")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse larger images (decompression-bomb guard).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")

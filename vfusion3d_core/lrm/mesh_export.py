@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-MESH_FORMATS = ("glb", "obj", "ply")
-UP_AXES = ("y", "z")
+from .options import MESH_FORMATS, UP_AXES  # noqa: F401  (re-exported)
 
 # 4x4: world z-up -> y-up, (x, y, z) -> (x, z, -y); a proper rotation, so face winding is unchanged
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0, 0.0],

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 64_000_000  # refuse larger images before decoding (decompression-bomb guard)
+from .options import DEFAULT_MAX_PIXELS  # noqa: F401  (re-exported)
+
 REMBG_MODEL = "u2net"
 
 

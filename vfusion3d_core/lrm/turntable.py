@@ -8,7 +8,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-VIDEO_FORMATS = ("auto", "mp4", "gif")
+from .options import VIDEO_FORMATS
 
 
 def has_ffmpeg() -> bool:
