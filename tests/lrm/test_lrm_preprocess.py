@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
-from vfusion3d_core.lrm.preprocess import ImageError, open_image, prepare_image, recentre, rembg_status, to_rgba
+from vfusion3d_core.lrm.preprocess import (
+    ImageError,
+    open_image,
+    prepare_image,
+    recentre,
+    rembg_status,
+    require_rembg,
+    to_rgba,
+)
 
 
 def rgba_square(h=100, w=80, box=(20, 70, 10, 60), colour=(200, 50, 50)) -> np.ndarray:
@@ -60,3 +72,39 @@ def test_rembg_always_without_model_is_a_clear_error(tmp_path, monkeypatch):
     Image.fromarray(rgba_square()[..., :3]).save(tmp_path / "b.png")
     with pytest.raises(ImageError, match="rembg"):
         prepare_image(tmp_path / "b.png", 32, background="always")
+
+
+def test_rembg_missing_says_how_to_install_or_skip(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rembg", None)  # `import rembg` raises ImportError, as when not installed
+    usable, why = rembg_status()
+    assert not usable and "pip install 'vfusion3d[rembg]'" in why
+    Image.fromarray(rgba_square()[..., :3]).save(tmp_path / "b.png")
+    with pytest.raises(ImageError) as err:
+        prepare_image(tmp_path / "b.png", 32, background="always")
+    message = str(err.value)
+    assert "pip install 'vfusion3d[rembg]'" in message and "--remove-background never" in message
+    # auto falls back to the whole image and says why; never does not touch rembg
+    assert "vfusion3d[rembg]" in prepare_image(tmp_path / "b.png", 32, background="auto").mask_source
+    assert "disabled" in prepare_image(tmp_path / "b.png", 32, background="never").mask_source
+
+
+def test_rembg_without_its_model_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rembg", types.ModuleType("rembg"))  # installed, but no u2net.onnx
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "no_models"))
+    with pytest.raises(ImageError) as err:
+        require_rembg()
+    message = str(err.value)
+    assert str(tmp_path / "no_models" / "u2net.onnx") in message and "--remove-background never" in message
+
+
+def test_generate_always_without_rembg_is_a_usage_error_before_loading(tmp_path, monkeypatch):
+    from vfusion3d_core.cli import main
+
+    monkeypatch.setitem(sys.modules, "rembg", None)
+    Image.fromarray(rgba_square()[..., :3]).save(tmp_path / "b.png")
+    (tmp_path / "ckpt").mkdir()  # no checkpoint inside: the refusal must come before the model is loaded
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "b.png"), "--checkpoint", str(tmp_path / "ckpt"),
+                                       "-o", str(tmp_path / "out"), "--remove-background", "always"])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'vfusion3d[rembg]'" in result.output and "--remove-background never" in result.output
+    assert not (tmp_path / "out").exists()

@@ -41,7 +41,9 @@ from .options import DEFAULT_MAX_PIXELS, MESH_FORMATS, UP_AXES, VIDEO_FORMATS  #
 @click.option("--fps", type=click.IntRange(1), default=30, show_default=True,
               help="Frames per second of the turntable video.")
 @click.option("--remove-background", type=click.Choice(["auto", "always", "never"]), default="auto",
-              show_default=True, help="rembg for images without alpha (only with a locally available model).")
+              show_default=True,
+              help="rembg for images without alpha. auto: when rembg and its model are available, else the whole "
+                   "image; always: fail unless they are (pip install 'vfusion3d[rembg]'); never: skip it.")
 @click.option("--border-ratio", type=click.FloatRange(0, 0.49), default=0.15, show_default=True,
               help="Empty margin on each side of the recentred object, as a fraction of the model input size.")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
@@ -74,7 +76,7 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
     from vfusion3d_core.compute import ComputeSettings, DeviceUnavailableError
 
     from .generate import GenerateOptions, generate_one, inference_options, load_model, output_dirs
-    from .preprocess import ImageError, open_image
+    from .preprocess import ImageError, open_image, require_rembg
 
     if (checkpoint is None) == (official is None):
         raise click.UsageError("give exactly one of --checkpoint DIR or --official FILE")
@@ -88,6 +90,11 @@ def generate(images: tuple[Path, ...], checkpoint: Path | None, official: Path |
         raise click.UsageError("--texture-size needs --mesh-format glb or obj (.ply has no texture)")
     if 0 < texture_size < 8:
         raise click.UsageError("--texture-size must be 0 (vertex colours) or at least 8")
+    if remove_background == "always":  # before any image is read or the model loaded: it would fail for all
+        try:
+            require_rembg()
+        except ImageError as err:
+            raise click.UsageError(str(err)) from err
     failed: dict[int, str] = {}  # position in IMAGES -> reason (the same file may be given twice)
     for index, path in enumerate(images):  # headers only: unreadable images are reported before loading a model
         try:

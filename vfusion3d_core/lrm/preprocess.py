@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import warnings
 from dataclasses import dataclass
@@ -79,22 +78,37 @@ def to_rgba(img: Image.Image) -> tuple[np.ndarray, bool]:
     return rgba, bool(has_alpha and (rgba[..., 3] < 255).any())
 
 
+REMBG_INSTALL = "pip install 'vfusion3d[rembg]'"
+REMBG_SKIP = ("or skip background removal with --remove-background never (the image's alpha channel, else the "
+              "whole image, is the foreground)")
+
+
 def rembg_status(model: str = REMBG_MODEL) -> tuple[bool, str]:
-    """Whether rembg can run offline: (usable, explanation)."""
-    if importlib.util.find_spec("rembg") is None:
-        return False, "rembg is not installed (pip install rembg)"
+    """Whether rembg can run offline: (usable, explanation). Not usable when rembg cannot be imported (not
+    installed, or a broken install such as one without onnxruntime) or its model file is not on disk."""
+    try:
+        import rembg  # noqa: F401  (optional dependency: the `rembg` extra)
+    except ImportError as err:
+        return False, f"rembg is not installed or cannot be imported ({err}); install it with {REMBG_INSTALL}"
     home = Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net"))
     weights = home / f"{model}.onnx"
     if not weights.is_file():
-        return False, f"rembg model {weights} is not available locally (this project never downloads it)"
+        return False, (f"rembg model {weights} is not available locally (this project never downloads it); "
+                       f"put {model}.onnx in $U2NET_HOME (default ~/.u2net)")
     return True, f"rembg ({model})"
 
 
-def remove_background(rgba: np.ndarray, model: str = REMBG_MODEL) -> np.ndarray:
-    """Foreground alpha from rembg; raises ImageError when rembg is unusable."""
+def require_rembg(model: str = REMBG_MODEL) -> None:
+    """Raise ImageError saying how to install rembg or how to skip it when background removal was asked for
+    and rembg cannot run."""
     usable, why = rembg_status(model)
     if not usable:
-        raise ImageError(why)
+        raise ImageError(f"background removal was asked for (--remove-background always) but {why}; {REMBG_SKIP}")
+
+
+def remove_background(rgba: np.ndarray, model: str = REMBG_MODEL) -> np.ndarray:
+    """Foreground alpha from rembg; raises ImageError (how to install rembg, how to skip) when rembg is unusable."""
+    require_rembg(model)
     from rembg import new_session, remove  # optional dependency, imported only when usable
 
     out = remove(Image.fromarray(rgba[..., :3]), session=new_session(model))
