@@ -18,7 +18,10 @@ from vfusion3d_core.ablation.run import AblationRun
 METRICS = ("psnr", "ssim", "lpips")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False}
 VIDEO_METRICS = ("psnr", "lpips", "colour_mean_distance", "colour_hist_distance", "consistency_gap")
-FILES = ("report.md", "ablation.json", "dose_response.png")
+FILES = ("report.md", "ablation.json", "dose_response.png", "video_heldout.png", "synthetic_examples.png")
+# report file -> its name under docs/images/ (report.md links to images/<that name>)
+DOC_IMAGES = {"dose_response.png": "ablation_dose_response.png", "video_heldout.png": "ablation_video_heldout.png",
+              "synthetic_examples.png": "ablation_synthetic_examples.png"}
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
@@ -128,12 +131,17 @@ def render_markdown(s: dict, command: str) -> str:
     lines += ["", f"LPIPS backbone: {s['labels'].get('lpips', '?')}. Learning rate {s['lr']:g}, chosen on the "
               f"validation split ({cfg['validation_objects']} objects, 3D-only arm): "
               + ", ".join(f"{k}: {v['psnr']:.2f} dB" for k, v in s["lr_search"].items()) + ".", "",
-              "## Dose-response (synthetic → 3D)", "", "![dose response](images/ablation_dose_response.png)", "",
+              "## Dose-response (synthetic → 3D)", "",
+              f"![dose response](images/{DOC_IMAGES['dose_response.png']})", "",
               "| synthetic videos | kept by the filter | PSNR ↑ | SSIM ↑ | LPIPS ↓ |", "|---|---|---|---|---|"]
     for d in s["doses"]:
         kept = s["filtered"].get(f"dose-{d['dose']}", {}).get("kept", 0)
         lines.append(f"| {d['dose']} | {kept} | {_fmt(d['psnr'], 2)} | {_fmt(d['ssim'])} | {_fmt(d['lpips'], 4)} |")
     lines += ["", "## The video model on held-out objects (image → orbit, true first frame)", "",
+              f"![held-out orbits](images/{DOC_IMAGES['video_heldout.png']})", "",
+              "Per held-out object: the prior's orbit, the fine-tuned model's orbit, the true orbit (rows); frame 0 is "
+              "the conditioning view. Synthetic videos the filter kept (top) and rejected (bottom):", "",
+              f"![synthetic examples](images/{DOC_IMAGES['synthetic_examples.png']})", "",
               "| model | " + " | ".join(VIDEO_METRICS) + " |", "|---|" + "---|" * len(VIDEO_METRICS)]
     for stage, label in (("video_prior", "untrained"), ("video_prior", "finetuned"), ("video_model", "finetuned")):
         row = {m: s["video"][stage].get(f"{label}/heldout/{m}") for m in VIDEO_METRICS}
@@ -183,9 +191,18 @@ def dose_response_plot(s: dict, path: Path) -> None:
 
 
 def write_report(run: AblationRun, out_dir: str | Path, command: str) -> dict:
-    """``report.md``, ``ablation.json`` and ``dose_response.png`` into ``out_dir``; returns the summary."""
+    """``FILES`` into ``out_dir`` (the two preview sheets copied from the run's video-model and filter stages);
+    returns the summary."""
+    import shutil
+
+    from vfusion3d_core.filtering.extract import EXAMPLES_FILE
+    from vfusion3d_core.video.finetune import HELDOUT_SHEET
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run.stage_dir("video_model") / "model" / HELDOUT_SHEET, out / "video_heldout.png")
+    shutil.copyfile(run.stage_dir("filtered") / f"dose-{run.config.max_dose}" / EXAMPLES_FILE,
+                    out / "synthetic_examples.png")
     s = summarize(run)
     (out / "ablation.json").write_text(json.dumps(s, indent=2, sort_keys=True, default=str))
     (out / "report.md").write_text(render_markdown(s, command), encoding="utf-8")
@@ -194,14 +211,16 @@ def write_report(run: AblationRun, out_dir: str | Path, command: str) -> dict:
 
 
 def export_report(version_dir: str | Path, docs_dir: str | Path) -> list[Path]:
-    """Copy a committed ``ablation_report`` version's report into the docs: ``docs/ablation.md`` and
-    ``docs/images/ablation_dose_response.png`` (the path report.md links to). Returns the written paths."""
+    """Copy a committed ``ablation_report`` version's report into the docs: ``docs/ablation.md`` and its images as
+    ``docs/images/<DOC_IMAGES name>`` (the paths report.md links to). Returns the written paths."""
     src, docs = Path(version_dir), Path(docs_dir)
     missing = [f for f in FILES if not (src / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{src} is not an ablation_report version: missing {missing}")
     (docs / "images").mkdir(parents=True, exist_ok=True)
-    written = [docs / "ablation.md", docs / "images" / "ablation_dose_response.png"]
+    written = [docs / "ablation.md"]
     written[0].write_text((src / "report.md").read_text(encoding="utf-8"), encoding="utf-8")
-    written[1].write_bytes((src / "dose_response.png").read_bytes())
+    for name, doc_name in DOC_IMAGES.items():
+        written.append(docs / "images" / doc_name)
+        written[-1].write_bytes((src / name).read_bytes())
     return written
