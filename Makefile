@@ -5,9 +5,10 @@ export VFUSION3D_ARTIFACT_ROOT ?= $(CURDIR)/artifacts
 export VFUSION3D_PRESET ?= tiny
 export OMP_WAIT_POLICY ?= PASSIVE
 PORT ?= 3000
+MLFLOW_PORT ?= 5000
 ABLATION_PRESET ?= mini
 
-.PHONY: setup tiny test test-fast lint ui ablation
+.PHONY: setup tiny test test-fast lint ui mlflow ablation
 setup:
 	@bash scripts/setup.sh
 
@@ -32,3 +33,11 @@ lint:
 
 ui: setup  ## the Dagster UI (webserver + daemon) on http://127.0.0.1:$(PORT)
 	$(PY) -m dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+
+# the pipeline's MLflow store: $MLFLOW_TRACKING_URI, else sqlite under the artifact root (default_tracking_uri)
+MLFLOW_STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(abspath $(VFUSION3D_ARTIFACT_ROOT))/mlflow.db)
+mlflow: setup  ## MLflow's UI on http://127.0.0.1:$(MLFLOW_PORT) over the pipeline's tracking store
+	@mkdir -p "$(VFUSION3D_ARTIFACT_ROOT)/mlflow-artifacts"
+	$(PY) -m mlflow ui --backend-store-uri "$(MLFLOW_STORE)" \
+		--default-artifact-root "file://$(abspath $(VFUSION3D_ARTIFACT_ROOT))/mlflow-artifacts" \
+		--host 127.0.0.1 --port $(MLFLOW_PORT)

@@ -1,0 +1,73 @@
+"""`make mlflow` serves the real MLflow UI over the pipeline's tracking store (sqlite under the artifact root):
+a run the pipeline's own `mlflow_run` logged there is listed by the server `make mlflow` started."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from pipeline_utils import REPO, free_port
+
+from vfusion3d_core.data.artifacts import default_tracking_uri
+from vfusion3d_pipeline.tracking import mlflow_run
+
+
+def post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_mlflow_serves_the_pipelines_runs(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    location = "file://" + str(root / "mlflow-artifacts")
+    with mlflow_run(default_tracking_uri(root), "vfusion3d", "probe", {"dagster.run_id": "r1"}, location) as run:
+        run.log_metrics({"loss": 0.5}, step=1)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["VFUSION3D_ARTIFACT_ROOT"] = str(root)
+    log_path = tmp_path / "mlflow.log"
+    # -o setup: the recipe of `make mlflow` itself, without re-running scripts/setup.sh
+    cmd = ["make", "-o", "setup", "mlflow", f"MLFLOW_PORT={port}", f"PY={sys.executable}"]
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 120
+            while True:  # the event waited on: the server's first HTTP answer
+                try:
+                    urllib.request.urlopen(f"{base}/health", timeout=2).read()
+                    break
+                except OSError:
+                    assert server.poll() is None and time.time() < deadline, log_path.read_text()[-5000:]
+                    time.sleep(0.5)
+            with urllib.request.urlopen(base + "/", timeout=10) as page:
+                assert page.status == 200 and b"<html" in page.read().lower()
+            experiments = post_json(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 100})
+            (exp,) = [e for e in experiments["experiments"] if e["name"] == "vfusion3d"]
+            assert exp["artifact_location"] == location
+            runs = post_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})
+            (found,) = runs["runs"]
+            assert found["info"]["run_id"] == run.run_id
+            assert {"key": "loss", "value": 0.5} in [{k: m[k] for k in ("key", "value")}
+                                                      for m in found["data"]["metrics"]]
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
