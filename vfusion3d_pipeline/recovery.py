@@ -16,7 +16,7 @@ import socket
 
 import dagster as dg
 
-from vfusion3d_core.data.manifest import pid_alive
+from vfusion3d_core.data.files import pid_alive
 from vfusion3d_pipeline.resources import default_resources
 
 HOST_TAG = "vfusion3d/host"

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vfusion3d_core.data.files import discard_dir
+
 STAGE_FILE = "stage.json"
 
 
@@ -57,7 +59,7 @@ class StageRunner:
         seconds = time.perf_counter() - start
         (tmp / STAGE_FILE).write_text(json.dumps({"key": digest, "seconds": seconds, "result": result},
                                                  indent=2, sort_keys=True, default=str))
-        shutil.rmtree(final, ignore_errors=True)  # built for another key
+        discard_dir(final)  # built for another key: renamed away first, so no reader sees it half-deleted
         tmp.rename(final)
         self.timings[name] = seconds
         self.log(f"[{name}] done in {seconds:.0f} s")

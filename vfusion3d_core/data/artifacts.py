@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from vfusion3d_core.data.manifest import MANIFEST_NAME, Manifest, ManifestError, atomic_write_bytes, pid_alive
+from vfusion3d_core.data.files import atomic_write_bytes, pid_alive
+from vfusion3d_core.data.manifest import MANIFEST_NAME, Manifest, ManifestError
 
 LATEST_NAME = "LATEST.json"
 
@@ -158,32 +159,3 @@ class ArtifactStore:
         return ArtifactVersion(path, Manifest.read(path / MANIFEST_NAME))
 
 
-def discard_dir(path: Path) -> None:
-    """Remove a directory so that no reader ever sees it half-deleted: rename it to a hidden sibling
-    (``.trash-<pid>-<token>-<name>``) first, then delete that. A kill mid-way leaves only hidden trash,
-    which ``clean_dead_hidden`` removes later."""
-    path = Path(path)
-    if not path.exists():
-        return
-    trash = path.parent / f".trash-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}"
-    os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def clean_dead_hidden(directory: Path, prefixes: tuple[str, ...] = (".tmp-", ".trash-")) -> int:
-    """Delete the hidden ``<prefix><pid>-...`` entries of ``directory`` (temporaries and trash of writers)
-    whose process is gone; entries of live processes are kept. Returns how many were removed."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return 0
-    removed = 0
-    for p in directory.iterdir():
-        prefix = next((x for x in prefixes if p.name.startswith(x)), None)
-        if prefix is None or pid_alive(p.name[len(prefix):].split("-", 1)[0]):
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-        removed += 1
-    return removed

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from vfusion3d_core.data.artifacts import clean_dead_hidden, discard_dir
+from vfusion3d_core.data.files import clean_dead_hidden, discard_dir
 
 
 class CheckpointError(RuntimeError):

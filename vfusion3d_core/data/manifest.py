@@ -9,16 +9,14 @@ dataset digest.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vfusion3d_core.data.files import atomic_write_bytes
 from vfusion3d_core.redact import redact
 
 MANIFEST_NAME = "manifest.json"
@@ -42,50 +40,6 @@ def sha256_file(path: str | Path) -> str:
 def canonical_json(obj: Any) -> bytes:
     """Deterministic JSON bytes (sorted keys, no whitespace variance)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by killed writers
-        if not pid_alive(stale.name[len(path.name) + 2:].split(".", 1)[0]):
-            stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def pid_alive(pid: int | str) -> bool:
-    """Whether a process with this id (an int or a decimal string) runs on this machine; False for a non-number
-    and for a killed process not yet reaped."""
-    pid = str(pid)
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return int(pid) != 0 and not _zombie(pid)
-
-
-def _zombie(pid: str) -> bool:
-    """A killed process not yet reaped by its parent (e.g. a Dagster step process whose run was SIGKILLed) still
-    answers kill(pid, 0) but runs no more; Linux shows it as state Z in /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 @dataclass(frozen=True)

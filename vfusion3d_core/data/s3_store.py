@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from vfusion3d_core.data.artifacts import LATEST_NAME, ArtifactStore, ArtifactVersion, pid_alive
+from vfusion3d_core.data.artifacts import LATEST_NAME, ArtifactStore, ArtifactVersion
+from vfusion3d_core.data.files import pid_alive
 from vfusion3d_core.data.manifest import MANIFEST_NAME, Manifest, ManifestError, sha256_file
 
 ENV_BUCKET = "VFUSION3D_S3_BUCKET"

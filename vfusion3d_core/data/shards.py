@@ -11,8 +11,8 @@ from typing import TypeVar
 
 import webdataset as wds
 
-from vfusion3d_core.data.artifacts import pid_alive
 from vfusion3d_core.data.bad_items import SkipReport
+from vfusion3d_core.data.files import pid_alive
 from vfusion3d_core.data.s3_store import register_webdataset_scheme, remote_tar_problem
 from vfusion3d_core.data.sample import MultiviewSample, SampleError
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vfusion3d_core.data.manifest import atomic_write_bytes
+from vfusion3d_core.data.files import atomic_write_bytes
 
 SHARD_DIR = "shards"
 COLUMNS = ("prompt_id", "prompt")

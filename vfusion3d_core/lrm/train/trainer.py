@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from vfusion3d_core.compute import ComputeSettings
-from vfusion3d_core.data.artifacts import clean_dead_hidden
+from vfusion3d_core.data.files import clean_dead_hidden
 from vfusion3d_core.lrm.convert import non_finite_tensors
 from vfusion3d_core.lrm.model import LRM
 from vfusion3d_core.lrm.presets import get_preset
