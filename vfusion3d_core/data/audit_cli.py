@@ -10,6 +10,7 @@ import click
 
 from vfusion3d_core.data.artifacts import default_tracking_uri
 from vfusion3d_core.data.audit import LineageAuditor, artifact_root_of, audit_json, find_version_dir, render_tree
+from vfusion3d_core.data.latest_ref import LatestRefError, is_latest_ref, resolve_latest
 from vfusion3d_core.data.manifest import MANIFEST_NAME, Manifest, ManifestError
 from vfusion3d_core.redact import redact_text
 
@@ -82,7 +83,7 @@ def audit_s3(url: str):
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON.")
 @click.option("--artifact-root", default=None,
-              help="Artifact root (default: derived from TARGET's path; for models:/ URIs "
+              help="Artifact root (default: derived from TARGET's path; for models:/ URIs and latest: references "
                    "$VFUSION3D_ARTIFACT_ROOT or ./artifacts).")
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI for models:/ targets (default: $MLFLOW_TRACKING_URI or the sqlite store "
@@ -92,13 +93,20 @@ def audit(target: str, as_json: bool, artifact_root: str | None, tracking_uri: s
 
     TARGET is a committed artifact directory (e.g. artifacts/lrm_finetuned/versions/<digest> or its
     model/ folder), the same on an S3 artifact root (s3://BUCKET/PREFIX/lrm_finetuned/versions/<digest>),
-    or a registered model, models:/NAME/VERSION. Exits 1 naming every changed or missing artifact.
+    a registered model, models:/NAME/VERSION, or latest:ASSET[/PARTITION], the current version of an asset under
+    --artifact-root ($VFUSION3D_ARTIFACT_ROOT or ./artifacts), e.g. latest:lrm_finetuned. Exits 1 naming every
+    changed or missing artifact.
     """
     expected = None
     if target.startswith("models:/"):
         root = artifact_root or os.environ.get("VFUSION3D_ARTIFACT_ROOT", "artifacts")
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
         path, expected = resolve_registered_model(target, uri)
+    elif is_latest_ref(target):
+        try:
+            path = str(resolve_latest(target, artifact_root))
+        except LatestRefError as exc:
+            raise click.ClickException(str(exc)) from exc
     else:
         path = target
     try:

@@ -6,13 +6,36 @@ from pathlib import Path
 
 import click
 
+from vfusion3d_core.data.latest_ref import LatestRefError, is_latest_ref, resolve_latest
+
 from .options import DEFAULT_MAX_PIXELS, MESH_FORMATS, UP_AXES, VIDEO_FORMATS  # light: no torch for --help
+
+CHECKPOINT_SUBDIR = "model"  # where an LRM asset version keeps its checkpoint (the pipeline's MODEL_DIR)
+
+
+class CheckpointDir(click.Path):
+    """A checkpoint directory, or ``latest:ASSET`` for the current version of an LRM asset under
+    $VFUSION3D_ARTIFACT_ROOT (default ./artifacts): its ``model/`` folder."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, file_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if isinstance(value, str) and is_latest_ref(value):
+            try:
+                version = resolve_latest(value)
+            except LatestRefError as err:
+                self.fail(str(err), param, ctx)
+            value = str(version / CHECKPOINT_SUBDIR if (version / CHECKPOINT_SUBDIR).is_dir() else version)
+        return super().convert(value, param, ctx)
 
 
 @click.command("generate")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="LRM checkpoint directory (config.json + model.safetensors).")
+@click.option("--checkpoint", type=CheckpointDir(),
+              help="LRM checkpoint directory (config.json + model.safetensors), or latest:ASSET for the current "
+                   "version of an LRM asset under $VFUSION3D_ARTIFACT_ROOT (default ./artifacts), e.g. "
+                   "latest:lrm_finetuned.")
 @click.option("--official", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Released VFusion3D weight file (.safetensors, or a torch state dict loaded weights_only).")
 @click.option("--official-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
