@@ -86,28 +86,36 @@ def _step_window(instance: dg.DagsterInstance, run_id: str, step: str) -> tuple[
 
 @pytest.mark.slow
 def test_two_runs_of_a_gpu_pool_asset_never_hold_the_pool_at_once(tmp_path, monkeypatch) -> None:
-    """dagster.yaml limits the `gpu` pool to one slot: of two CLI runs training at once, the second waits for
-    the first's slot, so their training steps never overlap and no more than one slot is ever claimed."""
+    """dagster.yaml limits the `gpu` pool to one slot. The test holds that slot itself until both CLI runs say
+    they are blocked on it (explicit events in their logs, no step counts or sleeps to race), then frees it: one
+    run trains while the other waits, their training steps never overlap and no more than one slot is ever
+    claimed."""
     env = pipeline_env(tmp_path, "pool")
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     materialize_renders_for(env)
     logs = [tmp_path / "first.log", tmp_path / "second.log"]  # files, not pipes: nobody reads while they run
 
-    def start(steps: int, log: Path) -> subprocess.Popen:
-        cmd = materialize_cmd("lrm_3d_only", {"ops": {"lrm_3d_only": {"config": {**LRM_MICRO, "steps": steps}}}})
+    def start(log: Path) -> subprocess.Popen:
+        cmd = materialize_cmd("lrm_3d_only", {"ops": {"lrm_3d_only": {"config": {**LRM_MICRO, "steps": 8}}}})
         with log.open("w") as out:
             return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
-    procs = [start(80, logs[0])]  # long enough to still hold the slot when the second run reaches its step
-    most_claimed = 0
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        storage = instance.event_log_storage
+        assert storage.initialize_concurrency_limit_to_default("gpu")  # dagster.yaml's default_limit: 1
+        assert storage.get_concurrency_info("gpu").slot_count == 1
+        held = storage.claim_concurrency_slot("gpu", "test-holds-the-slot", "hold")
+        assert held.is_claimed, held
+        procs = [start(log) for log in logs]
         deadline = time.time() + 600
-        while not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots:
-            assert procs[0].poll() is None and time.time() < deadline, logs[0].read_text()[-3000:]
+        while not all("blocked by limit for pool gpu" in log.read_text() for log in logs):
+            assert all(p.poll() is None for p in procs) and time.time() < deadline, logs[0].read_text()[-3000:]
             time.sleep(0.2)
-        procs.append(start(8, logs[1]))
+        assert [s.run_id for s in storage.get_concurrency_info("gpu").claimed_slots] == ["test-holds-the-slot"]
+        storage.free_concurrency_slot_for_step("test-holds-the-slot", "hold")
+        most_claimed = 0
         while any(p.poll() is None for p in procs) and time.time() < deadline:
-            most_claimed = max(most_claimed, len(instance.event_log_storage.get_concurrency_info("gpu").claimed_slots))
+            most_claimed = max(most_claimed, len(storage.get_concurrency_info("gpu").claimed_slots))
             time.sleep(0.2)
         for p in procs:
             p.wait(timeout=60)
@@ -118,8 +126,7 @@ def test_two_runs_of_a_gpu_pool_asset_never_hold_the_pool_at_once(tmp_path, monk
         (a_start, a_end), (b_start, b_end) = sorted(_step_window(instance, r.run_id, "lrm_3d_only") for r in runs)
         assert a_end <= b_start, f"training steps overlapped: [{a_start}, {a_end}] and [{b_start}, {b_end}]"
         assert most_claimed <= 1
-        assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
-        assert "blocked by limit for pool gpu" in outputs[1], outputs[1][-3000:]  # it waited, and said why
+        assert not storage.get_concurrency_info("gpu").claimed_slots
     store = ArtifactStore(env["VFUSION3D_ARTIFACT_ROOT"])
     latest = store.latest("lrm_3d_only")
     assert latest is not None and latest.manifest.verify(latest.path) == []
