@@ -12,12 +12,16 @@ Configuration for clusters: docs/scaling.md.
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
+from pydantic import Field
 
 BACKENDS = ("subprocess", "k8s", "ecs")
 EXECUTION_MODES = ("in_process", "pipes")  # an asset config's ``execution``
+Execution = Literal["in_process", "pipes"]
+EXECUTION_HELP = ("in_process: this Dagster process | pipes: an external process launched by the preset "
+                  "resource's gpu_steps (subprocess, Kubernetes pod or ECS task) through Dagster Pipes.")
 
 
 def check_execution(execution: str) -> None:
@@ -59,13 +63,31 @@ class GpuStepsConfig(dg.Config):
     volume at the same path in the pod/task.
     """
 
-    backend: str = "subprocess"
-    python: str | None = None  # subprocess: interpreter (default: the one running Dagster)
-    image: str | None = None  # k8s: image with this project installed
-    namespace: str | None = None  # k8s
-    base_pod_spec_json: str = "{}"  # k8s: PodSpec fields (GPU limits, volumes, nodeSelector, ...)
-    ecs_run_task_json: str = "{}"  # ecs: RunTask parameters (cluster, taskDefinition, launchType, ...)
-    ecs_container: str = "vfusion3d"  # ecs: the container that runs the step
+    backend: Literal["subprocess", "k8s", "ecs"] = Field(
+        "subprocess", description="subprocess: this machine, this interpreter | k8s: a pod from `image` (needs "
+                                  "dagster-k8s) | ecs: a task of an existing task definition.")
+    python: str | None = Field(None, description="subprocess: the interpreter (unset: the one running Dagster).")
+    image: str | None = Field(None, description="k8s: an image with this project installed.")
+    namespace: str | None = Field(None, description="k8s: the namespace of the pod (unset: the client's default).")
+    base_pod_spec: dict[str, Any] = Field(
+        default_factory=dict, description="k8s: PodSpec fields (GPU limits, volumes, nodeSelector, ...).")
+    base_pod_spec_json: str = Field("{}", description="Deprecated: base_pod_spec as a JSON string (merged under "
+                                                      "base_pod_spec).")
+    ecs_run_task: dict[str, Any] = Field(
+        default_factory=dict, description="ecs: RunTask parameters (cluster, taskDefinition, launchType, "
+                                          "networkConfiguration, ...).")
+    ecs_run_task_json: str = Field("{}", description="Deprecated: ecs_run_task as a JSON string (merged under "
+                                                     "ecs_run_task).")
+    ecs_container: str = Field("vfusion3d", description="ecs: the container of the task definition that runs the "
+                                                        "step.")
+
+    def pod_spec(self) -> dict[str, Any]:
+        """``base_pod_spec`` over the deprecated ``base_pod_spec_json``."""
+        return {**_json_object(self.base_pod_spec_json, "base_pod_spec_json"), **self.base_pod_spec}
+
+    def run_task(self) -> dict[str, Any]:
+        """``ecs_run_task`` over the deprecated ``ecs_run_task_json``."""
+        return {**_json_object(self.ecs_run_task_json, "ecs_run_task_json"), **self.ecs_run_task}
 
     def run(self, context: dg.AssetExecutionContext, module: str, extras: dict[str, Any],
             env: Mapping[str, str], nproc: int = 1) -> dg.PipesClientCompletedInvocation:
@@ -81,12 +103,28 @@ class GpuStepsConfig(dg.Config):
 
             return PipesK8sClient().run(context=context, extras=extras, image=self.image, command=command,
                                         namespace=self.namespace, env=dict(env),
-                                        base_pod_spec=json.loads(self.base_pod_spec_json))
+                                        base_pod_spec=self.pod_spec())
         from dagster_aws.pipes import PipesECSClient
 
-        params = ecs_run_task_params(json.loads(self.ecs_run_task_json), self.ecs_container, command, env)
+        params = ecs_run_task_params(self.run_task(), self.ecs_container, command, env)
         return PipesECSClient().run(context=context, run_task_params=params, extras=extras,  # type: ignore[arg-type]
                                     pipes_container_name=self.ecs_container)
+
+
+def _json_object(text: str, name: str) -> dict[str, Any]:
+    """A JSON object from a deprecated ``*_json`` config string; a clear Failure otherwise."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError as exc:
+        raise dg.Failure(f"{name} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise dg.Failure(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def json_overrides(text: str, overrides: Mapping[str, Any], name: str = "overrides_json") -> dict[str, Any]:
+    """An asset config's recipe overrides: the typed ``overrides`` mapping over the deprecated JSON string."""
+    return {**_json_object(text, name), **overrides}
 
 
 def step_report(invocation: dg.PipesClientCompletedInvocation) -> tuple[list[dict], dict[str, Any]]:

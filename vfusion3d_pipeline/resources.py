@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 
 import dagster as dg
+from pydantic import Field
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore
@@ -19,17 +21,26 @@ DEFAULT_ARTIFACT_ROOT = "artifacts"
 PRESETS = ("tiny", "small", "paper")
 
 
+class Precision(StrEnum):
+    """A step's precision override (an enum: Dagster config has no optional Literal; a StrEnum equals its string)."""
+
+    auto = "auto"
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
 class ArtifactStoreResource(dg.ConfigurableResource):
     """The artifact root every asset writes its immutable versions under: a local directory, or
     ``s3://s3_bucket/s3_prefix`` when ``s3_bucket`` is set (then ``root`` is the local cache and work
     directory: staging, resumable ``.work`` / ``.checkpoints`` and verified copies of versions read).
     S3 credentials come from the environment only (boto3's chain), never from this config."""
 
-    root: str = DEFAULT_ARTIFACT_ROOT
-    s3_bucket: str | None = None
-    s3_prefix: str = ""
-    s3_endpoint_url: str | None = None  # an S3-compatible server (MinIO, moto, ...); unset = AWS
-    s3_region: str | None = None
+    root: str = Field(DEFAULT_ARTIFACT_ROOT, description="Artifact root directory (with s3_bucket: the local cache "
+                                                         "and work directory).")
+    s3_bucket: str | None = Field(None, description="S3 bucket holding the versions (unset: artifacts stay local).")
+    s3_prefix: str = Field("", description="Key prefix of the artifact root inside s3_bucket.")
+    s3_endpoint_url: str | None = Field(None, description="An S3-compatible server (MinIO, moto, ...); unset = AWS.")
+    s3_region: str | None = Field(None, description="S3 region (unset: boto3's default).")
 
     def store(self) -> ArtifactStore:
         root = os.path.abspath(self.root)
@@ -60,8 +71,9 @@ class PresetResource(dg.ConfigurableResource):
     where GPU steps with ``execution: pipes`` run (``gpu_steps``: a local subprocess by default, or a
     Kubernetes pod / ECS task; docs/scaling.md)."""
 
-    name: str = "tiny"
-    gpu_steps: GpuStepsConfig = GpuStepsConfig()
+    name: str = Field("tiny", description="Scale preset: tiny | small | paper (docs/presets.md).")
+    gpu_steps: GpuStepsConfig = Field(GpuStepsConfig(), description="Where `execution: pipes` steps run: a local "
+                                                                     "subprocess, a Kubernetes pod or an ECS task.")
 
     def validated(self) -> str:
         if self.name not in PRESETS:
@@ -73,16 +85,19 @@ class ComputeResource(dg.ConfigurableResource):
     """Where every core step runs and in which precision (assets override per run with their own
     ``device`` / ``precision`` / ``gradient_checkpointing`` config fields)."""
 
-    device: str = "auto"  # auto (CUDA when present, else cpu) | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 where native: GPU tensor cores, AVX512-BF16/AMX CPUs; else fp32) | bf16 | fp32
-    gradient_checkpointing: bool = False  # recompute activations of the video UNets / LRM transformer
+    device: str = Field("auto", description="auto (CUDA when present, else cpu) | cpu | cuda | cuda:N.")
+    precision: str = Field("auto", description="auto (bf16 where native: GPU tensor cores, AVX512-BF16/AMX CPUs; "
+                                               "else fp32) | bf16 | fp32.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations of the video UNets / LRM "
+                                                            "transformer (less memory, more compute).")
 
     def settings(self, override: StepComputeConfig | None = None) -> ComputeSettings:
         """This resource's settings with a step's non-null overrides applied; a clear Failure when invalid."""
         values = {"device": self.device, "precision": self.precision,
                   "gradient_checkpointing": self.gradient_checkpointing}
         if override is not None:
-            values.update({k: v for k, v in (("device", override.device), ("precision", override.precision),
+            precision = None if override.precision is None else str(override.precision)
+            values.update({k: v for k, v in (("device", override.device), ("precision", precision),
                                              ("gradient_checkpointing", override.gradient_checkpointing))
                            if v is not None})
         try:
@@ -96,17 +111,22 @@ class ComputeResource(dg.ConfigurableResource):
 class StepComputeConfig(dg.Config):
     """Per-asset overrides of the ``compute`` resource (unset = the resource's value)."""
 
-    device: str | None = None  # auto | cpu | cuda | cuda:N
-    precision: str | None = None  # auto | bf16 | fp32
-    gradient_checkpointing: bool | None = None
+    device: str | None = Field(None, description="auto | cpu | cuda | cuda:N for this step (unset: the compute "
+                                                 "resource's).")
+    precision: Precision | None = Field(
+        None, description="auto (bf16 where native, else fp32) | bf16 | fp32 for this step (unset: the compute "
+                          "resource's).")
+    gradient_checkpointing: bool | None = Field(None, description="Recompute activations to save memory (unset: "
+                                                                  "the compute resource's).")
 
 
 class MLflowResource(dg.ConfigurableResource):
     """MLflow tracking: a sqlite store under the artifact root unless ``tracking_uri`` is set."""
 
-    tracking_uri: str | None = None
-    experiment: str = "vfusion3d"
-    artifact_root: str = DEFAULT_ARTIFACT_ROOT
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (unset: sqlite under artifact_root).")
+    experiment: str = Field("vfusion3d", description="MLflow experiment every asset run is logged to.")
+    artifact_root: str = Field(DEFAULT_ARTIFACT_ROOT, description="Artifact root holding the default sqlite store "
+                                                                  "and mlflow-artifacts/.")
 
     def uri(self) -> str:
         return self.tracking_uri or default_tracking_uri(self.artifact_root)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest
 from vfusion3d_core.metrics.evaluate import EVAL_RENDER_SIZE, EvaluateRequest, run_evaluation
@@ -52,14 +53,17 @@ class EvalConfig(StepComputeConfig):
     paper a CLIP folder and the LPIPS AlexNet weights are required unless ``from_scratch``. ``device`` /
     ``precision`` override the compute resource for every model of the evaluation."""
 
-    max_objects: int = 8
-    novel_views: int = 4
-    render_size: int | None = None
-    clip_path: str | None = None  # local CLIP folder (model, tokenizer, image processor); unset at tiny = RANDOM CLIP
-    lpips_random_backbone: bool | None = None  # unset: random at tiny (and with from_scratch), else real
-    from_scratch: bool = False  # small / paper: evaluate with RANDOM CLIP / LPIPS instead of refusing
-    turntable_frames: int = 8
-    seed: int = 0
+    max_objects: int = Field(8, description="Held-out objects scored.")
+    novel_views: int = Field(4, description="Novel views scored per object.")
+    render_size: int | None = Field(None, description="Render size in pixels (unset: the preset's).")
+    clip_path: str | None = Field(None, description="A local CLIP folder (model, tokenizer, image processor); unset "
+                                                    "at tiny = RANDOM CLIP.")
+    lpips_random_backbone: bool | None = Field(None, description="LPIPS on a random backbone (unset: random at tiny "
+                                                                 "and with from_scratch, else the real AlexNet).")
+    from_scratch: bool = Field(False, description="small / paper: evaluate with RANDOM CLIP / LPIPS instead of "
+                                                  "refusing.")
+    turntable_frames: int = Field(8, description="Frames of each checkpoint's turntable preview.")
+    seed: int = Field(0, description="Seed of the object and view choice.")
 
     def check_pretrained(self, preset: str) -> None:
         """Refuse (dg.Failure) a small / paper run without its metric models (see ``check_metric_models``)."""

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 import numpy as np
+from pydantic import Field
 
 from vfusion3d_core.compute import ComputeSettings, set_torch_threads
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, ManifestError, iter_samples
@@ -67,23 +68,28 @@ class QualityModelsConfig(StepComputeConfig):
     """Labels, featurizer and classifier settings (tiny: a random 2-layer DINOv2 at 32 px). ``device`` /
     ``precision`` override the compute resource for DINO featurizing."""
 
-    labels_csv: str | None = None  # video_key,label (good/bad) rows appended by `vfusion3d label`
-    dino_path: str | None = None  # local pretrained Dinov2Model folder + image processor (required at small / paper)
-    from_scratch: bool = False  # small / paper: allow a RANDOM DINOv2 instead of refusing without dino_path
-    feature_batch: int = 16  # videos featurized at a time (render orbits and user-labelled videos are streamed)
-    max_bootstrap_orbits: int | None = None  # render orbits bootstrapped (+ their corruptions); unset = the preset's
-    dino_image_size: int = 32
-    dino_patch_size: int = 8
-    dino_hidden_size: int = 64
-    dino_layers: int = 2
-    dino_heads: int = 4
-    svm_c: float = 10.0
-    appearance_pca: int = 16
-    mlp_hidden: int = 64
-    mlp_alpha: float = 10.0
-    user_holdout_fraction: float = 0.25
-    seed: int = 0
-    torch_threads: int | None = None
+    labels_csv: str | None = Field(None, description="video_key,label (good/bad) rows appended by `vfusion3d "
+                                                     "label`.")
+    dino_path: str | None = Field(None, description="A local pretrained Dinov2Model folder + image processor "
+                                                    "(required at small / paper).")
+    from_scratch: bool = Field(False, description="small / paper: allow a RANDOM DINOv2 instead of refusing without "
+                                                  "dino_path.")
+    feature_batch: int = Field(16, description="Videos featurized at a time (render orbits and user-labelled videos "
+                                               "are streamed).")
+    max_bootstrap_orbits: int | None = Field(None, description="Render orbits bootstrapped (+ their corruptions); "
+                                                               "unset: the preset's.")
+    dino_image_size: int = Field(32, description="Random DINOv2 (no dino_path): input image size in pixels.")
+    dino_patch_size: int = Field(8, description="Random DINOv2: patch size in pixels.")
+    dino_hidden_size: int = Field(64, description="Random DINOv2: hidden size.")
+    dino_layers: int = Field(2, description="Random DINOv2: transformer layers.")
+    dino_heads: int = Field(4, description="Random DINOv2: attention heads.")
+    svm_c: float = Field(10.0, description="C of the quality SVM.")
+    appearance_pca: int = Field(16, description="PCA components of the appearance features.")
+    mlp_hidden: int = Field(64, description="Hidden units of the elevation MLP.")
+    mlp_alpha: float = Field(10.0, description="L2 penalty of the elevation MLP.")
+    user_holdout_fraction: float = Field(0.25, description="Share of user labels held out to score the SVM.")
+    seed: int = Field(0, description="Seed of the random DINOv2, the corruptions and the splits.")
+    torch_threads: int | None = Field(None, description="CPU threads for torch (unset: torch's default).")
 
     def dino(self) -> DinoConfig:
         return DinoConfig(self.dino_path, self.dino_image_size, self.dino_patch_size, self.dino_hidden_size,
@@ -209,14 +215,15 @@ class FilteredDatasetConfig(StepComputeConfig):
     """Threshold and output settings; ``device`` / ``precision`` override the compute resource for DINO
     featurizing."""
 
-    threshold: float = 0.0  # keep a video when its SVM decision value is above this
-    # also keep the shard's best videos up to this fraction (unset: the preset's, 0.25 at tiny, else 0)
-    min_keep_fraction: float | None = None
-    samples_per_shard: int = 64
-    batch_size: int = 16  # videos featurized at a time (pass 1 streams the shards)
-    max_bad_fraction: float = 0.01  # bad videos / shards are skipped and counted; above this share the run fails
-    from_scratch: bool = False  # small / paper: accept quality models built on a RANDOM DINOv2
-    torch_threads: int | None = None
+    threshold: float = Field(0.0, description="Keep a video when its SVM decision value is above this.")
+    min_keep_fraction: float | None = Field(None, description="Also keep the shard's best videos up to this fraction "
+                                                              "(unset: the preset's, 0.25 at tiny, else 0).")
+    samples_per_shard: int = Field(64, description="Samples per output WebDataset shard.")
+    batch_size: int = Field(16, description="Videos featurized at a time (pass 1 streams the shards).")
+    max_bad_fraction: float = Field(0.01, description="Bad videos / shards are skipped and counted; above this share "
+                                                      "the run fails.")
+    from_scratch: bool = Field(False, description="small / paper: accept quality models built on a RANDOM DINOv2.")
+    torch_threads: int | None = Field(None, description="CPU threads for torch (unset: torch's default).")
 
 
 def verified_quality_models(store: ArtifactStore) -> ArtifactVersion:

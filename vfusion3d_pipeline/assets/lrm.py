@@ -20,8 +20,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, sha256_file
@@ -34,7 +36,14 @@ from vfusion3d_core.lrm.train.request import LRMTrainRequest, check_training_wei
 from vfusion3d_core.pretrained import MissingPretrainedError
 from vfusion3d_pipeline.asset_keys import FILTERED, FINETUNED, PRETRAINED, RENDERS, THREE_D_ONLY
 from vfusion3d_pipeline.assets.renders import committed_renders
-from vfusion3d_pipeline.gpu_steps import GpuStepsConfig, check_execution, step_report
+from vfusion3d_pipeline.gpu_steps import (
+    EXECUTION_HELP,
+    Execution,
+    GpuStepsConfig,
+    check_execution,
+    json_overrides,
+    step_report,
+)
 from vfusion3d_pipeline.metadata import materialize_result, require_latest
 from vfusion3d_pipeline.publish import publishing
 from vfusion3d_pipeline.resources import (
@@ -58,27 +67,37 @@ class LRMTrainAssetConfig(StepComputeConfig):
     small/paper for a run without starting weights, unless from_scratch.
     """
 
-    steps: int | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    overrides_json: str = "{}"  # any other LRMTrainConfig field, as JSON
-    init_official: str | None = None  # start from a released VFusion3D weight file instead of the upstream
-    official_config: str | None = None  # its config.json (default: the released `paper` config)
-    dataset_dir: str | None = None  # lrm_pretrained: train on shards in this folder (any multi-view dataset)
-    min_samples: int = 8  # lrm_pretrained: fail unless the filtered dataset holds at least this many samples
-    num_processes: int = 1  # >1: torchrun --nproc_per_node N (DDP)
-    execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
-    dino_pretrained_path: str | None = None  # DINOv2 folder the encoder starts from (small/paper: required)
-    from_scratch: bool = False  # small/paper: allow a randomly initialised encoder
-    # lrm_3d_only: train as long as synthetic pretraining + fine-tuning together (the recipe stretched 2x, every
-    # stage twice as long) unless `steps` is set; False: the plain recipe
-    compute_matched: bool = True
+    steps: int | None = Field(None, description="Optimizer steps (unset: the preset recipe's; lrm_3d_only: the "
+                                                "compute-matched count).")
+    batch_size: int | None = Field(None, description="Samples per optimizer step (unset: the preset recipe's).")
+    seed: int = Field(0, description="Seed of initialisation and data order.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Any other LRMTrainConfig field by name "
+                                                                        "(e.g. lr, warmup_steps, checkpoint_every).")
+    overrides_json: str = Field("{}", description="Deprecated: overrides as a JSON string (overrides wins on a "
+                                                  "shared key).")
+    init_official: str | None = Field(None, description="Start from a released VFusion3D weight file instead of "
+                                                        "the upstream checkpoint.")
+    official_config: str | None = Field(None, description="init_official's config.json (unset: the released "
+                                                          "`paper` config).")
+    dataset_dir: str | None = Field(None, description="lrm_pretrained: train on the .tar shards in this folder (any "
+                                                      "multi-view dataset) instead of filtered_multiview_dataset.")
+    min_samples: int = Field(8, description="lrm_pretrained: fail unless the filtered dataset holds at least this "
+                                            "many samples.")
+    num_processes: int = Field(1, description="Processes of a torchrun launch (>1: DDP, one per GPU).")
+    execution: Execution = Field("in_process", description=EXECUTION_HELP)
+    dino_pretrained_path: str | None = Field(None, description="Dinov2Model.save_pretrained folder the encoder "
+                                                               "starts from (small/paper: required unless "
+                                                               "from_scratch or starting weights).")
+    from_scratch: bool = Field(False, description="small/paper: allow a randomly initialised encoder.")
+    compute_matched: bool = Field(True, description="lrm_3d_only: train as long as synthetic pretraining + "
+                                                    "fine-tuning together (every stage twice as long) unless "
+                                                    "`steps` is set; false: the plain recipe.")
 
     def recipe(self, preset: str) -> LRMTrainConfig:
         fields = {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "seed": self.seed}.items()
                   if v is not None}
         try:
-            return LRMTrainConfig.preset(preset, **{**fields, **json.loads(self.overrides_json)})
+            return LRMTrainConfig.preset(preset, **{**fields, **json_overrides(self.overrides_json, self.overrides)})
         except (TypeError, ValueError) as exc:
             raise dg.Failure(f"invalid LRM training config: {exc}") from exc
 

@@ -10,6 +10,7 @@ annotations at decoration time.)
 """
 
 import dagster as dg
+from pydantic import Field
 
 from vfusion3d_core.data import ArtifactStore, ManifestError
 from vfusion3d_core.objects.listing import read_listing
@@ -29,14 +30,16 @@ ASSET = PROMPT_SET
 class PromptSetAssetConfig(dg.Config):
     """Where prompts come from and how they are cleaned and sharded."""
 
-    source_file: str | None = None  # .txt (one prompt a line) / .csv / .parquet
-    source_column: str = "prompt"  # column of a CSV / parquet source
-    template_count: int = 256  # prompts from the procedural-world template generator (0: none)
-    template_seed: int = 0  # in [0, 2**32): templates use the procedural seeds 2**32 + seed, not the 3D world's
-    shard_size: int = 64
-    min_chars: int = 3
-    max_chars: int = 200
-    near_dup_threshold: float = 0.95  # MiniLM cosine at or above which a prompt is a near duplicate
+    source_file: str | None = Field(None, description="Prompt file: .txt (one prompt a line) / .csv / .parquet.")
+    source_column: str = Field("prompt", description="Column of a CSV / parquet source.")
+    template_count: int = Field(256, description="Prompts from the procedural-world template generator (0: none).")
+    template_seed: int = Field(0, description="In [0, 2**32): templates use the procedural seeds 2**32 + seed, not "
+                                              "the 3D world's.")
+    shard_size: int = Field(64, description="Prompts per parquet shard (= per prompt_shards partition).")
+    min_chars: int = Field(3, description="Shorter prompts are dropped.")
+    max_chars: int = Field(200, description="Longer prompts are dropped.")
+    near_dup_threshold: float = Field(0.95, description="MiniLM cosine at or above which a prompt is a near "
+                                                        "duplicate.")
 
     def to_core(self) -> PromptSetConfig:
         try:

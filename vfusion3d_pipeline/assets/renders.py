@@ -14,8 +14,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion
 from vfusion3d_core.data.s3_store import shard_locations
@@ -43,15 +45,22 @@ class SourceObjectsConfig(dg.Config):
     """Where the 3D objects come from. Unset sizes take the preset's value (tiny: 64 + 16 objects, partitions
     of 40; paper: 100,000 + 1,000, partitions of 1,000)."""
 
-    source: str = "procedural"  # procedural | folder | listing
-    folder: str | None = None  # source=folder: .glb/.gltf/.obj/.ply files (recursive)
-    listing: str | None = None  # source=listing: CSV/Parquet with path|uri (local or s3://), uid, caption
-    captions_csv: str | None = None  # source=folder: uid,caption rows (default: captions.csv in the folder)
-    num_objects: int | None = None  # training objects (folder/listing: at most this many, 0 = all)
-    num_heldout: int | None = None
-    objects_per_partition: int | None = None
-    up_axis: str = "y"  # OBJ/PLY files: y (Blender's importer default) or z; glTF is always Y-up
-    seed: int = 0
+    source: Literal["procedural", "folder", "listing"] = Field(
+        "procedural", description="procedural: the seeded procedural world | folder: mesh files | listing: a "
+                                  "CSV/Parquet listing of paths or s3:// URIs with captions.")
+    folder: str | None = Field(None, description="source=folder: .glb/.gltf/.obj/.ply files (recursive).")
+    listing: str | None = Field(None, description="source=listing: CSV/Parquet with path|uri (local or s3://), uid, "
+                                                  "caption.")
+    captions_csv: str | None = Field(None, description="source=folder: uid,caption rows (default: captions.csv in "
+                                                       "the folder).")
+    num_objects: int | None = Field(None, description="Training objects (folder/listing: at most this many, 0 = "
+                                                      "all; unset: the preset's).")
+    num_heldout: int | None = Field(None, description="Held-out objects (unset: the preset's).")
+    objects_per_partition: int | None = Field(None, description="Objects per object_shards partition (unset: the "
+                                                                "preset's).")
+    up_axis: Literal["y", "z"] = Field("y", description="OBJ/PLY files: y (Blender's importer default) or z; glTF "
+                                                        "is always Y-up.")
+    seed: int = Field(0, description="Seed of the procedural world and of the train/held-out split.")
 
     def to_core(self, preset: str) -> ObjectListingConfig:
         overrides = {k: v for k, v in self.model_dump().items() if v is not None}
@@ -64,13 +73,16 @@ class SourceObjectsConfig(dg.Config):
 class Renders3DConfig(dg.Config):
     """Unset fields take the preset's value (tiny: 16 views at 64x64; paper: 512x512)."""
 
-    resolution: int | None = None
-    num_views: int | None = None
-    elevation_min_deg: float | None = None
-    elevation_max_deg: float | None = None
-    seed: int = 0
-    samples_per_shard: int | None = None
-    force: bool = False  # re-render even when this partition is already rendered for the same rows and settings
+    resolution: int | None = Field(None, description="Render width = height in pixels (unset: the preset's).")
+    num_views: int | None = Field(None, description="Views per orbit (unset: the preset's).")
+    elevation_min_deg: float | None = Field(None, description="Lowest camera elevation in degrees (unset: the "
+                                                              "preset's).")
+    elevation_max_deg: float | None = Field(None, description="Highest camera elevation in degrees (unset: the "
+                                                              "preset's).")
+    seed: int = Field(0, description="Seed of the per-object orbit elevation.")
+    samples_per_shard: int | None = Field(None, description="Objects per WebDataset shard (unset: the preset's).")
+    force: bool = Field(False, description="Re-render even when this partition is already rendered for the same rows "
+                                           "and settings.")
 
     def to_core(self, preset: str) -> RenderSettings:
         overrides = {k: v for k, v in self.model_dump().items() if v is not None and k != "force"}

@@ -9,9 +9,12 @@ import hashlib
 import itertools
 import json
 import shutil
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from vfusion3d_core.compute import set_torch_threads
 from vfusion3d_core.data import ArtifactVersion, ManifestError, sha256_file
@@ -28,7 +31,7 @@ from vfusion3d_core.video.synthesis import SynthesisResult, run_synthesis
 from vfusion3d_core.video.trainer import MetricLogger
 from vfusion3d_pipeline.asset_keys import PROMPT_SET, RENDERS, SYNTHETIC, VIDEO_MODEL
 from vfusion3d_pipeline.assets.renders import committed_renders
-from vfusion3d_pipeline.gpu_steps import check_execution, step_report
+from vfusion3d_pipeline.gpu_steps import EXECUTION_HELP, Execution, check_execution, json_overrides, step_report
 from vfusion3d_pipeline.metadata import array_markdown, image_markdown, materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.publish import publishing
@@ -45,34 +48,51 @@ MODEL = VIDEO_MODEL
 MODEL_DIR = "model"
 
 
+class Scheduler(StrEnum):
+    """The video sampler (an enum: Dagster config has no optional Literal; a StrEnum equals its string)."""
+
+    euler = "euler"
+    dpmpp = "dpmpp"
+
+
 class VideoModelAssetConfig(StepComputeConfig):
     """Unset fields take the preset's value (tiny: random-init networks, ~500 training steps on CPU).
     ``small``/``paper`` need ``svd_path`` and ``image_model_path`` (local pretrained pipeline folders) unless
     ``from_scratch`` is set; device / precision / gradient_checkpointing override the compute resource."""
 
-    vae_steps: int | None = None
-    image_steps: int | None = None
-    video_steps: int | None = None
-    ema_decay: float | None = None
-    svd_path: str | None = None  # paper: local Stable Video Diffusion directory
-    image_model_path: str | None = None  # paper: local diffusers text-to-image pipeline directory
-    text_encoder_path: str | None = None  # default: image_model_path's own text_encoder/tokenizer, else MiniLM
-    from_scratch: bool = False  # small/paper: train randomly initialised networks instead of pretrained folders
-    scheduler: str | None = None  # euler | dpmpp (default sampler recorded with the model)
-    sample_steps: int | None = None
-    seed: int = 0
-    eval_count: int = 8  # training captions used for the closeness metric
-    heldout_count: int = 4  # held-out orbits of the image -> orbit quality (PSNR, LPIPS, colour, consistency)
-    torch_threads: int | None = None  # CPU threads (1 is fastest on an oversubscribed machine)
-    overrides_json: str = "{}"  # any other VideoModelConfig field, as JSON (e.g. micro sizes in tests)
-    execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
+    vae_steps: int | None = Field(None, description="VAE fine-tuning steps (unset: the preset's).")
+    image_steps: int | None = Field(None, description="Text-to-image model training steps (unset: the preset's).")
+    video_steps: int | None = Field(None, description="Orbit-video model training steps (unset: the preset's).")
+    ema_decay: float | None = Field(None, description="EMA decay of the video model weights (unset: the preset's).")
+    svd_path: str | None = Field(None, description="small/paper: a local Stable Video Diffusion directory.")
+    image_model_path: str | None = Field(None, description="small/paper: a local diffusers text-to-image pipeline "
+                                                           "directory.")
+    text_encoder_path: str | None = Field(None, description="Text encoder folder (unset: image_model_path's own "
+                                                            "text_encoder/tokenizer, else MiniLM).")
+    from_scratch: bool = Field(False, description="small/paper: train randomly initialised networks instead of "
+                                                  "pretrained folders.")
+    scheduler: Scheduler | None = Field(None, description="Default sampler recorded with the model "
+                                                                          "(unset: the preset's).")
+    sample_steps: int | None = Field(None, description="Default sampling steps recorded with the model (unset: the "
+                                                       "preset's).")
+    seed: int = Field(0, description="Seed of initialisation, data order and evaluation samples.")
+    eval_count: int = Field(8, description="Training captions used for the closeness metric.")
+    heldout_count: int = Field(4, description="Held-out orbits of the image -> orbit quality (PSNR, LPIPS, colour, "
+                                              "consistency).")
+    torch_threads: int | None = Field(None, description="CPU threads for torch (1 is fastest on an oversubscribed "
+                                                        "machine; unset: torch's default).")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Any other VideoModelConfig field by name "
+                                                                        "(e.g. micro sizes in tests).")
+    overrides_json: str = Field("{}", description="Deprecated: overrides as a JSON string (overrides wins on a "
+                                                  "shared key).")
+    execution: Execution = Field("in_process", description=EXECUTION_HELP)
 
     def to_core(self, preset: str) -> VideoModelConfig:
-        skip = ("eval_count", "heldout_count", "overrides_json", "torch_threads", "execution", "from_scratch",
-                "device", "precision", "gradient_checkpointing")
-        fields = {k: v for k, v in self.model_dump().items() if v is not None and k not in skip}
+        skip = ("eval_count", "heldout_count", "overrides", "overrides_json", "torch_threads", "execution",
+                "from_scratch", "device", "precision", "gradient_checkpointing")
+        fields = {k: v for k, v in self.model_dump(mode="json").items() if v is not None and k not in skip}
         try:
-            return VideoModelConfig.preset(preset, **{**fields, **json.loads(self.overrides_json)})
+            return VideoModelConfig.preset(preset, **{**fields, **json_overrides(self.overrides_json, self.overrides)})
         except (TypeError, ValueError) as exc:
             raise dg.Failure(f"invalid video_model config: {exc}") from exc
 
@@ -206,23 +226,27 @@ class SyntheticVideosConfig(StepComputeConfig):
     """Unset sampler fields take the values saved with the video model; device / precision override the
     compute resource."""
 
-    scheduler: str | None = None  # euler | dpmpp
-    sample_steps: int | None = None
-    image_guidance: float | None = None
-    video_guidance_first: float | None = None
-    video_guidance_last: float | None = None
-    base_seed: int = 0  # a prompt's seed = hash(base_seed, prompt_id)
-    batch_size: int | None = None
-    samples_per_shard: int = 64
-    torch_threads: int | None = None  # CPU threads (1 is fastest on an oversubscribed machine)
-    execution: str = "in_process"  # in_process | pipes (an external process: the preset resource's gpu_steps)
+    scheduler: Scheduler | None = Field(None, description="Sampler (unset: the model's).")
+    sample_steps: int | None = Field(None, description="Sampling steps (unset: the model's).")
+    image_guidance: float | None = Field(None, description="Classifier-free guidance of the text-to-image stage "
+                                                           "(unset: the model's).")
+    video_guidance_first: float | None = Field(None, description="Video guidance at the first frame (unset: the "
+                                                                 "model's).")
+    video_guidance_last: float | None = Field(None, description="Video guidance at the last frame (unset: the "
+                                                                "model's).")
+    base_seed: int = Field(0, description="A prompt's seed = hash(base_seed, prompt_id).")
+    batch_size: int | None = Field(None, description="Prompts sampled at a time (unset: the model's default).")
+    samples_per_shard: int = Field(64, description="Videos per output WebDataset shard.")
+    torch_threads: int | None = Field(None, description="CPU threads for torch (1 is fastest on an oversubscribed "
+                                                        "machine; unset: torch's default).")
+    execution: Execution = Field("in_process", description=EXECUTION_HELP)
 
     def settings(self, model_config: VideoModelConfig) -> SampleSettings:
         """The sampler settings: these fields over the defaults saved with the model (no weights loaded)."""
         s = SampleSettings.from_config(model_config)
         guidance = (self.video_guidance_first if self.video_guidance_first is not None else s.video_guidance[0],
                     self.video_guidance_last if self.video_guidance_last is not None else s.video_guidance[1])
-        out = SampleSettings(self.scheduler or s.scheduler, self.sample_steps or s.steps,
+        out = SampleSettings(str(self.scheduler or s.scheduler), self.sample_steps or s.steps,
                              s.image_guidance if self.image_guidance is None else self.image_guidance, guidance)
         if out.scheduler not in ("euler", "dpmpp") or out.steps < 1:
             raise dg.Failure(f"invalid sampler settings {out}")
