@@ -129,7 +129,7 @@ class MLflowResource(dg.ConfigurableResource):
                                                                   "and mlflow-artifacts/.")
 
     def uri(self) -> str:
-        return self.tracking_uri or default_tracking_uri(self.artifact_root)
+        return env_value(self.tracking_uri) or default_tracking_uri(env_value(self.artifact_root))
 
     @contextmanager
     def run_for(self, context: dg.AssetExecutionContext, run_name: str | None = None) -> Iterator[MLflowRun]:
@@ -145,22 +145,39 @@ class MLflowResource(dg.ConfigurableResource):
             yield run
 
 
+def env_value(value):
+    """A config value as the run would see it: an ``EnvVar`` resolved from the environment now (code outside a
+    run, e.g. the recovery sensor or run_all, reads a resource of ``default_resources`` directly), else itself."""
+    return value.get_value() if isinstance(value, dg.EnvVar) else value
+
+
+def _from_env(name: str, default=None):
+    """``dg.EnvVar(name)`` when the variable is set (non-empty), else ``default``: the value is then read from the
+    run worker's environment when the resource is initialized (and the launchpad shows the variable's name, never
+    its value), while an unset optional variable keeps the default (an EnvVar of an unset variable would fail at
+    resource init)."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment: VFUSION3D_ARTIFACT_ROOT (default ./artifacts; the local cache when on
     S3), VFUSION3D_S3_BUCKET / _PREFIX / _ENDPOINT_URL / _REGION (artifacts on S3 when the bucket is set),
     VFUSION3D_PRESET, MLFLOW_TRACKING_URI (default: sqlite under the artifact root), VFUSION3D_GPU_STEPS (where
     execution=pipes steps run: subprocess | k8s | ecs; cluster settings in docs/scaling.md), VFUSION3D_DEVICE /
-    VFUSION3D_PRECISION (the compute resource: auto | cpu | cuda[:N], auto | bf16 | fp32)."""
-    root = os.environ.get("VFUSION3D_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT)
-    env = os.environ.get
+    VFUSION3D_PRECISION (the compute resource: auto | cpu | cuda[:N], auto | bf16 | fp32).
+
+    Each is a ``dg.EnvVar`` when set (resolved at run time), else the default. VFUSION3D_GPU_STEPS is read here,
+    at load: ``backend`` is a closed choice (a Literal), which an EnvVar cannot fill."""
+    root = _from_env("VFUSION3D_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT)
     return {
-        "artifacts": ArtifactStoreResource(root=root, s3_bucket=env("VFUSION3D_S3_BUCKET") or None,
-                                           s3_prefix=env("VFUSION3D_S3_PREFIX", ""),
-                                           s3_endpoint_url=env("VFUSION3D_S3_ENDPOINT_URL") or None,
-                                           s3_region=env("VFUSION3D_S3_REGION") or None),
-        "preset": PresetResource(name=os.environ.get("VFUSION3D_PRESET", "tiny"),
-                                 gpu_steps=GpuStepsConfig(backend=env("VFUSION3D_GPU_STEPS", "subprocess"))),
-        "compute": ComputeResource(device=env("VFUSION3D_DEVICE", "auto"),
-                                   precision=env("VFUSION3D_PRECISION", "auto")),
-        "mlflow": MLflowResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), artifact_root=root),
+        "artifacts": ArtifactStoreResource(root=root, s3_bucket=_from_env("VFUSION3D_S3_BUCKET"),
+                                           s3_prefix=_from_env("VFUSION3D_S3_PREFIX", ""),
+                                           s3_endpoint_url=_from_env("VFUSION3D_S3_ENDPOINT_URL"),
+                                           s3_region=_from_env("VFUSION3D_S3_REGION")),
+        "preset": PresetResource(name=_from_env("VFUSION3D_PRESET", "tiny"),
+                                 gpu_steps=GpuStepsConfig(backend=os.environ.get("VFUSION3D_GPU_STEPS")
+                                                          or "subprocess")),
+        "compute": ComputeResource(device=_from_env("VFUSION3D_DEVICE", "auto"),
+                                   precision=_from_env("VFUSION3D_PRECISION", "auto")),
+        "mlflow": MLflowResource(tracking_uri=_from_env("MLFLOW_TRACKING_URI"), artifact_root=root),
     }

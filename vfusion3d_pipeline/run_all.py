@@ -31,6 +31,7 @@ import dagster as dg
 from vfusion3d_pipeline.assets.ablation import GROUP as EXPERIMENTS
 from vfusion3d_pipeline.preflight import missing_pretrained
 from vfusion3d_pipeline.recovery import recover_dead_runs
+from vfusion3d_pipeline.resources import env_value
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: l
 
 def run_graph(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None) -> list[str]:
     """Materialize every asset (each registered partition of partitioned ones); returns the run ids."""
-    preset = defs.resources["preset"].name if "preset" in defs.resources else "tiny"
+    preset = env_value(defs.resources["preset"].name) if "preset" in defs.resources else "tiny"
     problems = missing_pretrained(preset, run_config)
     if problems:  # before any work: at small/paper renders_3d would render every object first
         raise SystemExit(f"[run_all] cannot start at preset {preset!r}:\n  " + "\n  ".join(problems))
