@@ -15,7 +15,7 @@ from vfusion3d_core.data import ArtifactStore
 from vfusion3d_core.data.artifacts import default_tracking_uri
 from vfusion3d_core.redact import redact_text
 from vfusion3d_pipeline.gpu_steps import GpuStepsConfig
-from vfusion3d_pipeline.tracking import MLflowRun, mlflow_run
+from vfusion3d_pipeline.tracking import MLflowRun, local_artifact_location, mlflow_run
 
 DEFAULT_ARTIFACT_ROOT = "artifacts"
 PRESETS = ("tiny", "small", "paper")
@@ -139,7 +139,7 @@ class MLflowResource(dg.ConfigurableResource):
                 "dagster.job": context.run.job_name}
         if context.has_partition_key:
             tags["dagster.partition_key"] = context.partition_key
-        location = "file://" + os.path.abspath(os.path.join(self.artifact_root, "mlflow-artifacts"))
+        location = local_artifact_location(self.uri(), self.artifact_root)  # None: a tracking server's own root
         with mlflow_run(self.uri(), self.experiment, run_name or keys, tags, location) as run:
             context.log.info(f"MLflow run {run.run_id} ({redact_text(self.uri())})")  # no password in logs
             yield run

@@ -1,8 +1,12 @@
 """MLflow lineage glue: one MLflow run per asset materialization, tagged with its Dagster identity.
 
-Every input artifact is logged as an MLflow dataset whose digest is the input's manifest digest, and
-the output artifact as a dataset with context "output", so MLflow alone can answer "which data
-produced this". Tracking defaults to a sqlite store under the artifact root; nothing to start.
+Every input artifact is logged as an MLflow dataset whose digest is the input's manifest digest, so MLflow alone
+can answer "which data produced this". Outputs: an LRM checkpoint is logged as an MLflow 3 LoggedModel (a pyfunc
+model over the ``LRM.save_pretrained`` folder, ``vfusion3d_core.lrm.pyfunc``), which MLflow records as the run's
+output, and registered as a model version; MLflow's run outputs hold LoggedModels only (``mlflow.log_outputs``
+takes no datasets), so any other output artifact is logged as a dataset input with context "output" plus
+``output.digest`` / ``output.path`` tags. Tracking defaults to a sqlite store under the artifact root; nothing to
+start.
 """
 
 from __future__ import annotations
@@ -55,8 +59,9 @@ class MLflowRun:
         credential-like keys, URL passwords and env secret values become ``***``."""
         self._mlflow.log_params({k: str(v)[:500] for k, v in flat_params(redact(params)).items()})
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None) -> None:
+        """``model_id``: also link the metrics to that LoggedModel (shown on its page in the Models tab)."""
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, model_id=model_id)
 
     def metric_logger(self) -> Callable[[dict[str, float], int], None]:
         """A callback for core training loops: ``log(metrics, step)``."""
@@ -82,10 +87,21 @@ class MLflowRun:
                 if attempt == attempts - 1 or not _is_unique_violation(exc):
                     raise
 
-    def register_model(self, name: str, artifact_path: str, version: ArtifactVersion) -> str:
-        """Register ``runs:/<run>/<artifact_path>`` as a new version of model ``name``; the version's tags
-        point back at the committed artifact (path + manifest digest), which is what `vfusion3d audit`
-        follows. Returns ``models:/NAME/VERSION``."""
+    def log_lrm_model(self, model_dir: str | Path, name: str = "model") -> str:
+        """Log the LRM folder ``model_dir`` (written by ``LRM.save_pretrained``) as a LoggedModel of this run: a
+        pyfunc model whose ``load_model`` gives back the LRM (``vfusion3d_core.lrm.pyfunc``). MLflow records it as
+        the run's output. Returns its model id."""
+        from vfusion3d_core.lrm.pyfunc import log_lrm_model
+
+        with warnings.catch_warnings():  # cloudpickle / type-hint notices about the wrapper class
+            warnings.simplefilter("ignore")
+            return log_lrm_model(model_dir, name=name).model_id
+
+    def register_model(self, name: str, model_id: str, version: ArtifactVersion) -> str:
+        """Register the LoggedModel ``model_id`` as a new version of model ``name``; the version's tags (and the
+        LoggedModel's) point back at the committed artifact (path + manifest digest), which is what `vfusion3d
+        audit` follows. The newest version is ``models:/NAME/latest`` (MLflow reserves the alias ``latest``).
+        Returns ``models:/NAME/VERSION``."""
         client = self._mlflow.MlflowClient()
         with store_lock(self._mlflow.get_tracking_uri()):
             if not _registered(client, name):
@@ -93,9 +109,39 @@ class MLflowRun:
                                                                   f"{name}); audit with `vfusion3d audit`")
         tags = {"vfusion3d.artifact_path": location(version), "vfusion3d.digest": version.digest,
                 "vfusion3d.asset": version.manifest.asset, "dagster.run_id": version.manifest.run_id or ""}
-        mv = client.create_model_version(name, f"runs:/{self.run_id}/{artifact_path}", run_id=self.run_id, tags=tags)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mv = self._mlflow.register_model(f"models:/{model_id}", name, tags=tags)
+        self._mlflow.set_logged_model_tags(model_id, {k: v for k, v in tags.items() if k.startswith("vfusion3d.")})
         self._mlflow.set_tag("registered_model", f"models:/{name}/{mv.version}")
         return f"models:/{name}/{mv.version}"
+
+    def log_model_input(self, model_id: str) -> None:
+        """Record the LoggedModel ``model_id`` as an input of this run (e.g. a checkpoint an evaluation scored)."""
+        from mlflow.entities import LoggedModelInput
+
+        self._mlflow.log_input(model=LoggedModelInput(model_id))
+
+    def set_alias(self, name: str, version: str | int, alias: str, rivals: tuple[str, ...] = ()) -> str:
+        """Point ``models:/NAME@ALIAS`` at ``version`` and remove ``alias`` from the registered models ``rivals``
+        (so one of them holds it); tags this run ``alias.ALIAS``. Returns ``models:/NAME/VERSION``."""
+        client = self._mlflow.MlflowClient()
+        with store_lock(self._mlflow.get_tracking_uri()):
+            client.set_registered_model_alias(name, alias, str(version))
+            for other in rivals:
+                if other != name and _registered(client, other):
+                    client.delete_registered_model_alias(other, alias)  # a no-op when it has no such alias
+        self._mlflow.set_tag(f"alias.{alias}", f"models:/{name}/{version}")
+        return f"models:/{name}/{version}"
+
+    def registered_version(self, name: str, digest: str) -> Any | None:
+        """The newest version of registered model ``name`` made from the committed artifact ``digest`` (its
+        ``vfusion3d.digest`` tag), or None (not registered, or registered before checkpoints were logged models)."""
+        client = self._mlflow.MlflowClient()
+        if not _registered(client, name):
+            return None
+        found = client.search_model_versions(f"name = '{name}' and tags.`vfusion3d.digest` = '{digest}'")
+        return max(found, key=lambda mv: int(mv.version), default=None)
 
     def log_child(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> str:
         """A nested run under this one (e.g. one arm and seed of an experiment) with ``params`` and ``metrics``;
@@ -112,6 +158,13 @@ class MLflowRun:
             self._mlflow.log_artifacts(str(path), artifact_path)
         else:
             self._mlflow.log_artifact(str(path), artifact_path)
+
+
+def model_id_of(model_version: Any) -> str | None:
+    """The LoggedModel id behind a model version (its ``models:/<model_id>`` source), if it has one."""
+    source = getattr(model_version, "source", "") or ""
+    return getattr(model_version, "model_id", None) or (
+        source[len("models:/"):] if source.startswith("models:/m-") else None)
 
 
 def _registered(client: Any, name: str) -> bool:
@@ -138,6 +191,15 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def local_artifact_location(tracking_uri: str, artifact_root: str) -> str | None:
+    """Where a new experiment keeps its artifacts: ``ROOT/mlflow-artifacts`` for a store this process writes
+    itself (sqlite, a database, a local folder), None for a tracking server (http(s), databricks), whose own
+    artifact root (or proxied ``mlflow-artifacts:``) then applies."""
+    if tracking_uri.lower().startswith(("http://", "https://", "databricks")):
+        return None
+    return "file://" + os.path.abspath(os.path.join(artifact_root, "mlflow-artifacts"))
 
 
 @contextmanager

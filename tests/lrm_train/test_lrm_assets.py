@@ -2,6 +2,7 @@
 The default lrm_pretrained input, the filtered synthetic dataset, is covered by tests/test_whole_graph.py."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -69,13 +70,20 @@ def test_pretrain_then_finetune_with_lineage(tmp_path) -> None:
     history = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == [2, 4]  # logged every 2 steps
     assert run.data.metrics["heldout_psnr"] == heldout["heldout_psnr"]
-    artifacts = [a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(
-        run.info.run_id, "model")]
-    assert "model/model.safetensors" in artifacts
     registered = mat.metadata["registered_model"].value
     assert registered == "models:/lrm_finetuned/1"
-    mv = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_model_version("lrm_finetuned", "1")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    mv = client.get_model_version("lrm_finetuned", "1")
     assert mv.tags["vfusion3d.digest"] == fine.digest and mv.run_id == run.info.run_id
+    # the checkpoint is a LoggedModel: the run's output, its held-out metrics linked, loadable with pyfunc
+    model_id = mat.metadata["mlflow_model_id"].value
+    assert [o.model_id for o in run.outputs.model_outputs] == [model_id] and mv.source == f"models:/{model_id}"
+    linked = {m.key: m.value for m in client.get_logged_model(model_id).metrics}
+    assert linked["heldout_psnr"] == heldout["heldout_psnr"] and linked["final_loss"] == metrics["train"]["loss"]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # set_tracking_uri exports it: not for the tests after this one
+    loaded = mlflow.pyfunc.load_model(registered).unwrap_python_model().lrm
+    assert all(torch.equal(x, y) for x, y in zip(loaded.state_dict().values(), b.state_dict().values(), strict=True))
     assert not (store.asset_dir("lrm_pretrained") / ".work").exists() or not any(
         (store.asset_dir("lrm_pretrained") / ".work").iterdir())
 

@@ -21,9 +21,10 @@ from vfusion3d_core.metrics import ClipScorer, load_heldout_objects, score_check
 from vfusion3d_core.metrics.evaluate import EvaluateRequest, run_evaluation
 from vfusion3d_core.metrics.novel_views import METRICS
 from vfusion3d_core.render.dataset import RenderDatasetConfig, render_dataset
-from vfusion3d_pipeline.assets.evaluation import eval_metrics
+from vfusion3d_pipeline.assets.evaluation import champion_checkpoint, eval_metrics
 from vfusion3d_pipeline.assets.lrm import FINETUNED, MODEL_DIR, PRETRAINED, THREE_D_ONLY
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
+from vfusion3d_pipeline.tracking import local_artifact_location, mlflow_run
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +110,19 @@ def _resources(root, preset: str) -> dict:
             "compute": ComputeResource(device="cpu", precision="fp32")}
 
 
-def _commit_checkpoint(store: ArtifactStore, name: str, seed: int) -> None:
-    """A committed LRM version without training (eval_metrics reads only its model folder and inputs)."""
+def _commit_checkpoint(store: ArtifactStore, name: str, seed: int) -> str:
+    """A committed LRM version without training (eval_metrics reads only its model folder and inputs), logged and
+    registered as the LRM assets do; returns its LoggedModel id."""
     with store.staging(name) as d:
         torch.manual_seed(seed)
         LRM(get_preset("tiny")).save_pretrained(d / MODEL_DIR)
         files = sorted(p.relative_to(d).as_posix() for p in (d / MODEL_DIR).rglob("*") if p.is_file())
-        store.commit(d, Manifest(name, file_entries(d, files), {}, {}), name)
+        version = store.commit(d, Manifest(name, file_entries(d, files), {}, {}), name)
+    uri = default_tracking_uri(store.root)
+    with mlflow_run(uri, "vfusion3d", name, {}, local_artifact_location(uri, str(store.root))) as run:
+        model_id = run.log_lrm_model(version.path / MODEL_DIR)
+        run.register_model(name, model_id, version)
+    return model_id
 
 
 def test_eval_metrics_asset_with_a_clip_folder_and_the_paper_gate(tmp_path) -> None:
@@ -137,8 +144,8 @@ def test_eval_metrics_asset_with_a_clip_folder_and_the_paper_gate(tmp_path) -> N
 
     materialize_renders(_resources(root, "tiny"), instance)
     store = ArtifactStore(root)
-    for i, name in enumerate([PRETRAINED, FINETUNED, THREE_D_ONLY]):
-        _commit_checkpoint(store, name, i)
+    model_ids = {name: _commit_checkpoint(store, name, i)
+                 for i, name in enumerate([PRETRAINED, FINETUNED, THREE_D_ONLY])}
     clip_dir = tmp_path / "clip_folder"
     write_processor_folder(clip_dir, shortest_edge=32, crop=32)
     config = {"max_objects": 2, "novel_views": 2, "render_size": 32, "turntable_frames": 2, "clip_path": str(clip_dir)}
@@ -155,6 +162,16 @@ def test_eval_metrics_asset_with_a_clip_folder_and_the_paper_gate(tmp_path) -> N
     run = mlflow.MlflowClient(default_tracking_uri(root)).get_run(meta["mlflow_run_id"].value)
     assert run.data.params["compute.resolved_device"] == "cpu" and run.data.params["clip"] == "clip_folder"
     assert set(run.data.metrics) >= {f"{c}.{m}" for c in ("untrained", PRETRAINED) for m in METRICS}
+    # @champion: the registered version of the checkpoint with the best held-out LPIPS (ties: PSNR), on one model
+    client = mlflow.MlflowClient(default_tracking_uri(root))
+    means = json.loads((version.path / "metrics.json").read_text())["means"]
+    best = champion_checkpoint(means)
+    assert meta["champion"].value == f"models:/{best}/1"
+    assert str(client.get_model_version_by_alias(best, "champion").version) == "1"
+    assert [n for n in model_ids if client.get_registered_model(n).aliases] == [best]
+    assert {m.model_id for m in run.inputs.model_inputs} == set(model_ids.values())  # the scored models
+    linked = {m.key: m.value for m in client.get_logged_model(model_ids[best]).metrics}
+    assert linked[f"{best}.lpips"] == means[best]["lpips"]
 
     # paper with the CLIP folder and from_scratch (no LPIPS weights here): runs, LPIPS labelled RANDOM
     scratch = dg.materialize([eval_metrics], instance=instance, resources=_resources(root, "paper"),

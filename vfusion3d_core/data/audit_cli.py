@@ -15,20 +15,36 @@ from vfusion3d_core.data.manifest import MANIFEST_NAME, Manifest, ManifestError
 from vfusion3d_core.redact import redact_text
 
 
-def resolve_registered_model(uri: str, tracking_uri: str) -> tuple[str, str]:
-    """``models:/NAME/VERSION`` -> (committed artifact directory or s3:// URL, manifest digest) from the
-    version's tags."""
+def model_version(uri: str, tracking_uri: str):
+    """The registered model version a ``models:/`` URI names: ``models:/NAME/VERSION``, ``models:/NAME/latest``
+    (the newest version) or ``models:/NAME@ALIAS`` (e.g. ``@champion``, set by eval_metrics)."""
     import mlflow
 
-    parts = uri[len("models:/"):].split("/")
-    if len(parts) != 2 or not all(parts):
-        raise click.BadParameter(f"expected models:/NAME/VERSION, got {uri!r}")
+    rest = uri[len("models:/"):]
+    name, alias = rest.rsplit("@", 1) if "@" in rest and "/" not in rest else (rest, None)
+    parts = [name] if alias is not None else name.split("/")
+    if not all(parts) or (alias is None and len(parts) != 2) or alias == "":
+        raise click.BadParameter(f"expected models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS, "
+                                 f"got {uri!r}")
     client = mlflow.MlflowClient(tracking_uri)
     try:
-        mv = client.get_model_version(*parts)
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        if parts[1].lower() == "latest":
+            versions = client.search_model_versions(f"name = '{parts[0]}'")
+            if not versions:
+                raise click.ClickException(f"{uri}: model {parts[0]} has no version")
+            return max(versions, key=lambda mv: int(mv.version))
+        return client.get_model_version(*parts)
     except mlflow.exceptions.MlflowException as exc:
         # the tracking URI (and MLflow's message, which repeats it) may hold a password: never print it
         raise click.ClickException(redact_text(f"{uri}: not found in {tracking_uri}: {exc.message}")) from exc
+
+
+def resolve_registered_model(uri: str, tracking_uri: str) -> tuple[str, str]:
+    """``models:/NAME/VERSION`` (or ``/latest``, ``@ALIAS``) -> (committed artifact directory or s3:// URL,
+    manifest digest) from the version's tags."""
+    mv = model_version(uri, tracking_uri)
     path, digest = mv.tags.get("vfusion3d.artifact_path"), mv.tags.get("vfusion3d.digest")
     if not path or not digest:
         raise click.ClickException(f"{uri} was not registered by vfusion3d (no vfusion3d.artifact_path tag)")
@@ -93,7 +109,8 @@ def audit(target: str, as_json: bool, artifact_root: str | None, tracking_uri: s
 
     TARGET is a committed artifact directory (e.g. artifacts/lrm_finetuned/versions/<digest> or its
     model/ folder), the same on an S3 artifact root (s3://BUCKET/PREFIX/lrm_finetuned/versions/<digest>),
-    a registered model, models:/NAME/VERSION, or latest:ASSET[/PARTITION], the current version of an asset under
+    a registered model (models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS, e.g.
+    models:/lrm_finetuned@champion), or latest:ASSET[/PARTITION], the current version of an asset under
     --artifact-root ($VFUSION3D_ARTIFACT_ROOT or ./artifacts), e.g. latest:lrm_finetuned. Exits 1 naming every
     changed or missing artifact.
     """

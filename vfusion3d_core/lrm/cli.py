@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from vfusion3d_core.data.latest_ref import LatestRefError, is_latest_ref, resolve_latest
+from vfusion3d_core.data.latest_ref import LatestRefError, default_artifact_root, is_latest_ref, resolve_latest
 
 from .options import DEFAULT_MAX_PIXELS, MESH_FORMATS, UP_AXES, VIDEO_FORMATS  # light: no torch for --help
 
 CHECKPOINT_SUBDIR = "model"  # where an LRM asset version keeps its checkpoint (the pipeline's MODEL_DIR)
 
 
+def registered_checkpoint(uri: str) -> Path:
+    """``models:/NAME/VERSION``, ``models:/NAME/latest`` or ``models:/NAME@ALIAS`` in $MLFLOW_TRACKING_URI (default:
+    the sqlite store under $VFUSION3D_ARTIFACT_ROOT) -> the LRM folder: the committed artifact's ``model/`` folder
+    when it is on this machine, else the registered LoggedModel's copy, downloaded into a temporary folder."""
+    from vfusion3d_core.data.artifacts import default_tracking_uri
+    from vfusion3d_core.data.audit_cli import model_version
+
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(default_artifact_root())
+    mv = model_version(uri, tracking)
+    committed = mv.tags.get("vfusion3d.artifact_path", "")
+    if committed and (Path(committed) / CHECKPOINT_SUBDIR).is_dir():
+        return Path(committed) / CHECKPOINT_SUBDIR
+    import tempfile
+
+    import mlflow
+
+    from .pyfunc import lrm_folder
+
+    return lrm_folder(mlflow.artifacts.download_artifacts(f"models:/{mv.name}/{mv.version}", tracking_uri=tracking,
+                                                          dst_path=tempfile.mkdtemp(prefix="vfusion3d-model-")))
+
+
 class CheckpointDir(click.Path):
-    """A checkpoint directory, or ``latest:ASSET`` for the current version of an LRM asset under
-    $VFUSION3D_ARTIFACT_ROOT (default ./artifacts): its ``model/`` folder."""
+    """A checkpoint directory, ``latest:ASSET`` for the current version of an LRM asset under
+    $VFUSION3D_ARTIFACT_ROOT (default ./artifacts): its ``model/`` folder, or a registered model
+    (``models:/NAME/VERSION``, ``models:/NAME/latest``, ``models:/NAME@ALIAS``; ``registered_checkpoint``)."""
 
     def __init__(self) -> None:
         super().__init__(exists=True, file_okay=False, path_type=Path)
@@ -27,15 +51,22 @@ class CheckpointDir(click.Path):
             except LatestRefError as err:
                 self.fail(str(err), param, ctx)
             value = str(version / CHECKPOINT_SUBDIR if (version / CHECKPOINT_SUBDIR).is_dir() else version)
+        elif isinstance(value, str) and value.startswith("models:/"):
+            try:
+                value = str(registered_checkpoint(value))
+            except click.ClickException as err:
+                self.fail(err.format_message(), param, ctx)
         return super().convert(value, param, ctx)
 
 
 @click.command("generate")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--checkpoint", type=CheckpointDir(),
-              help="LRM checkpoint directory (config.json + model.safetensors), or latest:ASSET for the current "
+              help="LRM checkpoint directory (config.json + model.safetensors), latest:ASSET for the current "
                    "version of an LRM asset under $VFUSION3D_ARTIFACT_ROOT (default ./artifacts), e.g. "
-                   "latest:lrm_finetuned.")
+                   "latest:lrm_finetuned, or a registered model in $MLFLOW_TRACKING_URI (default: the sqlite store "
+                   "there): models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS, e.g. "
+                   "models:/lrm_finetuned@champion.")
 @click.option("--official", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Released VFusion3D weight file (.safetensors, or a torch state dict loaded weights_only).")
 @click.option("--official-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),

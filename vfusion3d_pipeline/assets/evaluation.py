@@ -38,6 +38,7 @@ from vfusion3d_pipeline.resources import (
     PresetResource,
     StepComputeConfig,
 )
+from vfusion3d_pipeline.tracking import MLflowRun, model_id_of
 
 ASSET = EVAL_METRICS
 CODE_VERSION = "eval_metrics-v2"
@@ -46,6 +47,7 @@ CHECKPOINTS = (UNTRAINED, PRETRAINED, FINETUNED, THREE_D_ONLY)
 ARMS = {THREE_D_ONLY: "3D only", PRETRAINED: "synthetic only", FINETUNED: "synthetic then 3D fine-tune"}
 PAPER_LPIPS = {THREE_D_ONLY: 0.161, PRETRAINED: 0.160, FINETUNED: 0.143}  # the paper's ablation (arXiv 2403.12034)
 CLIP_HINT = "a local CLIP folder: CLIPModel + tokenizer + image processor (CLIPProcessor.save_pretrained)"
+CHAMPION = "champion"  # the registered-model alias eval_metrics moves (champion_checkpoint)
 
 
 class EvalConfig(StepComputeConfig):
@@ -304,8 +306,10 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
             result = run_evaluation(request, log=context.log.info)
         except LPIPSUnavailable as exc:
             raise dg.Failure(str(exc)) from exc
+        registered = _registered_checkpoints(run, versions)  # their LoggedModels: this run's inputs
         for ckpt in CHECKPOINTS:
-            run.log_metrics({f"{ckpt}.{k}": v for k, v in result.means[ckpt].items()})
+            run.log_metrics({f"{ckpt}.{k}": v for k, v in result.means[ckpt].items()},
+                            model_id=model_id_of(registered[ckpt]) if registered.get(ckpt) else None)
         ablation = _ablation_rows(store, versions, result.means)
         described = settings.describe()
         notes = f"{result.objects} held-out objects, {config.novel_views} novel views each at {size} px. " \
@@ -324,7 +328,40 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifact
         for f in ("metrics.csv", "ablation.md", "per_object.csv"):
             run.log_artifact(version.path / f)
         run.log_artifact(version.path / "turntables", "turntables")
-    return _evaluation_result(version, result.means, result.labels, ablation, notes, described, run.run_id)
+        champion = _move_champion(context, run, registered, result.means)
+    return _evaluation_result(version, result.means, result.labels, ablation, notes, described, run.run_id, champion)
+
+
+def champion_checkpoint(means: dict[str, dict[str, float]]) -> str:
+    """The rule for ``@champion``: of the trained checkpoints evaluated (``ARMS``), the one with the lowest held-out
+    LPIPS; a tie goes to the higher PSNR, then to the earlier in ``ARMS`` order (3D only, synthetic only, synthetic
+    then 3D)."""
+    return min(ARMS, key=lambda c: (means[c]["lpips"], -means[c]["psnr"]))
+
+
+def _registered_checkpoints(run: MLflowRun, versions: dict[str, ArtifactVersion]) -> dict:
+    """The registered model version of each evaluated checkpoint (None: its artifact was never registered as a
+    logged model); each found LoggedModel is logged as an input of the evaluation run."""
+    registered = {c: run.registered_version(c, v.digest) for c, v in versions.items()}
+    for mv in registered.values():
+        if mv is not None and model_id_of(mv):
+            run.log_model_input(model_id_of(mv))  # type: ignore[arg-type]
+    return registered
+
+
+def _move_champion(context: dg.AssetExecutionContext, run: MLflowRun, registered: dict,
+                   means: dict[str, dict[str, float]]) -> str:
+    """Point ``models:/<champion>@champion`` at the evaluated version of ``champion_checkpoint(means)`` and take the
+    alias off the other LRM models, so exactly one of them holds it. Returns ``models:/NAME/VERSION``, or "" when
+    that checkpoint has no registered version (the alias is left as it was)."""
+    best = champion_checkpoint(means)
+    if registered.get(best) is None:
+        context.log.warning(f"{best} has the best held-out LPIPS but its evaluated version is not a registered "
+                            f"model version; @{CHAMPION} left unchanged")
+        return ""
+    uri = run.set_alias(best, registered[best].version, CHAMPION, rivals=tuple(ARMS))
+    context.log.info(f"@{CHAMPION}: {uri} (LPIPS {means[best]['lpips']:.4f}, PSNR {means[best]['psnr']:.2f})")
+    return uri
 
 
 ABLATION_HEADER = ["training data", "checkpoint", "optimizer steps", "LPIPS", "SSIM", "PSNR", "CLIP image",
@@ -349,7 +386,8 @@ def _write_summaries(staging: Path, means: dict[str, dict[str, float]], labels: 
 
 
 def _evaluation_result(version: ArtifactVersion, means: dict[str, dict[str, float]], labels: dict[str, str],
-                      ablation: list[list], notes: str, described: dict, run_id: str) -> dg.MaterializeResult:
+                      ablation: list[list], notes: str, described: dict, run_id: str, champion: str = ""
+                      ) -> dg.MaterializeResult:
     """The materialization: metrics table, ablation table, turntable previews, metric models, compute."""
     header = ["checkpoint", *METRICS]
     rows = [[c, *(means[c][m] for m in METRICS)] for c in CHECKPOINTS]
@@ -364,7 +402,7 @@ def _evaluation_result(version: ArtifactVersion, means: dict[str, dict[str, floa
         "clip_model": labels["clip"], "lpips_backbone": labels["lpips"],
         "compute": dg.MetadataValue.json(described),
         **{f"{c}/lpips": means[c]["lpips"] for c in CHECKPOINTS},
-        "mlflow_run_id": run_id,
+        "mlflow_run_id": run_id, CHAMPION: dg.MetadataValue.text(champion or "none registered"),
     })
 
 

@@ -158,22 +158,22 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
             run.log_input(name, version)
         metrics, pipes_metadata = _train(context, request, config, gpu_steps, artifacts, run.metric_logger())
         evaluation = _evaluate(context, work / "final", heldout, recipe, settings)
-        run.log_metrics(evaluation)
-        run.log_artifact(work / "final", "model")
+        model_id = run.log_lrm_model(work / "final")  # a LoggedModel (pyfunc), the run's output
+        run.log_metrics(evaluation, model_id=model_id)
         files = _stage_model(staging, work / "final", recipe, metrics, evaluation)
         counts = {"steps": recipe.steps, "training_shards": len(shards)}
         manifest_config = {**recipe.to_dict(), "compute": described,
                            "dino_pretrained_path": request.dino_pretrained_path,
                            "from_scratch": config.from_scratch}
         version = pub.commit(files, counts, manifest_config, inputs=inputs)
-        run.log_metrics({f"final_{k}": v for k, v in metrics.items()})
-        registered = run.register_model(asset, "model", version)
+        run.log_metrics({f"final_{k}": v for k, v in metrics.items()}, model_id=model_id)
+        registered = run.register_model(asset, model_id, version)
     shutil.rmtree(work, ignore_errors=True)
     return materialize_result(version, {"final_metrics": dg.MetadataValue.json(metrics),
                                         "heldout_psnr": evaluation["heldout_psnr"],
                                         **{k: int(metrics.get(k, 0)) for k in ("skipped_samples", "skipped_shards")},
                                         "heldout_evaluation": dg.MetadataValue.md(_heldout_table(asset, evaluation)),
-                                        "mlflow_run_id": run.run_id,
+                                        "mlflow_run_id": run.run_id, "mlflow_model_id": model_id,
                                         "registered_model": dg.MetadataValue.text(registered),
                                         "compute": dg.MetadataValue.json(described),
                                         "execution": config.execution, **pipes_metadata})
