@@ -136,7 +136,7 @@ class MLflowRun:
 
     def registered_version(self, name: str, digest: str) -> Any | None:
         """The newest version of registered model ``name`` made from the committed artifact ``digest`` (its
-        ``vfusion3d.digest`` tag), or None (not registered, or registered before checkpoints were logged models)."""
+        ``vfusion3d.digest`` tag), or None when that artifact was never registered."""
         client = self._mlflow.MlflowClient()
         if not _registered(client, name):
             return None

@@ -340,8 +340,9 @@ def champion_checkpoint(means: dict[str, dict[str, float]]) -> str:
 
 
 def _registered_checkpoints(run: MLflowRun, versions: dict[str, ArtifactVersion]) -> dict:
-    """The registered model version of each evaluated checkpoint (None: its artifact was never registered as a
-    logged model); each found LoggedModel is logged as an input of the evaluation run."""
+    """The registered model version of each evaluated checkpoint (None: its artifact was never registered); the
+    LoggedModel behind each (none for a version registered from a plain runs:/ folder) is logged as an input of the
+    evaluation run."""
     registered = {c: run.registered_version(c, v.digest) for c, v in versions.items()}
     for mv in registered.values():
         if mv is not None and model_id_of(mv):
