@@ -7,6 +7,8 @@ projects to the same pixel here as in ``cameras.project_points``.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -85,6 +87,16 @@ def opengl_projection(intrinsics: np.ndarray, near: float, far: float) -> np.nda
     ], dtype=np.float64)
 
 
+def _load_triton_first() -> None:
+    """Import triton (when installed) before the first GL context: Mesa's llvmpipe and triton each load their own
+    LLVM, and triton imported after a context has rendered crashes the process (a segmentation fault in
+    ``triton.knobs``). Code that renders and later imports transformers / ``torch._dynamo`` in the same process
+    (a renders_3d run followed by a check or another asset, a test session) would otherwise depend on import
+    order."""
+    with contextlib.suppress(ImportError):
+        import triton  # noqa: F401
+
+
 class MeshRasterizer:
     """Renders ColoredMeshes from many cameras; one GL context, reused across calls.
 
@@ -102,6 +114,7 @@ class MeshRasterizer:
         if self._ctx is None:
             import moderngl
 
+            _load_triton_first()
             try:
                 self._ctx = moderngl.create_context(standalone=True, backend=self.backend)
             except Exception as exc:
