@@ -247,7 +247,9 @@ def test_integrity_check_lists_every_bad_item_and_fails(tmp_path) -> None:
     problems, info = filtered_partition_problems(store, "shard-000000")
     joined = "\n".join(problems)
     assert "png.002.png" in joined and "missing ['meta.json']" in joined and "unsafe member path '/abs/evil" in joined
-    assert info["samples"] == 4 and info["skipped_samples"] == 2 and info["skipped_shards"] == 1
+    # 4 samples decode; the tar headers hold 6 keys (the unusable shard's are not counted)
+    assert info["decoded_samples"] == 4 and info["samples"] == 6
+    assert info["skipped_samples"] == 2 and info["skipped_shards"] == 1
 
 
 def test_training_stream_skips_bad_samples_and_fails_over_the_share(tmp_path) -> None:

@@ -271,7 +271,7 @@ def test_planted_caption_leaks_are_caught_and_described(tmp_path, embed) -> None
     # the check reads what an eval_metrics version recorded
     inputs = {"renders_3d/objects-000000": g["renders"].digest, **{n: v.digest for n, v in ckpts.items()}}
     _publish(store, "eval_metrics", {"metrics.json": b"{}"}, inputs)
-    passed = eval_heldout_disjoint(artifacts=ArtifactStoreResource(root=str(tmp_path)))
+    passed = eval_heldout_disjoint(dg.build_asset_check_context(), artifacts=ArtifactStoreResource(root=str(tmp_path)))
     assert passed.passed and passed.description.startswith("Held-out objects are disjoint")
     reported = passed.metadata["caption_near_duplicates_reported"].value
     assert reported[f"{FINETUNED} <- renders_3d/objects-000000"]["near"] == 1
@@ -288,7 +288,8 @@ def test_planted_caption_leaks_are_caught_and_described(tmp_path, embed) -> None
         assert text.startswith("Held-out objects leak into training data") and kind in text and repr(prompt) in text
         _publish(store, "eval_metrics", {"metrics.json": b"{}"},
                  {"renders_3d/objects-000000": g["renders"].digest, **{n: v.digest for n, v in ckpts.items()}})
-        result = eval_heldout_disjoint(artifacts=ArtifactStoreResource(root=str(tmp_path)))
+        result = eval_heldout_disjoint(dg.build_asset_check_context(),
+                                       artifacts=ArtifactStoreResource(root=str(tmp_path)))
         assert not result.passed and repr(prompt) in result.description
         examples = result.metadata["caption_leaks"].value[synth]
         assert (examples["exact"], examples["near"]) == ((1, 0) if kind == "exact" else (0, 1))

@@ -408,15 +408,20 @@ def _evaluation_result(version: ArtifactVersion, means: dict[str, dict[str, floa
 
 
 @dg.asset_check(asset=ASSET, blocking=True,
-                description="Held-out objects are disjoint from every evaluated checkpoint's training data "
+                description="The materialized version's held-out objects are disjoint from every evaluated "
+                            "checkpoint's training data "
                             "(recursively through its manifests): no held-out id, no held-out caption (exact after "
                             "prompt normalization), no MiniLM near duplicate among the synthetic data's prompts.")
-def eval_heldout_disjoint(artifacts: ArtifactStoreResource) -> dg.AssetCheckResult:
+def eval_heldout_disjoint(context: dg.AssetCheckExecutionContext,
+                          artifacts: ArtifactStoreResource) -> dg.AssetCheckResult:
+    """Judges the eval_metrics version the latest materialization recorded (the store's current one when the
+    check runs alone)."""
+    from vfusion3d_pipeline.checks import checked_version, materialized_digest, missing_result
+
     store = artifacts.store()
-    version = store.latest(ASSET)
+    version, why = checked_version(store, ASSET, None, materialized_digest(context, ASSET))
     if version is None:
-        return dg.AssetCheckResult(passed=False, description="eval_metrics has no committed version",
-                                   metadata={"error": "eval_metrics has no committed version"})
+        return missing_result(why)
     inputs = version.manifest.inputs
     renders = recorded_renders(store, inputs)
     checkpoints = {n: store.version(n, d) for n, d in inputs.items() if n.partition("/")[0] != RENDERS}
