@@ -7,7 +7,7 @@ from video_micro import micro_model
 
 from vfusion3d_core.lrm.train.losses import build_lpips
 from vfusion3d_core.video import OrbitData
-from vfusion3d_core.video.metrics import image_to_video_quality, orbit_quality
+from vfusion3d_core.video.metrics import image_to_video_quality, orbit_quality, vae_fidelity
 
 
 def disc_orbit(colour: tuple[int, int, int], frames: int = 4, size: int = 32, radii: list[float] | None = None
@@ -74,3 +74,15 @@ def test_image_to_video_quality_is_seeded(lpips_net) -> None:
     assert {"psnr", "lpips", "colour_mean_distance", "colour_hist_distance", "area_cv", "consistency_gap"} <= set(q)
     with pytest.raises(ValueError, match="count"):
         image_to_video_quality(model, data, count=0)
+
+
+def test_vae_fidelity_measures_the_colour_the_decoder_keeps() -> None:
+    model = micro_model()
+    frames = torch.ones(2, 3, 16, 16)  # white, with a pure red square: chroma 1 on the object pixels
+    frames[:, 1:, 4:12, 4:12] = -1.0
+    q = vae_fidelity(model, frames)
+    assert q["vae_chroma_true"] == pytest.approx(1.0)
+    assert 0.0 <= q["vae_chroma"] <= 1.0 and q["vae_chroma"] < 0.9  # an untrained decoder greys the red out
+    assert q == vae_fidelity(model, frames)  # deterministic (latent mode, no sampling)
+    with pytest.raises(ValueError, match="frames"):
+        vae_fidelity(model, frames[:, :2])

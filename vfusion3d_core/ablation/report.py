@@ -17,7 +17,8 @@ from vfusion3d_core.ablation.run import AblationRun
 
 METRICS = ("psnr", "ssim", "lpips")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False}
-VIDEO_METRICS = ("psnr", "lpips", "colour_mean_distance", "colour_hist_distance", "consistency_gap")
+VIDEO_METRICS = ("psnr", "lpips", "colour_mean_distance", "colour_hist_distance", "consistency_gap", "vae_psnr",
+                 "vae_chroma", "vae_chroma_true")
 FILES = ("report.md", "ablation.json", "dose_response.png", "video_heldout.png", "synthetic_examples.png")
 # report file -> its name under docs/images/ (report.md links to images/<that name>)
 DOC_IMAGES = {"dose_response.png": "ablation_dose_response.png", "video_heldout.png": "ablation_video_heldout.png",
@@ -107,6 +108,12 @@ def _verdict(s: dict) -> list[str]:
         out.append("- **Where the chain breaks: the synthetic data.** Clean renders of the prompt objects do beat the "
                    "3D set, the synthetic videos of the same prompts do not: the video model (held-out image → orbit "
                    "quality below) or the filtering loses what the oracle has.")
+    vae = {k.rsplit("/", 1)[1]: v for k, v in s["video"]["video_model"].items() if k.startswith("finetuned/heldout/")}
+    if vae.get("vae_chroma_true"):
+        out.append(f"- **The first link, the VAE**: it keeps {vae['vae_chroma'] / vae['vae_chroma_true']:.0%} of the "
+                   f"held-out objects' colour saturation (chroma {vae['vae_chroma']:.3f} of "
+                   f"{vae['vae_chroma_true']:.3f}) and reconstructs first frames at {vae['vae_psnr']:.1f} dB; "
+                   "nothing downstream can draw colours its decoder loses.")
     return out
 
 
@@ -138,6 +145,8 @@ def render_markdown(s: dict, command: str) -> str:
         kept = s["filtered"].get(f"dose-{d['dose']}", {}).get("kept", 0)
         lines.append(f"| {d['dose']} | {kept} | {_fmt(d['psnr'], 2)} | {_fmt(d['ssim'])} | {_fmt(d['lpips'], 4)} |")
     lines += ["", "## The video model on held-out objects (image → orbit, true first frame)", "",
+              "`vae_*`: the VAE alone on the true first frames (PSNR; chroma = mean max-min channel over object "
+              "pixels, of the reconstruction and of the original).", "",
               f"![held-out orbits](images/{DOC_IMAGES['video_heldout.png']})", "",
               "Per held-out object: the prior's orbit, the fine-tuned model's orbit, the true orbit (rows); frame 0 is "
               "the conditioning view. Synthetic videos the filter kept (top) and rejected (bottom):", "",

@@ -199,10 +199,7 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
     for dose in (d for d in cfg.doses if d > 0):
         data[synthetic_data(dose)] = shards_in(filter_dir / f"dose-{dose}")
     data[oracle_data(cfg.max_dose)] = shards["prompts"]
-    # each data name keyed by the stage that made it and its shard names: an arm retrains only when its own data changed
-    made_by = {name: "filtered" if name.startswith("synthetic") else "renders" for name in data}
-    data_key = {name: key_digest([key_digest(run.stages[made_by[name]]), [Path(s).name for s in shards_of]])
-                for name, shards_of in data.items()}
+    data_key = data_keys(data, run.stages)
 
     # 8. learning rate on the validation split, 9. arms x seeds, 10. held-out evaluation
     run.lr = _choose_lr(cfg, stage, runner, data, data_key, shards["validation"], compute, run)
@@ -210,8 +207,7 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
     checkpoints: dict[str, str | None] = {}
     for arm, seed in itertools.product(run.arms, cfg.seeds):
         name = f"arm-{arm.name}-seed{seed}"
-        path, result = stage(name, [arm.phases, run.lr, seed, [data_key[p] for p in arm.phases],
-                                    cfg.lrm_recipe(run.lr, seed).to_dict(), cfg.finetune_lr_scale],
+        path, result = stage(name, arm_key(cfg, arm, run.lr, seed, data_key),
                              lambda tmp, arm=arm, seed=seed, name=name: train_arm(
                                  arm, cfg, run.lr, seed, data, runner.work / "checkpoints" / name, tmp, compute))
         checkpoints[checkpoint_name(arm, seed)] = str(path / "final")
@@ -229,6 +225,26 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
     run.heldout, run.labels = result["means"], result["labels"]
     run.timings, run.reused = runner.timings, runner.reused
     return run
+
+
+def data_keys(data: dict[str, list[str]], stages: dict[str, dict]) -> dict[str, str]:
+    """Each LRM data name keyed by the result of the stage that made it and its shard names, so an arm retrains
+    only when its own data changed."""
+    made_by = {name: "filtered" if name.startswith("synthetic") else "renders" for name in data}
+    return {name: key_digest([key_digest(stages[made_by[name]]), [Path(s).name for s in shards]])
+            for name, shards in data.items()}
+
+
+def arm_key(cfg: AblationConfig, arm: Arm, lr: float, seed: int, data_key: dict[str, str]) -> list:
+    """What an arm's checkpoint depends on: its phases' data, the recipe, the learning rate and the seed."""
+    return [arm.phases, lr, seed, [data_key[p] for p in arm.phases], cfg.lrm_recipe(lr, seed).to_dict(),
+            cfg.finetune_lr_scale]
+
+
+def lr_search_key(cfg: AblationConfig, data_key: dict[str, str], stages: dict[str, dict]) -> list:
+    """What the learning-rate choice depends on: the candidates, the 3D set, the validation renders, the recipe."""
+    return [cfg.lr_candidates, cfg.seeds[0], data_key[THREE_D], key_digest(stages["renders"]), cfg.validation_objects,
+            cfg.lrm_recipe(1.0, cfg.seeds[0]).to_dict()]
 
 
 def _video_stages(cfg: AblationConfig, stage: Callable, runner: StageRunner, shards: dict[str, list[str]],
@@ -287,8 +303,7 @@ def _choose_lr(cfg: AblationConfig, stage: Callable, runner: StageRunner, data: 
             shutil.rmtree(work / "final")  # only the score is kept
         return {"scores": scores, "chosen": max(scores, key=lambda k: scores[k]["psnr"])}
 
-    _, result = stage("lr_search", [cfg.lr_candidates, seed, data_key[THREE_D], key_digest(run.stages["renders"]),
-                                    cfg.validation_objects, cfg.lrm_recipe(1.0, seed).to_dict()], search)
+    _, result = stage("lr_search", lr_search_key(cfg, data_key, run.stages), search)
     return float(result["chosen"])
 
 

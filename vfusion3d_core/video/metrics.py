@@ -16,6 +16,7 @@ from vfusion3d_core.filtering.masks import segment_alpha
 from vfusion3d_core.metrics.image import lpips_distance, psnr
 from vfusion3d_core.video.data import OrbitSource, orbits_to_float
 from vfusion3d_core.video.model import OrbitVideoModel
+from vfusion3d_core.video.networks import vae_decode, vae_encode
 from vfusion3d_core.video.sampler import SampleSettings, sample_images, sample_videos, seed_generators, to_uint8
 
 
@@ -143,6 +144,28 @@ def orbit_quality(generated: torch.Tensor, real: torch.Tensor, lpips_net: torch.
 
 
 @torch.no_grad()
+def vae_fidelity(model: OrbitVideoModel, frames: torch.Tensor) -> dict[str, float]:
+    """How much of the frames survives the VAE alone (nothing downstream can make what its decoder cannot draw):
+    frames [n, 3, S, S] in [-1, 1] encoded (latent mode) and decoded. ``vae_psnr`` (dB, [0, 1] scale);
+    ``vae_chroma`` / ``vae_chroma_true``: mean of (max - min channel) over the object pixels (true frame's min
+    channel below 0.9), for the reconstruction and the original: a decoder that greys colours out shows a much
+    smaller ``vae_chroma``."""
+    if frames.dim() != 4 or frames.shape[1] != 3:
+        raise ValueError(f"vae_fidelity expects frames [n, 3, S, S], got {tuple(frames.shape)}")
+    with torch.no_grad():
+        rec = vae_decode(model.vae, vae_encode(model.vae, frames.to(model.device))).float().clamp(-1, 1).cpu()
+    x01, r01 = (frames.float().cpu() + 1) / 2, (rec + 1) / 2
+    mse = (r01 - x01).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    mask = x01.min(dim=1).values < 0.9  # [n, S, S] object pixels of the true frames
+
+    def chroma(t: torch.Tensor) -> float:
+        spread = t.max(dim=1).values - t.min(dim=1).values  # [n, S, S]
+        return float(spread[mask].mean()) if mask.any() else 0.0
+
+    return {"vae_psnr": float((-10 * torch.log10(mse)).mean()), "vae_chroma": chroma(r01),
+            "vae_chroma_true": chroma(x01)}
+
+
 def image_to_video_quality(model: OrbitVideoModel, data: OrbitSource, count: int = 4, seed: int = 4321,
                            settings: SampleSettings | None = None, compute: ComputeSettings | None = None,
                            lpips_net: torch.nn.Module | None = None
@@ -157,4 +180,5 @@ def image_to_video_quality(model: OrbitVideoModel, data: OrbitSource, count: int
     _, pooled = model.text_encoder(list(captions))
     video = sample_videos(model, real[:, 0], pooled.to(model.device), seed_generators([seed + i for i in range(n)]),
                           settings, compute)  # [n, F, 3, S, S]
-    return {**orbit_quality(video, real, lpips_net), "objects": float(n)}, to_uint8(video), frames.numpy()
+    metrics = {**orbit_quality(video, real, lpips_net), **vae_fidelity(model, real[:, 0]), "objects": float(n)}
+    return metrics, to_uint8(video), frames.numpy()
