@@ -13,10 +13,13 @@ import functools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+# torch is imported inside the functions: ComputeSettings is a plain dataclass that config code (the Dagster code
+# location, the CLI) builds and validates without loading torch.
 DEVICES_HELP = "auto (CUDA when present, else cpu) | cpu | cuda | cuda:N"
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -41,6 +44,8 @@ def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matmuls are natively fast on ``device``: CUDA with bf16 support (tensor cores,
     sm80+), or a CPU with AMX-BF16 or AVX512-BF16 that oneDNN can use. Elsewhere bf16 is emulated
     and slower than fp32."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
@@ -51,6 +56,8 @@ def fast_bf16(device: torch.device) -> bool:
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda when available, else cpu; a named device must exist here (clear error otherwise)."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -97,6 +104,8 @@ class ComputeSettings:
     @property
     def dtype(self) -> torch.dtype:
         """The autocast dtype: bfloat16 or float32 (= no autocast)."""
+        import torch
+
         if self.precision == "bf16":
             return torch.bfloat16
         if self.precision == "fp32":
@@ -106,6 +115,8 @@ class ComputeSettings:
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
         """bf16 autocast on the device when the precision resolves to bf16; a no-op for fp32."""
+        import torch
+
         if self.dtype == torch.bfloat16:
             with torch.autocast(self.torch_device.type, dtype=torch.bfloat16):
                 yield
@@ -114,6 +125,8 @@ class ComputeSettings:
 
     def describe(self) -> dict[str, Any]:
         """What this resolves to here, for manifests and MLflow: requested and resolved device/precision."""
+        import torch
+
         dev = self.torch_device
         name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
         return {"device": self.device, "precision": self.precision,
@@ -135,12 +148,16 @@ class ComputeSettings:
 
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of a module's first parameter (cpu for a module without parameters)."""
+    import torch
+
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
 def set_torch_threads(n: int | None) -> None:
     """Set torch's intra-op CPU threads for this process when ``n`` is given (a step's ``torch_threads``)."""
+    import torch
+
     if n is None:
         return
     if int(n) < 1:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vfusion3d_core import code_versions
 from vfusion3d_core.cameras import Intrinsics, orbit_cameras
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data.bad_items import BadItemPolicy, SkipReport
@@ -28,7 +29,7 @@ from vfusion3d_core.filtering.masks import segment_alpha
 from vfusion3d_core.filtering.models import QualityModels
 from vfusion3d_core.steps import StepRequest
 
-CODE_VERSION = "filtered_multiview_dataset-v4"  # v4: segment_alpha masks
+CODE_VERSION = code_versions.FILTERED_MULTIVIEW  # vfusion3d_core/code_versions.py: bump it there
 SCORES_FILE = "scores.csv"
 HISTOGRAM_FILE = "score_histogram.png"
 EXAMPLES_FILE = "examples.png"

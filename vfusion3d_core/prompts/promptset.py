@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vfusion3d_core import code_versions
 from vfusion3d_core.data.bad_items import SkipReport
 from vfusion3d_core.data.manifest import Manifest, ManifestError, sha256_file
 from vfusion3d_core.prompts.dedup import Embedder, dedup_key, deduplicate
@@ -38,7 +39,7 @@ from vfusion3d_core.prompts.sources import TEMPLATE_SEED_BASE, normalize_all, re
 if TYPE_CHECKING:  # metrics.leakage imports this package: imported where used
     from vfusion3d_core.metrics.leakage import CaptionMatch
 
-CODE_VERSION = "prompt_set-v1"
+CODE_VERSION = code_versions.PROMPT_SET  # vfusion3d_core/code_versions.py: bump it there
 
 
 @dataclass

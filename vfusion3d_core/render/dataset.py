@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vfusion3d_core import code_versions
 from vfusion3d_core.cameras import DEFAULT_FOCAL, DEFAULT_RADIUS, Intrinsics
 from vfusion3d_core.data.sample import MultiviewSample
 from vfusion3d_core.data.shards import ShardWriter
@@ -27,7 +28,7 @@ from vfusion3d_core.objects.listing import (
 from vfusion3d_core.objects.mesh import MeshError
 from vfusion3d_core.render.views import render_orbit
 
-CODE_VERSION = "renders_3d-v2"  # v2: textured per-pixel shading, glTF Y-up -> Z-up, partitions
+CODE_VERSION = code_versions.RENDERS_3D  # vfusion3d_core/code_versions.py: bump it there
 SPLITS = ("train", "heldout")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from vfusion3d_core import code_versions
 from vfusion3d_core.compute import set_torch_threads
 from vfusion3d_core.pretrained import require_pretrained
 from vfusion3d_core.video.card import model_card
@@ -19,7 +20,7 @@ from vfusion3d_core.video.model import OrbitVideoModel, text_encoder_reference
 from vfusion3d_core.video.requests import FinetuneRequest
 from vfusion3d_core.video.trainer import MetricLogger, VideoTrainer
 
-CODE_VERSION = "video_model-v3"  # v3: held-out image -> orbit quality (PSNR, LPIPS, colour, consistency)
+CODE_VERSION = code_versions.VIDEO_MODEL  # vfusion3d_core/code_versions.py: bump it there
 HELDOUT_SHEET = "eval/heldout_orbits.png"  # in the model folder: untrained, finetuned, true orbit per object
 PRETRAINED_HINTS = {
     "svd_path": "a StableVideoDiffusionPipeline folder: unet/ vae/ image_encoder/ feature_extractor/ scheduler/",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vfusion3d_core import code_versions
 from vfusion3d_core.compute import ComputeSettings, set_torch_threads
 from vfusion3d_core.data.shards import ShardWriter
 from vfusion3d_core.data.video_sample import SyntheticVideoSample
@@ -15,7 +16,7 @@ from vfusion3d_core.video.model import OrbitVideoModel
 from vfusion3d_core.video.requests import SynthesisRequest
 from vfusion3d_core.video.sampler import SampleSettings, sample_orbits
 
-CODE_VERSION = "synthetic_videos-v1"
+CODE_VERSION = code_versions.SYNTHETIC_VIDEOS  # vfusion3d_core/code_versions.py: bump it there
 
 
 def prompt_seed(base_seed: int, prompt_id: str) -> int:

@@ -10,40 +10,19 @@ import itertools
 import json
 import tarfile
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from vfusion3d_core.code_versions import FILTERED_MULTIVIEW as FILTER_CODE_VERSION
 from vfusion3d_core.compute import ComputeSettings, set_torch_threads
-from vfusion3d_core.data import ArtifactStore, ArtifactVersion, ManifestError, iter_samples
+from vfusion3d_core.data.artifacts import ArtifactStore, ArtifactVersion
 from vfusion3d_core.data.bad_items import SkipReport
-from vfusion3d_core.data.manifest import sha256_file
-from vfusion3d_core.data.video_sample import SyntheticVideoSample, iter_video_samples
+from vfusion3d_core.data.manifest import ManifestError, sha256_file
 from vfusion3d_core.filtering.bootstrap import MAX_BOOTSTRAP_ORBITS
-from vfusion3d_core.filtering.extract import CODE_VERSION as FILTER_CODE_VERSION
-from vfusion3d_core.filtering.extract import (
-    EXAMPLES_FILE,
-    HISTOGRAM_FILE,
-    MIN_KEEP_FRACTION,
-    FilterRequest,
-    run_filter,
-)
-from vfusion3d_core.filtering.features import DinoConfig, DinoFeaturizer
-from vfusion3d_core.filtering.masks import render_mask_quality
-from vfusion3d_core.filtering.models import (
-    INFO_FILE,
-    LabelsError,
-    Orbit,
-    QualityModels,
-    QualityTrainConfig,
-    match_labels,
-    read_labels_csv,
-    stream_video_features,
-    train_quality_models,
-)
 from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
-from vfusion3d_core.video.data import composite_on_white
 from vfusion3d_pipeline.asset_keys import FILTERED, QUALITY, RENDERS, SYNTHETIC
 from vfusion3d_pipeline.assets.renders import CommittedRenders, committed_renders
 from vfusion3d_pipeline.metadata import image_markdown, materialize_result
@@ -56,6 +35,11 @@ from vfusion3d_pipeline.resources import (
     PresetResource,
     StepComputeConfig,
 )
+
+if TYPE_CHECKING:
+    from vfusion3d_core.data.video_sample import SyntheticVideoSample
+    from vfusion3d_core.filtering.features import DinoConfig
+    from vfusion3d_core.filtering.models import Orbit, QualityModels, QualityTrainConfig
 
 MODELS_DIR = "models"
 QUALITY_CODE_VERSION = "quality_models-v2"
@@ -91,11 +75,15 @@ class QualityModelsConfig(StepComputeConfig):
     seed: int = Field(0, description="Seed of the random DINOv2, the corruptions and the splits.")
     torch_threads: int | None = Field(None, description="CPU threads for torch (unset: torch's default).")
 
-    def dino(self) -> DinoConfig:
+    def dino(self) -> "DinoConfig":
+        from vfusion3d_core.filtering.features import DinoConfig
+
         return DinoConfig(self.dino_path, self.dino_image_size, self.dino_patch_size, self.dino_hidden_size,
                           self.dino_layers, self.dino_heads, self.seed)
 
-    def train(self) -> QualityTrainConfig:
+    def train(self) -> "QualityTrainConfig":
+        from vfusion3d_core.filtering.models import QualityTrainConfig
+
         return QualityTrainConfig(self.svm_c, self.appearance_pca, self.mlp_hidden, self.mlp_alpha,
                                   user_holdout_fraction=self.user_holdout_fraction, seed=self.seed)
 
@@ -110,8 +98,12 @@ class QualityModelsConfig(StepComputeConfig):
 
 
 
-def render_orbits(renders: CommittedRenders, split: str, limit: int | None = None) -> Iterator[Orbit]:
+def render_orbits(renders: CommittedRenders, split: str, limit: int | None = None) -> Iterator["Orbit"]:
     """The first ``limit`` (all when None) orbits of a renders_3d split, read lazily shard by shard."""
+    from vfusion3d_core.data.shards import iter_samples
+    from vfusion3d_core.filtering.models import Orbit
+    from vfusion3d_core.video.data import composite_on_white
+
     samples = itertools.islice(iter_samples(renders.files_under(split)), limit)
     return (Orbit(s.key, composite_on_white(s.views), float(s.meta["elevation_deg"]), float(s.meta["radius"]),
                   s.intrinsics[0]) for s in samples)
@@ -134,7 +126,9 @@ def labelled_frames(version: ArtifactVersion, labels: dict[str, int], found: lis
             yield v.frames
 
 
-def iter_partition_videos(version: ArtifactVersion) -> Iterator[SyntheticVideoSample]:
+def iter_partition_videos(version: ArtifactVersion) -> Iterator["SyntheticVideoSample"]:
+    from vfusion3d_core.data.video_sample import iter_video_samples
+
     yield from iter_video_samples(version.shards())
 
 
@@ -150,6 +144,15 @@ def iter_partition_videos(version: ArtifactVersion) -> Iterator[SyntheticVideoSa
 )
 def quality_models(context: dg.AssetExecutionContext, config: QualityModelsConfig, artifacts: ArtifactStoreResource,
                    preset: PresetResource, compute: ComputeResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    from vfusion3d_core.filtering.features import DinoFeaturizer
+    from vfusion3d_core.filtering.models import (
+        LabelsError,
+        match_labels,
+        read_labels_csv,
+        stream_video_features,
+        train_quality_models,
+    )
+
     config.check_pretrained(preset.validated())
     settings = compute.settings(config)
     set_torch_threads(config.torch_threads)
@@ -239,8 +242,10 @@ def verified_quality_models(store: ArtifactStore) -> ArtifactVersion:
 
 
 def load_quality_models(store: ArtifactStore, compute: ComputeSettings | None = None
-                        ) -> tuple[ArtifactVersion, QualityModels]:
+                        ) -> tuple[ArtifactVersion, "QualityModels"]:
     """The latest quality_models version (verified first) and its models loaded onto ``compute``'s device."""
+    from vfusion3d_core.filtering.models import QualityModels
+
     version = verified_quality_models(store)
     return version, QualityModels.load(version.path / MODELS_DIR, compute)
 
@@ -260,6 +265,15 @@ def load_quality_models(store: ArtifactStore, compute: ComputeSettings | None = 
 def filtered_multiview_dataset(context: dg.AssetExecutionContext, config: FilteredDatasetConfig,
                                artifacts: ArtifactStoreResource, preset: PresetResource, compute: ComputeResource,
                                mlflow: MLflowResource) -> dg.MaterializeResult:
+    from vfusion3d_core.filtering.extract import (
+        EXAMPLES_FILE,
+        HISTOGRAM_FILE,
+        MIN_KEEP_FRACTION,
+        FilterRequest,
+        run_filter,
+    )
+    from vfusion3d_core.filtering.models import INFO_FILE
+
     key = context.partition_key
     name = preset.validated()
     floor = config.min_keep_fraction if config.min_keep_fraction is not None else MIN_KEEP_FRACTION[name]
@@ -328,6 +342,8 @@ def mask_quality(store: ArtifactStore) -> dict[str, float]:
     """The old (ramp) and current (segment) alpha estimators' error on the first ``MASK_EVAL_ORBITS`` held-out
     renders_3d orbits (exact alpha), composited on white, clean and with 8/255 noise (``render_mask_quality``);
     empty when no renders_3d partition is current (the estimate is metadata, not an input of the dataset)."""
+    from vfusion3d_core.filtering.masks import render_mask_quality
+
     try:
         renders = committed_renders(store)
     except dg.Failure:

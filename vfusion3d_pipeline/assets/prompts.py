@@ -9,20 +9,23 @@ duplicates) are excluded by construction; the listing's digest is recorded as th
 annotations at decoration time.)
 """
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 from pydantic import Field
 
+from vfusion3d_core.code_versions import PROMPT_SET as CODE_VERSION
 from vfusion3d_core.data import ArtifactStore, ManifestError
 from vfusion3d_core.objects.listing import read_listing
-from vfusion3d_core.prompts.dedup import minilm_embedder
-from vfusion3d_core.prompts.promptset import CODE_VERSION, PromptSetConfig, build_prompt_set, collect_prompts
-from vfusion3d_core.prompts.sources import PromptSourceError
 from vfusion3d_pipeline.asset_keys import PROMPT_SET
 from vfusion3d_pipeline.assets.renders import LISTING_FILE, SOURCE
 from vfusion3d_pipeline.metadata import materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards, register_partitions
 from vfusion3d_pipeline.publish import publishing
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource
+
+if TYPE_CHECKING:
+    from vfusion3d_core.prompts.promptset import PromptSetConfig
 
 ASSET = PROMPT_SET
 
@@ -41,11 +44,20 @@ class PromptSetAssetConfig(dg.Config):
     near_dup_threshold: float = Field(0.95, description="MiniLM cosine at or above which a prompt is a near "
                                                         "duplicate.")
 
-    def to_core(self) -> PromptSetConfig:
+    def to_core(self) -> "PromptSetConfig":
+        from vfusion3d_core.prompts.promptset import PromptSetConfig
+
         try:
             return PromptSetConfig(**self.model_dump()).validate()
         except (TypeError, ValueError) as exc:
             raise dg.Failure(f"invalid prompt_set config: {exc}") from exc
+
+
+def minilm_embedder():
+    """The MiniLM embedder of near-duplicate removal, imported on first use (tests stand in for this function)."""
+    from vfusion3d_core.prompts.dedup import minilm_embedder as load
+
+    return load()
 
 
 def heldout_captions(store: ArtifactStore) -> tuple[list[str], dict[str, str]]:
@@ -70,6 +82,9 @@ def heldout_captions(store: ArtifactStore) -> tuple[list[str], dict[str, str]]:
 )
 def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, artifacts: ArtifactStoreResource,
                mlflow: MLflowResource) -> dg.MaterializeResult:
+    from vfusion3d_core.prompts.promptset import build_prompt_set, collect_prompts
+    from vfusion3d_core.prompts.sources import PromptSourceError
+
     cfg = config.to_core()
     try:
         collect_prompts(cfg)  # validate every source before touching the artifact root

@@ -14,11 +14,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 from pydantic import Field
 
+from vfusion3d_core.code_versions import RENDERS_3D as CODE_VERSION
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion
 from vfusion3d_core.data.s3_store import shard_locations
 from vfusion3d_core.objects.listing import (
@@ -28,12 +29,14 @@ from vfusion3d_core.objects.listing import (
     read_listing,
     write_listing,
 )
-from vfusion3d_core.render.dataset import CODE_VERSION, RenderSettings, listing_preset, render_objects
 from vfusion3d_pipeline.asset_keys import RENDERS, SOURCE_OBJECTS
 from vfusion3d_pipeline.metadata import image_markdown, materialize_result, require_latest
 from vfusion3d_pipeline.partitions import object_shards, register_partitions
 from vfusion3d_pipeline.publish import publishing
 from vfusion3d_pipeline.resources import ArtifactStoreResource, MLflowResource, PresetResource
+
+if TYPE_CHECKING:
+    from vfusion3d_core.render.dataset import RenderSettings
 
 SOURCE = SOURCE_OBJECTS
 ASSET = RENDERS
@@ -63,6 +66,8 @@ class SourceObjectsConfig(dg.Config):
     seed: int = Field(0, description="Seed of the procedural world and of the train/held-out split.")
 
     def to_core(self, preset: str) -> ObjectListingConfig:
+        from vfusion3d_core.render.dataset import listing_preset
+
         overrides = {k: v for k, v in self.model_dump().items() if v is not None}
         try:
             return listing_preset(preset, **overrides)
@@ -84,7 +89,9 @@ class Renders3DConfig(dg.Config):
     force: bool = Field(False, description="Re-render even when this partition is already rendered for the same rows "
                                            "and settings.")
 
-    def to_core(self, preset: str) -> RenderSettings:
+    def to_core(self, preset: str) -> "RenderSettings":
+        from vfusion3d_core.render.dataset import RenderSettings
+
         overrides = {k: v for k, v in self.model_dump().items() if v is not None and k != "force"}
         try:
             return RenderSettings.preset(preset, **overrides)
@@ -156,6 +163,8 @@ def current_listing(store: ArtifactStore) -> tuple[ArtifactVersion, list]:
 )
 def renders_3d(context: dg.AssetExecutionContext, config: Renders3DConfig, artifacts: ArtifactStoreResource,
                preset: PresetResource, mlflow: MLflowResource) -> dg.MaterializeResult:
+    from vfusion3d_core.render.dataset import render_objects
+
     key = context.partition_key
     settings = config.to_core(preset.validated())
     store = artifacts.store()

@@ -11,24 +11,15 @@ import json
 import shutil
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
+from vfusion3d_core.code_versions import SYNTHETIC_VIDEOS as SYNTH_CODE_VERSION
+from vfusion3d_core.code_versions import VIDEO_MODEL as MODEL_CODE_VERSION
 from vfusion3d_core.compute import set_torch_threads
 from vfusion3d_core.data import ArtifactVersion, ManifestError, sha256_file
-from vfusion3d_core.data.video_sample import iter_video_samples
-from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, shard_relpath
-from vfusion3d_core.video.config import VideoModelConfig
-from vfusion3d_core.video.data import orbit_sheet
-from vfusion3d_core.video.finetune import CODE_VERSION as MODEL_CODE_VERSION
-from vfusion3d_core.video.finetune import HELDOUT_SHEET, FinetuneResult, check_pretrained, finetune_video_model
-from vfusion3d_core.video.requests import FinetuneRequest, SynthesisRequest
-from vfusion3d_core.video.sampler import SampleSettings
-from vfusion3d_core.video.synthesis import CODE_VERSION as SYNTH_CODE_VERSION
-from vfusion3d_core.video.synthesis import SynthesisResult, run_synthesis
-from vfusion3d_core.video.trainer import MetricLogger
 from vfusion3d_pipeline.asset_keys import PROMPT_SET, RENDERS, SYNTHETIC, VIDEO_MODEL
 from vfusion3d_pipeline.assets.renders import committed_renders
 from vfusion3d_pipeline.gpu_steps import EXECUTION_HELP, Execution, check_execution, json_overrides, step_report
@@ -43,6 +34,14 @@ from vfusion3d_pipeline.resources import (
     StepComputeConfig,
 )
 from vfusion3d_pipeline.tracking import MLflowRun
+
+if TYPE_CHECKING:
+    from vfusion3d_core.video.config import VideoModelConfig
+    from vfusion3d_core.video.finetune import FinetuneResult
+    from vfusion3d_core.video.requests import FinetuneRequest, SynthesisRequest
+    from vfusion3d_core.video.sampler import SampleSettings
+    from vfusion3d_core.video.synthesis import SynthesisResult
+    from vfusion3d_core.video.trainer import MetricLogger
 
 MODEL = VIDEO_MODEL
 MODEL_DIR = "model"
@@ -87,7 +86,9 @@ class VideoModelAssetConfig(StepComputeConfig):
                                                   "shared key).")
     execution: Execution = Field("in_process", description=EXECUTION_HELP)
 
-    def to_core(self, preset: str) -> VideoModelConfig:
+    def to_core(self, preset: str) -> "VideoModelConfig":
+        from vfusion3d_core.video.config import VideoModelConfig
+
         skip = ("eval_count", "heldout_count", "overrides", "overrides_json", "torch_threads", "execution",
                 "from_scratch", "device", "precision", "gradient_checkpointing")
         fields = {k: v for k, v in self.model_dump(mode="json").items() if v is not None and k not in skip}
@@ -99,6 +100,8 @@ class VideoModelAssetConfig(StepComputeConfig):
     def check_pretrained(self, preset: str) -> None:
         """Refuse (dg.Failure) before any work: missing pretrained folders at small/paper, random networks that
         would train 0 steps."""
+        from vfusion3d_core.video.finetune import check_pretrained
+
         try:
             check_pretrained(self.to_core(preset), preset, self.from_scratch)
         except ValueError as exc:
@@ -117,6 +120,9 @@ class VideoModelAssetConfig(StepComputeConfig):
 )
 def video_model(context: dg.AssetExecutionContext, config: VideoModelAssetConfig, artifacts: ArtifactStoreResource,
                 preset: PresetResource, mlflow: MLflowResource, compute: ComputeResource) -> dg.MaterializeResult:
+    from vfusion3d_core.video.finetune import HELDOUT_SHEET, finetune_video_model
+    from vfusion3d_core.video.requests import FinetuneRequest
+
     preset_name = preset.validated()
     config.check_pretrained(preset_name)
     cfg = config.to_core(preset_name)
@@ -206,9 +212,11 @@ def heldout_metadata(metrics: dict[str, float], info: dict, sheet: Path) -> dict
 
 
 def _finetune_pipes(context: dg.AssetExecutionContext, preset: PresetResource, artifacts: ArtifactStoreResource,
-                    request: FinetuneRequest, log: MetricLogger) -> tuple[FinetuneResult, dict]:
+                    request: "FinetuneRequest", log: "MetricLogger") -> tuple["FinetuneResult", dict]:
     """Fine-tune in an external process (vfusion3d_core.video.finetune_pipes_entry) launched through Dagster
     Pipes with ``request``; its per-step metrics go to ``log`` (MLflow), its result becomes this asset's."""
+    from vfusion3d_core.video.finetune import FinetuneResult
+
     out_dir = Path(request.out_dir)
     invocation = preset.gpu_steps.run(context, "vfusion3d_core.video.finetune_pipes_entry",
                                       {"request": request.to_dict()}, artifacts.subprocess_env())
@@ -241,8 +249,10 @@ class SyntheticVideosConfig(StepComputeConfig):
                                                         "machine; unset: torch's default).")
     execution: Execution = Field("in_process", description=EXECUTION_HELP)
 
-    def settings(self, model_config: VideoModelConfig) -> SampleSettings:
+    def settings(self, model_config: "VideoModelConfig") -> "SampleSettings":
         """The sampler settings: these fields over the defaults saved with the model (no weights loaded)."""
+        from vfusion3d_core.video.sampler import SampleSettings
+
         s = SampleSettings.from_config(model_config)
         guidance = (self.video_guidance_first if self.video_guidance_first is not None else s.video_guidance[0],
                     self.video_guidance_last if self.video_guidance_last is not None else s.video_guidance[1])
@@ -267,6 +277,10 @@ class SyntheticVideosConfig(StepComputeConfig):
 def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosConfig,
                      artifacts: ArtifactStoreResource, mlflow: MLflowResource, preset: PresetResource,
                      compute: ComputeResource) -> dg.MaterializeResult:
+    from vfusion3d_core.video.config import VideoModelConfig
+    from vfusion3d_core.video.requests import SynthesisRequest
+    from vfusion3d_core.video.synthesis import run_synthesis
+
     key = context.partition_key
     compute_settings = compute.settings(config)
     set_torch_threads(config.torch_threads)
@@ -310,6 +324,8 @@ def synthetic_videos(context: dg.AssetExecutionContext, config: SyntheticVideosC
 def _verified_prompt_shard(prompts: ArtifactVersion, key: str) -> tuple[Path, str]:
     """(path, sha256) of prompt shard ``key`` of the prompt_set version, checked against its manifest and read
     once, so a missing or damaged shard fails before any model loading."""
+    from vfusion3d_core.prompts.shards import PromptShardError, read_prompt_shard, shard_relpath
+
     try:
         rel = shard_relpath(key)
         entry = prompts.manifest.file(rel)
@@ -323,9 +339,11 @@ def _verified_prompt_shard(prompts: ArtifactVersion, key: str) -> tuple[Path, st
 
 
 def _synthesis_pipes(context: dg.AssetExecutionContext, preset: PresetResource, artifacts: ArtifactStoreResource,
-                     request: SynthesisRequest, run: MLflowRun) -> tuple[SynthesisResult, dict]:
+                     request: "SynthesisRequest", run: MLflowRun) -> tuple["SynthesisResult", dict]:
     """Synthesize in an external process (vfusion3d_core.video.pipes_entry) launched through Dagster Pipes with
     ``request``; returns its result and the Pipes metadata of the materialization."""
+    from vfusion3d_core.video.synthesis import SynthesisResult
+
     invocation = preset.gpu_steps.run(context, "vfusion3d_core.video.pipes_entry",
                                       {"request": request.to_dict()}, artifacts.subprocess_env())
     messages, reported = step_report(invocation)
@@ -339,6 +357,9 @@ def _synthesis_pipes(context: dg.AssetExecutionContext, preset: PresetResource, 
 
 def _first_videos_preview(version: ArtifactVersion) -> dict:
     """A sheet of the version's first 4 videos (one per row) as materialization metadata (none when empty)."""
+    from vfusion3d_core.data.video_sample import iter_video_samples
+    from vfusion3d_core.video.data import orbit_sheet
+
     first = list(itertools.islice(iter_video_samples(version.shards()), 4))
     return {"preview": array_markdown(orbit_sheet([v.frames for v in first]), "first videos (one per row)")} \
         if first else {}
