@@ -25,8 +25,8 @@ import numpy as np
 
 from vfusion3d_core.prompts.dedup import Embedder, dedup_key
 from vfusion3d_core.prompts.sources import normalize_prompt
+from vfusion3d_core.thresholds import NEAR_DUP_THRESHOLD  # re-exported: defined where it imports nothing
 
-NEAR_DUP_THRESHOLD = 0.95
 BLOCK = 4096  # training captions compared per matrix product (bounds memory at 100k captions)
 
 

@@ -16,16 +16,14 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, Manifest
-from vfusion3d_core.metrics.evaluate import EVAL_RENDER_SIZE, EvaluateRequest, run_evaluation
-from vfusion3d_core.metrics.leakage import NEAR_DUP_THRESHOLD, LeakageReport, SourceLeaks, caption_leaks
-from vfusion3d_core.metrics.novel_views import METRICS
 from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
-from vfusion3d_core.prompts.dedup import Embedder, minilm_embedder
+from vfusion3d_core.thresholds import NEAR_DUP_THRESHOLD
 from vfusion3d_pipeline.asset_keys import EVAL_METRICS, FILTERED, RENDERS
 from vfusion3d_pipeline.assets.lrm import FINETUNED, MODEL_DIR, PRETRAINED, THREE_D_ONLY
 from vfusion3d_pipeline.assets.renders import committed_renders, objects_csv_rows
@@ -39,6 +37,10 @@ from vfusion3d_pipeline.resources import (
     StepComputeConfig,
 )
 from vfusion3d_pipeline.tracking import MLflowRun, model_id_of
+
+if TYPE_CHECKING:  # the metrics and MiniLM (torch, transformers) are imported inside the functions that use them
+    from vfusion3d_core.metrics.leakage import LeakageReport
+    from vfusion3d_core.prompts.dedup import Embedder
 
 ASSET = EVAL_METRICS
 CODE_VERSION = "eval_metrics-v2"
@@ -156,20 +158,24 @@ class HeldoutLeakage:
     """
 
     uids: dict[str, list[str]]
-    captions: LeakageReport | None  # None: captions not compared
+    captions: "LeakageReport | None"  # None: captions not compared
     kinds: dict[str, str] = field(default_factory=dict)  # source -> TrainingSource.kind
     sizes: dict[str, int] = field(default_factory=dict)  # source -> training samples
 
-    def failing(self) -> LeakageReport | None:
+    def failing(self) -> "LeakageReport | None":
         """The caption matches that fail the check (None when captions were not compared)."""
+        from vfusion3d_core.metrics.leakage import LeakageReport, SourceLeaks
+
         if self.captions is None:
             return None
         sources = {n: SourceLeaks(s.captions, s.exact, s.near if self.kinds[n] == "synthetic" else [])
                    for n, s in self.captions.sources.items()}
         return LeakageReport(self.captions.heldout, self.captions.threshold, sources)
 
-    def reported(self) -> LeakageReport | None:
+    def reported(self) -> "LeakageReport | None":
         """Near duplicates among 3D training captions: reported, not failing."""
+        from vfusion3d_core.metrics.leakage import LeakageReport, SourceLeaks
+
         if self.captions is None:
             return None
         sources = {n: SourceLeaks(s.captions, [], s.near) for n, s in self.captions.sources.items()
@@ -215,10 +221,12 @@ class HeldoutLeakage:
 
 
 def heldout_leakage(store: ArtifactStore, renders: Iterable[ArtifactVersion], checkpoints: dict[str, ArtifactVersion],
-                    embed: Embedder | None = None, compare_captions: bool = True,
+                    embed: "Embedder | None" = None, compare_captions: bool = True,
                     threshold: float = NEAR_DUP_THRESHOLD) -> HeldoutLeakage:
     """Held-out ids and captions (of the renders_3d partitions ``renders``) in each checkpoint's training data,
     recursively through the manifests. ``embed`` defaults to MiniLM (loaded only when captions are compared)."""
+    from vfusion3d_core.metrics.leakage import caption_leaks
+
     renders = list(renders)
     held = heldout_uids(renders)
     sources = {f"{name} <- {source}": s for name, version in checkpoints.items()
@@ -232,6 +240,14 @@ def heldout_leakage(store: ArtifactStore, renders: Iterable[ArtifactVersion], ch
                                threshold)
     return HeldoutLeakage(uids, report, {n: s.kind for n, s in sources.items()},
                           {n: len(s.uids) for n, s in sources.items()})
+
+
+def minilm_embedder() -> "Embedder":
+    """The MiniLM embedder of caption near duplicates, imported on first use (tests may stand in for this
+    function)."""
+    from vfusion3d_core.prompts.dedup import minilm_embedder as load
+
+    return load()
 
 
 def _markdown_table(header: list[str], rows: list[list]) -> str:
@@ -282,6 +298,7 @@ def check_metric_models(preset: str, config: EvalConfig) -> bool:
 def eval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, artifacts: ArtifactStoreResource,
                  preset: PresetResource, compute: ComputeResource, mlflow: MLflowResource) -> dg.MaterializeResult:
     from vfusion3d_core.lrm.train.losses import LPIPSUnavailable
+    from vfusion3d_core.metrics.evaluate import EVAL_RENDER_SIZE, EvaluateRequest, run_evaluation
 
     name = preset.validated()
     random_lpips = check_metric_models(name, config)
@@ -390,6 +407,8 @@ def _evaluation_result(version: ArtifactVersion, means: dict[str, dict[str, floa
                       ablation: list[list], notes: str, described: dict, run_id: str, champion: str = ""
                       ) -> dg.MaterializeResult:
     """The materialization: metrics table, ablation table, turntable previews, metric models, compute."""
+    from vfusion3d_core.metrics.novel_views import METRICS
+
     header = ["checkpoint", *METRICS]
     rows = [[c, *(means[c][m] for m in METRICS)] for c in CHECKPOINTS]
     schema = dg.TableSchema(columns=[dg.TableColumn("checkpoint", "string"),

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
@@ -28,11 +28,6 @@ from pydantic import Field
 from vfusion3d_core.compute import ComputeSettings
 from vfusion3d_core.data import ArtifactStore, ArtifactVersion, sha256_file
 from vfusion3d_core.data.s3_store import S3ArtifactStore, shard_locations
-from vfusion3d_core.lrm import LRM
-from vfusion3d_core.lrm.train import LRMTrainConfig
-from vfusion3d_core.lrm.train.evaluate import evaluate_novel_views
-from vfusion3d_core.lrm.train.losses import LPIPSUnavailable
-from vfusion3d_core.lrm.train.request import LRMTrainRequest, check_training_weights, run_train_request
 from vfusion3d_core.pretrained import MissingPretrainedError
 from vfusion3d_pipeline.asset_keys import FILTERED, FINETUNED, PRETRAINED, RENDERS, THREE_D_ONLY
 from vfusion3d_pipeline.assets.renders import committed_renders
@@ -53,6 +48,10 @@ from vfusion3d_pipeline.resources import (
     PresetResource,
     StepComputeConfig,
 )
+
+if TYPE_CHECKING:  # the LRM and its trainer (torch) are imported inside the functions that run them
+    from vfusion3d_core.lrm.train import LRMTrainConfig
+    from vfusion3d_core.lrm.train.request import LRMTrainRequest
 
 CODE_VERSION = "lrm_train-v1"
 MODEL_DIR = "model"
@@ -93,7 +92,9 @@ class LRMTrainAssetConfig(StepComputeConfig):
                                                     "fine-tuning together (every stage twice as long) unless "
                                                     "`steps` is set; false: the plain recipe.")
 
-    def recipe(self, preset: str) -> LRMTrainConfig:
+    def recipe(self, preset: str) -> "LRMTrainConfig":
+        from vfusion3d_core.lrm.train import LRMTrainConfig
+
         fields = {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "seed": self.seed}.items()
                   if v is not None}
         try:
@@ -105,6 +106,9 @@ class LRMTrainAssetConfig(StepComputeConfig):
         """Refuse (dg.Failure) before any work: a random encoder at small/paper (no ``dino_pretrained_path``,
         no starting weights, no ``from_scratch``), a missing DINOv2 folder, missing LPIPS weights.
         ``has_init``: the asset starts from an upstream checkpoint (``lrm_finetuned``)."""
+        from vfusion3d_core.lrm.train.losses import LPIPSUnavailable
+        from vfusion3d_core.lrm.train.request import check_training_weights
+
         init = "upstream" if has_init else self.init_official
         try:
             check_training_weights(self.recipe(preset), init, None if init else self.dino_pretrained_path,
@@ -134,7 +138,7 @@ def _initial_model(config: LRMTrainAssetConfig, upstream: ArtifactVersion | None
 
 
 def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTrainAssetConfig,
-                    recipe: LRMTrainConfig, shards: list[str], heldout: list[Path], inputs: dict[str, str],
+                    recipe: "LRMTrainConfig", shards: list[str], heldout: list[Path], inputs: dict[str, str],
                     input_versions: dict[str, ArtifactVersion], init: Path | None,
                     artifacts: ArtifactStoreResource, mlflow: MLflowResource,
                     gpu_steps: GpuStepsConfig | None = None,
@@ -179,11 +183,14 @@ def train_lrm_asset(context: dg.AssetExecutionContext, asset: str, config: LRMTr
                                         "execution": config.execution, **pipes_metadata})
 
 
-def _train_request(store: ArtifactStore, asset: str, config: LRMTrainAssetConfig, recipe: LRMTrainConfig,
+def _train_request(store: ArtifactStore, asset: str, config: LRMTrainAssetConfig, recipe: "LRMTrainConfig",
                    shards: list[str], inputs: dict[str, str], init: Path | None, settings: ComputeSettings
-                   ) -> LRMTrainRequest:
+                   ) -> "LRMTrainRequest":
     """The run as one request, its work directory keyed by config + inputs (a killed run resumes there); its
     starting point is checked (dg.Failure) before any work."""
+    from vfusion3d_core.lrm.train.losses import LPIPSUnavailable
+    from vfusion3d_core.lrm.train.request import LRMTrainRequest
+
     run_key = hashlib.sha256(json.dumps([recipe.to_dict(), inputs, CODE_VERSION, config.init_official,
                                          config.dino_pretrained_path, config.from_scratch],
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -200,7 +207,7 @@ def _train_request(store: ArtifactStore, asset: str, config: LRMTrainAssetConfig
     return request
 
 
-def _train(context: dg.AssetExecutionContext, request: LRMTrainRequest, config: LRMTrainAssetConfig,
+def _train(context: dg.AssetExecutionContext, request: "LRMTrainRequest", config: LRMTrainAssetConfig,
            gpu_steps: GpuStepsConfig | None, artifacts: ArtifactStoreResource, log_fn
            ) -> tuple[dict[str, float], dict]:
     """Run ``request`` as ``config`` says (a Pipes step, torchrun, or in this process): final training metrics and
@@ -213,7 +220,7 @@ def _train(context: dg.AssetExecutionContext, request: LRMTrainRequest, config: 
     return _train_in_process(context, request, log_fn), {}
 
 
-def _stage_model(staging: Path, model_dir: Path, recipe: LRMTrainConfig, metrics: dict[str, float],
+def _stage_model(staging: Path, model_dir: Path, recipe: "LRMTrainConfig", metrics: dict[str, float],
                  evaluation: dict[str, float]) -> list[str]:
     """The trained model, its recipe and its metrics (training and held-out) in ``staging``; their file names."""
     shutil.copytree(model_dir, staging / MODEL_DIR)
@@ -232,7 +239,7 @@ def _heldout_table(asset: str, evaluation: dict[str, float]) -> str:
          ("constant colour", "heldout_psnr_constant")])
 
 
-def _train_pipes(context: dg.AssetExecutionContext, gpu_steps: GpuStepsConfig, request: LRMTrainRequest,
+def _train_pipes(context: dg.AssetExecutionContext, gpu_steps: GpuStepsConfig, request: "LRMTrainRequest",
                  config: LRMTrainAssetConfig, env: dict[str, str], log_fn) -> tuple[dict[str, float], dict]:
     """Train in an external process (vfusion3d_core.lrm.train.pipes_entry) launched through Dagster Pipes; its
     per-step metrics go to MLflow, its final metrics onto this materialization."""
@@ -252,11 +259,14 @@ def _train_pipes(context: dg.AssetExecutionContext, gpu_steps: GpuStepsConfig, r
     return dict(reported["final_metrics"]), metadata
 
 
-def _evaluate(context: dg.AssetExecutionContext, model_dir: Path, heldout: list[Path], recipe: LRMTrainConfig,
+def _evaluate(context: dg.AssetExecutionContext, model_dir: Path, heldout: list[Path], recipe: "LRMTrainConfig",
               compute: ComputeSettings) -> dict[str, float]:
     """Held-out novel-view PSNR of the trained model, the same architecture untrained, and a constant colour,
     on the compute settings' device and precision."""
     import torch
+
+    from vfusion3d_core.lrm import LRM
+    from vfusion3d_core.lrm.train.evaluate import evaluate_novel_views
 
     device = compute.torch_device
     trained = LRM.from_pretrained(model_dir, device)
@@ -271,17 +281,19 @@ def _evaluate(context: dg.AssetExecutionContext, model_dir: Path, heldout: list[
     return result
 
 
-def _train_in_process(context: dg.AssetExecutionContext, request: LRMTrainRequest, log_fn) -> dict[str, float]:
+def _train_in_process(context: dg.AssetExecutionContext, request: "LRMTrainRequest", log_fn) -> dict[str, float]:
     def log(metrics: dict[str, float], step: int) -> None:
         log_fn(metrics, step)
         context.log.info(f"step {step}/{request.recipe.steps}: "
                          + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
+    from vfusion3d_core.lrm.train.request import run_train_request
+
     outcome = run_train_request(request, log, on_resume=lambda at: context.log.info(f"resuming from step {at}"))
     return outcome.result.last_metrics
 
 
-def _train_torchrun(context: dg.AssetExecutionContext, request: LRMTrainRequest, nproc: int, env: dict[str, str]
+def _train_torchrun(context: dg.AssetExecutionContext, request: "LRMTrainRequest", nproc: int, env: dict[str, str]
                     ) -> dict[str, float]:
     recipe = request.recipe
     overrides = [f"{k}={json.dumps(v)}" for k, v in recipe.to_dict().items()]
