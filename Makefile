@@ -8,18 +8,21 @@ PORT ?= 3000
 MLFLOW_PORT ?= 5000
 ABLATION_PRESET ?= mini
 
-.PHONY: setup tiny test test-fast lint ui mlflow ablation
-setup:
+.PHONY: setup setup-test tiny test test-fast lint ui mlflow ablation
+setup:  ## packages, this project and the Dagster instance home (no PostgreSQL server: running the pipeline needs none)
 	@bash scripts/setup.sh
+
+setup-test:  ## setup + the PostgreSQL server of the instance-on-PostgreSQL test (tests/scaling)
+	@bash scripts/setup.sh --with-postgres
 
 tiny: setup  ## materialize every asset, every prompt-shard partition, at the tiny preset (sqlite instance, local artifacts)
 	$(PY) -m vfusion3d_pipeline.run_all
 
-test: setup  ## lint + the whole test suite (the slowest tests' durations printed at the end)
+test: setup-test  ## lint + the whole test suite (the slowest tests' durations printed at the end)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q --durations=15 tests
 
-test-fast: setup  ## lint + every test not marked slow (iterating; `make test` runs everything)
+test-fast: setup-test  ## lint + every test not marked slow (iterating; `make test` runs everything)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow" tests
 

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Install everything vfusion3d needs on a fresh Debian/Ubuntu machine (idempotent, quick when done).
-#  - Debian packages for headless OpenGL through EGL (Mesa llvmpipe on CPU), and a PostgreSQL server
-#    (for the instance-on-PostgreSQL test), when missing;
+# usage: scripts/setup.sh [--with-postgres]   (or VFUSION3D_SETUP_POSTGRES=1)
+#  - Debian packages for headless OpenGL through EGL (Mesa llvmpipe on CPU), when missing;
+#  - with --with-postgres only (`make test` / `make test-fast`): a PostgreSQL server for the
+#    instance-on-PostgreSQL test, when missing; running the pipeline (`make tiny`, `make ui`) does not need one;
 #  - torch 2.13.0 + torchvision 0.28.0 from the package index (the machine-local '+cpu' wheel has no
 #    matching torchvision, which breaks `import lpips`), then this project with its dev extras;
 #  - a Dagster instance home (DAGSTER_HOME, default ./.dagster_home) holding dagster.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
+with_postgres="${VFUSION3D_SETUP_POSTGRES:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --with-postgres) with_postgres=1 ;;
+    *) echo "usage: $0 [--with-postgres]" >&2; exit 2 ;;
+  esac
+done
 
 if ! ldconfig -p 2>/dev/null | grep -q "libEGL_mesa.so"; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -19,8 +28,8 @@ if ! ldconfig -p 2>/dev/null | grep -q "libEGL_mesa.so"; then
   fi
 fi
 
-# A PostgreSQL server for the instance-on-PostgreSQL test (tests/scaling; dagster.postgres.yaml).
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+# A PostgreSQL server for the instance-on-PostgreSQL test (tests/scaling; dagster.postgres.yaml), only when asked.
+if [ "$with_postgres" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "[setup] installing PostgreSQL (Debian package postgresql)"
     apt-get update -qq

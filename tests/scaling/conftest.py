@@ -69,7 +69,8 @@ def postgres_bindir() -> Path:
     if found:
         return found[-1].parent
     initdb = shutil.which("initdb")
-    assert initdb, "no PostgreSQL server installed: scripts/setup.sh installs the Debian package postgresql"
+    assert initdb, ("no PostgreSQL server installed: scripts/setup.sh --with-postgres (make test) installs the Debian "
+                    "package postgresql")
     return Path(initdb).resolve().parent
 
 
