@@ -125,7 +125,8 @@ def render_markdown(s: dict, command: str) -> str:
              f"novel views, {len(cfg['seeds'])} seeds (mean ± std), a {cfg['train_objects']}-object posed 3D set, "
              f"a video prior pretrained on {cfg['clip_objects']} unposed clips, {cfg['doses'][-1]} prompts. "
              f"Whole run: {s['total_seconds'] / 60:.1f} min"
-             + (f" (reused: {', '.join(s['reused_stages'])})." if s["reused_stages"] else "."),
+             + (f" of stage time ({len(s['reused_stages'])} of {len(s['timings'])} stages built by an earlier run "
+                f"and reused by this one)." if s["reused_stages"] else "."),
              "", "## Findings", "", *_verdict(s), "",
              "## Held-out novel views per arm (compute-matched: same optimizer steps and resolution stages)", "",
              "| arm | data (phases) | steps | PSNR ↑ | SSIM ↑ | LPIPS ↓ |", "|---|---|---|---|---|---|"]
