@@ -216,7 +216,7 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
     eval_key = {name: key_digest(result) for name, result in run.trained.items()}
 
     def evaluation(tmp: Path) -> dict:
-        request = _eval_request(cfg, checkpoints, shards["heldout"], tmp, compute, cfg.heldout_objects)
+        request = heldout_request(cfg, checkpoints, shards["heldout"], tmp, compute, cfg.heldout_objects)
         result = run_evaluation(request, say)
         return {"means": result.means, "labels": result.labels, "objects": result.objects}
 
@@ -278,8 +278,9 @@ def _video_stages(cfg: AblationConfig, stage: Callable, runner: StageRunner, sha
     return video_dir
 
 
-def _eval_request(cfg: AblationConfig, checkpoints: dict[str, str | None], shards: list[str], out: Path,
-                  compute: ComputeSettings, objects: int) -> EvaluateRequest:
+def heldout_request(cfg: AblationConfig, checkpoints: dict[str, str | None], shards: list[str], out: Path,
+                    compute: ComputeSettings, objects: int) -> EvaluateRequest:
+    """The evaluation of ``checkpoints`` (None = untrained) on the first ``objects`` objects of ``shards``."""
     first = next(k for k, v in checkpoints.items() if v is not None)
     return EvaluateRequest(checkpoints, shards, str(out), untrained_config_from=first, max_objects=objects,
                            novel_views=cfg.heldout_views, render_size=cfg.resolution, turntable_frames=8,
@@ -297,7 +298,7 @@ def _choose_lr(cfg: AblationConfig, stage: Callable, runner: StageRunner, data: 
         for lr in cfg.lr_candidates:
             work = tmp / f"lr-{lr:g}"
             train_arm(arm, cfg, lr, seed, data, runner.work / "checkpoints" / f"lr_search-{lr:g}", work, compute)
-            request = _eval_request(cfg, {"candidate": str(work / "final")}, validation, work / "eval", compute,
+            request = heldout_request(cfg, {"candidate": str(work / "final")}, validation, work / "eval", compute,
                                     cfg.validation_objects)
             scores[f"{lr:g}"] = run_evaluation(request).means["candidate"]
             shutil.rmtree(work / "final")  # only the score is kept
