@@ -1,4 +1,4 @@
-"""The code location loads without the ML stack: heavy modules (torch, diffusers, transformers, mlflow) are
+"""The code location loads without the ML stack: heavy modules (torch, diffusers, transformers, mlflow; trimesh) are
 imported inside the asset and check functions that need them, so `dagster dev`, the daemon and every run worker
 load the definitions quickly. Asserts what is imported (in a fresh interpreter), never timings."""
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "diffusers", "transformers", "mlflow")
+HEAVY = ("torch", "diffusers", "transformers", "mlflow", "trimesh")
 LIGHT_MODULES = (
     "vfusion3d_pipeline.resources",
     "vfusion3d_pipeline.gpu_steps",

@@ -150,17 +150,17 @@ def test_clean_captions_raise_no_warning(tmp_path) -> None:
 def test_an_unexpected_error_in_one_file_skips_that_file_only(tmp_path, monkeypatch) -> None:
     """A converter bug hit by one real file (e.g. an exotic glTF visual) is that file's skip reason, not the end
     of the folder: the other meshes still load."""
-    from vfusion3d_core.objects import folder as folder_module
+    from vfusion3d_core.objects.mesh import ColoredMesh
 
     _write_meshes(tmp_path)
-    original = folder_module.ColoredMesh.from_trimesh
+    original = ColoredMesh.from_trimesh
 
     def fails_for_the_ball(uid, caption, mesh, *args, **kwargs):
         if uid == "ball":
             raise IndexError("too many indices for array")
         return original(uid, caption, mesh, *args, **kwargs)
 
-    monkeypatch.setattr(folder_module.ColoredMesh, "from_trimesh", staticmethod(fails_for_the_ball))
+    monkeypatch.setattr(ColoredMesh, "from_trimesh", staticmethod(fails_for_the_ball))
     meshes, skipped = load_mesh_folder(tmp_path)
     assert {m.uid for m in meshes} == {"red_box", "can_v2"}
     assert len(skipped) == 1 and Path(skipped[0].path).stem == "ball"

@@ -9,11 +9,12 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vfusion3d_core.objects.mesh import ColoredMesh, MeshError, normalize_into_box
-from vfusion3d_core.objects.mesh_file import read_mesh_file
+if TYPE_CHECKING:  # the mesh modules (trimesh) are imported by load_mesh_file: listing a folder needs none
+    from vfusion3d_core.objects.mesh import ColoredMesh
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 MAX_MESH_BYTES = 512 * 1024 * 1024
@@ -136,6 +137,9 @@ def load_mesh_file(path: Path, uid: str, caption: str, *, up_axis: str = "y") ->
     glTF is always turned from Y-up to Z-up; ``up_axis`` ("y" or "z") is the up axis of OBJ and PLY files.
     Content that could not be used is listed in ``mesh.meta["notes"]`` and warned as a MeshNoteWarning.
     """
+    from vfusion3d_core.objects.mesh import MeshError, normalize_into_box
+    from vfusion3d_core.objects.mesh_file import read_mesh_file
+
     size = path.stat().st_size
     if size == 0:
         raise MeshError("empty file")

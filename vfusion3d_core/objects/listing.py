@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from vfusion3d_core.objects.folder import (
     CaptionIssues,
@@ -37,9 +37,9 @@ from vfusion3d_core.objects.folder import (
     read_captions,
     uid_for_path,
 )
-from vfusion3d_core.objects.mesh import ColoredMesh, MeshError
-from vfusion3d_core.objects.mesh_file import UP_AXES
-from vfusion3d_core.objects.procedural import ProceduralObjectGenerator, split_train_heldout
+
+if TYPE_CHECKING:  # the mesh modules (trimesh) are imported where meshes are built: listing needs none
+    from vfusion3d_core.objects.mesh import ColoredMesh
 
 SOURCES = ("procedural", "folder", "listing")
 LOCATION_COLUMNS = ("path", "uri", "file", "location", "url")
@@ -62,6 +62,8 @@ class ObjectListingConfig:
     up_axis: Literal["y", "z"] = "y"  # of OBJ / PLY files (glTF is Y-up by specification)
 
     def __post_init__(self) -> None:
+        from vfusion3d_core.objects.mesh_file import UP_AXES
+
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.source == "folder" and not self.folder:
@@ -190,6 +192,8 @@ def _grow(cfg: ObjectListingConfig, previous: list[ListedObject], entries: list[
 
 
 def _procedural_entries(cfg: ObjectListingConfig) -> list[tuple[str, str, str, str]]:
+    from vfusion3d_core.objects.procedural import ProceduralObjectGenerator, split_train_heldout
+
     gen = ProceduralObjectGenerator(cfg.seed)
     train, heldout = split_train_heldout(gen, cfg.num_objects, cfg.num_heldout)
     return ([(gen.uid(i), f"{PROCEDURAL_PREFIX}{i}", gen.spec(i).caption, "train") for i in train]
@@ -295,6 +299,8 @@ def load_listed_object(row: ListedObject, seed: int = 0, up_axis: str = "y") -> 
     ``seed`` is the procedural world's; ``up_axis`` applies to OBJ / PLY files. An ``s3://`` object is
     downloaded to a temporary folder first, so it must be self-contained (.glb, .ply, or .obj without MTL)."""
     if row.location.startswith(PROCEDURAL_PREFIX):
+        from vfusion3d_core.objects.procedural import ProceduralObjectGenerator
+
         mesh = ProceduralObjectGenerator(seed).build(int(row.location[len(PROCEDURAL_PREFIX):]))
         mesh.meta.setdefault("source", "procedural")
         return mesh
@@ -326,6 +332,9 @@ def load_mesh_folder(folder: str | Path, captions_csv: str | Path | None = None,
     no mesh file, empty captions, malformed or repeated rows) are listed by line, with their count, in one
     ``CaptionWarning``; pass ``caption_issues`` to receive them (and their ``count``) as data too.
     """
+    from vfusion3d_core.objects.mesh import MeshError
+    from vfusion3d_core.objects.mesh_file import UP_AXES
+
     if up_axis not in UP_AXES:  # checked once here: inside the loop it would become every file's skip reason
         raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
     issues = CaptionIssues() if caption_issues is None else caption_issues
