@@ -22,7 +22,7 @@ test: setup-test  ## lint + the whole test suite (the slowest tests' durations p
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q --durations=15 tests
 
-test-fast: setup-test  ## lint + every test not marked slow (iterating; `make test` runs everything)
+test-fast: setup  ## lint + every test not marked slow (iterating; `make test` runs everything)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow" tests
 
