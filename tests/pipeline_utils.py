@@ -138,6 +138,19 @@ def latest_pointer(artifact_root: str | Path, asset: str) -> dict:
     return json.loads((Path(artifact_root) / asset / "LATEST.json").read_text())
 
 
+def wait_for_http(url: str, server: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
+    """Return at ``url``'s first HTTP answer (the event waited on); fail with the server's log if it exits or
+    ``timeout`` passes first."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            assert server.poll() is None and time.time() < deadline, log_path.read_text()[-5000:]
+            time.sleep(0.5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -153,14 +166,7 @@ def dagster_dev(env: dict[str, str], log_path: Path, timeout: float = 120) -> It
         server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         try:
-            deadline = time.time() + timeout
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).read()
-                    break
-                except OSError:
-                    assert server.poll() is None and time.time() < deadline, log_path.read_text()[-5000:]
-                    time.sleep(1)
+            wait_for_http(f"http://127.0.0.1:{port}/server_info", server, log_path, timeout)
             yield port
         finally:
             os.killpg(server.pid, signal.SIGTERM)

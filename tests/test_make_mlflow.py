@@ -9,12 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from pipeline_utils import REPO, free_port
+from pipeline_utils import REPO, free_port, wait_for_http
 
 from vfusion3d_core.data.artifacts import default_tracking_uri
 from vfusion3d_pipeline.tracking import mlflow_run
@@ -46,14 +45,7 @@ def test_make_mlflow_serves_the_pipelines_runs(tmp_path: Path) -> None:
                                   start_new_session=True)
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 120
-            while True:  # the event waited on: the server's first HTTP answer
-                try:
-                    urllib.request.urlopen(f"{base}/health", timeout=2).read()
-                    break
-                except OSError:
-                    assert server.poll() is None and time.time() < deadline, log_path.read_text()[-5000:]
-                    time.sleep(0.5)
+            wait_for_http(f"{base}/health", server, log_path)
             with urllib.request.urlopen(base + "/", timeout=10) as page:
                 assert page.status == 200 and b"<html" in page.read().lower()
             experiments = post_json(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 100})
