@@ -158,19 +158,29 @@ def free_port() -> int:
 
 
 @contextmanager
-def dagster_dev(env: dict[str, str], log_path: Path, timeout: float = 120) -> Iterator[int]:
-    """A real `dagster dev` (webserver + daemon) on a free loopback port; yields the port once it serves."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+def serving(cmd: list[str], env: dict[str, str], log_path: Path, ready_url: str, timeout: float = 120
+            ) -> Iterator[subprocess.Popen]:
+    """A server process (its own process group, output to ``log_path``) yielded once ``ready_url`` answers; the
+    whole group is stopped on exit (SIGTERM, then SIGKILL after 30 s)."""
     with open(log_path, "w") as log:
         server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         try:
-            wait_for_http(f"http://127.0.0.1:{port}/server_info", server, log_path, timeout)
-            yield port
+            wait_for_http(ready_url, server, log_path, timeout)
+            yield server
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             try:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+@contextmanager
+def dagster_dev(env: dict[str, str], log_path: Path, timeout: float = 120) -> Iterator[int]:
+    """A real `dagster dev` (webserver + daemon) on a free loopback port; yields the port once it serves."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    with serving(cmd, env, log_path, f"http://127.0.0.1:{port}/server_info", timeout):
+        yield port

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
-from pipeline_utils import REPO, free_port, wait_for_http
+from pipeline_utils import free_port, serving
 
 from vfusion3d_core.data.artifacts import default_tracking_uri
 from vfusion3d_pipeline.tracking import mlflow_run
@@ -40,26 +38,15 @@ def test_make_mlflow_serves_the_pipelines_runs(tmp_path: Path) -> None:
     log_path = tmp_path / "mlflow.log"
     # -o setup: the recipe of `make mlflow` itself, without re-running scripts/setup.sh
     cmd = ["make", "-o", "setup", "mlflow", f"MLFLOW_PORT={port}", f"PY={sys.executable}"]
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_for_http(f"{base}/health", server, log_path)
-            with urllib.request.urlopen(base + "/", timeout=10) as page:
-                assert page.status == 200 and b"<html" in page.read().lower()
-            experiments = post_json(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 100})
-            (exp,) = [e for e in experiments["experiments"] if e["name"] == "vfusion3d"]
-            assert exp["artifact_location"] == location
-            runs = post_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})
-            (found,) = runs["runs"]
-            assert found["info"]["run_id"] == run.run_id
-            assert {"key": "loss", "value": 0.5} in [{k: m[k] for k in ("key", "value")}
-                                                      for m in found["data"]["metrics"]]
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+    base = f"http://127.0.0.1:{port}"
+    with serving(cmd, env, log_path, f"{base}/health"):
+        with urllib.request.urlopen(base + "/", timeout=10) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+        experiments = post_json(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 100})
+        (exp,) = [e for e in experiments["experiments"] if e["name"] == "vfusion3d"]
+        assert exp["artifact_location"] == location
+        runs = post_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})
+        (found,) = runs["runs"]
+        assert found["info"]["run_id"] == run.run_id
+        assert {"key": "loss", "value": 0.5} in [{k: m[k] for k in ("key", "value")}
+                                                  for m in found["data"]["metrics"]]

@@ -148,8 +148,8 @@ class MLflowRun:
         returns its run id."""
         with self._mlflow.start_run(run_name=name, nested=True, experiment_id=self.run.info.experiment_id,
                                     tags={"mlflow.parentRunId": self.run_id}) as child:
-            self._mlflow.log_params({k: str(v)[:500] for k, v in flat_params(redact(params)).items()})
-            self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            self.log_params(params)  # the fluent API logs to the active run: the child, inside this block
+            self.log_metrics(metrics)
             return child.info.run_id
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:

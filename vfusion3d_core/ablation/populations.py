@@ -46,8 +46,7 @@ class Populations:
 
     @classmethod
     def from_dict(cls, data: dict) -> Populations:
-        roles = {k: [ListedObject(uid, loc, cap, "heldout" if k == "heldout" else "train", k) for uid, loc, cap in v]
-                 for k, v in data["roles"].items()}
+        roles = {k: [_listed(uid, loc, cap, k) for uid, loc, cap in v] for k, v in data["roles"].items()}
         return cls(int(data["world_seed"]), roles)
 
 
@@ -61,32 +60,33 @@ def build_populations(sizes: dict[str, int], world_seed: int, embed: Embedder | 
     seen: set[str] = set()
     index = 0
 
-    def next_unique() -> ListedObject:
+    def next_unique(role: str) -> ListedObject:
         nonlocal index
         while True:
             spec, i = gen.spec(index), index
             index += 1
             if spec.signature not in seen and caption_key(spec.caption) not in seen:
                 seen.update((spec.signature, caption_key(spec.caption)))
-                return ListedObject(gen.uid(i), f"{PROCEDURAL_PREFIX}{i}", spec.caption, "train", "")
+                return _listed(gen.uid(i), f"{PROCEDURAL_PREFIX}{i}", spec.caption, role)
 
     roles: dict[str, list[ListedObject]] = {}
     for role in EVALUATED:
-        roles[role] = [_with(next_unique(), role) for _ in range(sizes.get(role, 0))]
+        roles[role] = [next_unique(role) for _ in range(sizes.get(role, 0))]
     guarded = [r.caption for role in EVALUATED for r in roles[role]]
     guard = _near_guard(guarded, embed, threshold)
     for role in TRAINING:
         picked: list[ListedObject] = []
         while len(picked) < sizes.get(role, 0):
-            batch = [next_unique() for _ in range(min(BLOCK, 2 * (sizes[role] - len(picked))))]
+            batch = [next_unique(role) for _ in range(min(BLOCK, 2 * (sizes[role] - len(picked))))]
             near = guard([r.caption for r in batch])
-            picked += [_with(r, role) for r, bad in zip(batch, near, strict=True) if not bad]
+            picked += [r for r, bad in zip(batch, near, strict=True) if not bad]
         roles[role] = picked[:sizes.get(role, 0)]
     return Populations(world_seed, roles)
 
 
-def _with(row: ListedObject, role: str) -> ListedObject:
-    return ListedObject(row.uid, row.location, row.caption, "heldout" if role == "heldout" else "train", role)
+def _listed(uid: str, location: str, caption: str, role: str) -> ListedObject:
+    """A population member: split "heldout" for the held-out role, else "train"; the role in ``partition``."""
+    return ListedObject(uid, location, caption, "heldout" if role == "heldout" else "train", role)
 
 
 def _near_guard(guarded: list[str], embed: Embedder | None, threshold: float) -> Callable[[list[str]], list[bool]]:

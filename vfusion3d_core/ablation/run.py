@@ -42,12 +42,11 @@ from vfusion3d_core.ablation.config import AblationConfig
 from vfusion3d_core.ablation.populations import Populations, build_populations, check_disjoint
 from vfusion3d_core.ablation.stages import StageRunner, key_digest
 from vfusion3d_core.compute import ComputeSettings, set_torch_threads
-from vfusion3d_core.data.shards import iter_samples
 from vfusion3d_core.data.video_sample import iter_video_samples
 from vfusion3d_core.filtering.extract import filter_videos
 from vfusion3d_core.filtering.features import DinoConfig, DinoFeaturizer
 from vfusion3d_core.filtering.masks import render_mask_quality
-from vfusion3d_core.filtering.models import Orbit, QualityModels, QualityTrainConfig, train_quality_models
+from vfusion3d_core.filtering.models import QualityModels, QualityTrainConfig, read_orbits, train_quality_models
 from vfusion3d_core.lrm.train.losses import lpips_weights_problem
 from vfusion3d_core.metrics.evaluate import EvaluateRequest, run_evaluation
 from vfusion3d_core.prompts.dedup import Embedder, minilm_embedder
@@ -55,7 +54,6 @@ from vfusion3d_core.prompts.shards import PromptRecord
 from vfusion3d_core.render.dataset import RenderSettings, render_objects
 from vfusion3d_core.video.clips import ClipSettings, render_clips
 from vfusion3d_core.video.config import VideoModelConfig
-from vfusion3d_core.video.data import composite_on_white
 from vfusion3d_core.video.finetune import finetune_video_model
 from vfusion3d_core.video.model import OrbitVideoModel
 from vfusion3d_core.video.requests import FinetuneRequest
@@ -92,12 +90,6 @@ def shards_in(folder: Path) -> list[str]:
     return [str(p) for p in sorted(folder.glob("*.tar"))]
 
 
-def read_orbits(shards: list[str], limit: int | None = None) -> list[Orbit]:
-    """The first ``limit`` (all when None) orbits of multi-view shards, on white, with their camera set-up."""
-    return [Orbit(s.key, composite_on_white(s.views), float(s.meta["elevation_deg"]), float(s.meta["radius"]),
-                  s.intrinsics[0]) for s in itertools.islice(iter_samples(shards), limit)]
-
-
 def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSettings | None = None,
                  log: Callable[[str], None] | None = None, embed: Embedder | None = None) -> AblationRun:
     """Run (or resume) every stage under ``work_dir``; see the module docstring."""
@@ -106,7 +98,6 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
     set_torch_threads(cfg.torch_threads)
     runner = StageRunner(work_dir, say)
     run = AblationRun(cfg, runner.work)
-    embed = embed or minilm_embedder()
 
     def stage(name: str, key: object, build: Callable[[Path], dict]) -> tuple[Path, dict]:
         path, result = runner.run(name, {"code": CODE_VERSION, "key": key}, build)
@@ -118,8 +109,9 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
              "clips": cfg.clip_objects, "prompts": cfg.max_dose}
 
     def populations(tmp: Path) -> dict:
-        pop = build_populations(sizes, cfg.world_seed, embed)
-        summary = check_disjoint(pop, embed)  # blocking: LeakageError before any compute
+        embedder = embed or minilm_embedder()  # loaded only when the stage is built, not when it is reused
+        pop = build_populations(sizes, cfg.world_seed, embedder)
+        summary = check_disjoint(pop, embedder)  # blocking: LeakageError before any compute
         (tmp / "populations.json").write_text(json.dumps(pop.to_dict()))
         return summary
 
@@ -140,6 +132,7 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
         return out
 
     render_dir, _ = stage("renders", [pop_key, settings.__dict__], renders)
+    renders_key = key_digest(run.stages["renders"])
     shards = {role: shards_in(render_dir / role / ("heldout" if role == "heldout" else "train"))
               for role in RENDERED_ROLES}
     clip_settings = ClipSettings(resolution=cfg.resolution, num_frames=cfg.num_frames, seed=cfg.world_seed)
@@ -152,8 +145,7 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
     clip_dir, _ = stage("clips", [pop_key, clip_settings.__dict__], clips)
 
     # 4. video prior, 5. posed fine-tune
-    video_dir = _video_stages(cfg, stage, runner, shards, shards_in(clip_dir), key_digest(run.stages["renders"]),
-                              compute, say)
+    video_dir = _video_stages(cfg, stage, runner, shards, shards_in(clip_dir), renders_key, compute, say)
 
     # 6. synthesis
     records = [PromptRecord(r.uid, r.caption) for r in pop.roles["prompts"]]
@@ -180,7 +172,7 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
         models.save(tmp / "models")
         return models.info["metrics"]
 
-    quality_dir, _ = stage("quality_models", [key_digest(run.stages["renders"]), dino.__dict__], quality)
+    quality_dir, _ = stage("quality_models", [renders_key, dino.__dict__], quality)
 
     def filtered(tmp: Path) -> dict:
         models = QualityModels.load(quality_dir / "models", compute)
@@ -220,7 +212,7 @@ def run_ablation(cfg: AblationConfig, work_dir: str | Path, compute: ComputeSett
         result = run_evaluation(request, say)
         return {"means": result.means, "labels": result.labels, "objects": result.objects}
 
-    _, result = stage("evaluation", [eval_key, key_digest(run.stages["renders"]), cfg.heldout_objects,
+    _, result = stage("evaluation", [eval_key, renders_key, cfg.heldout_objects,
                                      cfg.heldout_views, cfg.resolution], evaluation)
     run.heldout, run.labels = result["means"], result["labels"]
     run.timings, run.reused = runner.timings, runner.reused

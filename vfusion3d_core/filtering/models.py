@@ -68,6 +68,18 @@ class Orbit:
     intrinsics: np.ndarray  # [4] (fx, fy, cx, cy) of frame 0
 
 
+def read_orbits(shards: Iterable[str | Path], limit: int | None = None) -> Iterator[Orbit]:
+    """The first ``limit`` (all when None) orbits of renders_3d-schema shards, on white with their camera set-up,
+    read lazily shard by shard."""
+    import itertools
+
+    from vfusion3d_core.data.shards import iter_samples
+    from vfusion3d_core.video.data import composite_on_white
+
+    return (Orbit(s.key, composite_on_white(s.views), float(s.meta["elevation_deg"]), float(s.meta["radius"]),
+                  s.intrinsics[0]) for s in itertools.islice(iter_samples(shards), limit))
+
+
 @dataclass
 class QualityModels:
     featurizer: DinoFeaturizer

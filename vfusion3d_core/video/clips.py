@@ -25,6 +25,7 @@ from vfusion3d_core.data.sample import MultiviewSample
 from vfusion3d_core.data.shards import ShardWriter
 from vfusion3d_core.objects.listing import ListedObject, load_listed_object, object_seed
 from vfusion3d_core.render.views import render_views
+from vfusion3d_core.video.data import composite_over
 
 
 @dataclass
@@ -66,10 +67,8 @@ def clip_path(settings: ClipSettings, rng: np.random.Generator) -> dict:
 
 
 def composite_on(rgba: np.ndarray, background: list[int]) -> np.ndarray:
-    """uint8 [..., 4] straight alpha over an RGB background -> uint8 [..., 4] with alpha 255."""
-    a = rgba[..., 3:4].astype(np.float32) / 255.0
-    rgb = rgba[..., :3].astype(np.float32) * a + np.asarray(background, np.float32) * (1.0 - a)
-    return np.concatenate([np.round(rgb).astype(np.uint8), np.full_like(rgba[..., 3:], 255)], axis=-1)
+    """uint8 [..., 4] straight alpha over an RGB background -> uint8 [..., 4] with alpha 255 (``composite_over``)."""
+    return np.concatenate([composite_over(rgba, background), np.full_like(rgba[..., 3:], 255)], axis=-1)
 
 
 def render_clips(rows: list[ListedObject], settings: ClipSettings, out_dir: str | Path, world_seed: int,

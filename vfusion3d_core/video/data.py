@@ -26,10 +26,16 @@ from vfusion3d_core.data.shards import count_samples, iter_samples
 from vfusion3d_core.lrm.train.data import MultiviewTrainingStream, StreamPosition, stream_seed
 
 
+def composite_over(rgba: np.ndarray, background: tuple[int, int, int] | list[int] = (255, 255, 255)) -> np.ndarray:
+    """uint8 [..., 4] straight-alpha RGBA -> uint8 [..., 3] over an RGB ``background``."""
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    bg = np.asarray(background, np.float32)
+    return np.round(rgba[..., :3].astype(np.float32) * a + bg * (1.0 - a)).astype(np.uint8)
+
+
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:
     """uint8 [..., 4] straight-alpha RGBA -> uint8 [..., 3] over a white background."""
-    a = rgba[..., 3:4].astype(np.float32) / 255.0
-    return np.round(rgba[..., :3].astype(np.float32) * a + 255.0 * (1.0 - a)).astype(np.uint8)
+    return composite_over(rgba)
 
 
 def orbit_frames(sample: MultiviewSample, num_frames: int, resolution: int) -> torch.Tensor:

@@ -6,7 +6,6 @@ samples in the renders_3d schema). The maths lives in vfusion3d_core.filtering.
 annotations at decoration time.)
 """
 
-import itertools
 import json
 import tarfile
 from collections.abc import Iterator
@@ -100,13 +99,9 @@ class QualityModelsConfig(StepComputeConfig):
 
 def render_orbits(renders: CommittedRenders, split: str, limit: int | None = None) -> Iterator["Orbit"]:
     """The first ``limit`` (all when None) orbits of a renders_3d split, read lazily shard by shard."""
-    from vfusion3d_core.data.shards import iter_samples
-    from vfusion3d_core.filtering.models import Orbit
-    from vfusion3d_core.video.data import composite_on_white
+    from vfusion3d_core.filtering.models import read_orbits
 
-    samples = itertools.islice(iter_samples(renders.files_under(split)), limit)
-    return (Orbit(s.key, composite_on_white(s.views), float(s.meta["elevation_deg"]), float(s.meta["radius"]),
-                  s.intrinsics[0]) for s in samples)
+    return read_orbits(renders.files_under(split), limit)
 
 
 def synthetic_partitions(store: ArtifactStore) -> Iterator[tuple[str, ArtifactVersion]]:
