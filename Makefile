@@ -15,8 +15,8 @@ setup:  ## packages, this project and the Dagster instance home (no PostgreSQL s
 setup-test:  ## setup + the PostgreSQL server of the instance-on-PostgreSQL test (tests/scaling)
 	@bash scripts/setup.sh --with-postgres
 
-tiny: setup  ## materialize every asset, every prompt-shard partition, at the tiny preset (sqlite instance, local artifacts)
-	$(PY) -m vfusion3d_pipeline.run_all
+tiny: setup  ## the whole asset graph, every partition, at the tiny preset: two backfills through a dagster dev it starts (sqlite instance, local artifacts)
+	$(PY) -m vfusion3d_pipeline.whole_graph
 
 test: setup-test  ## lint + the whole test suite (the slowest tests' durations printed at the end)
 	$(PY) -m ruff check .

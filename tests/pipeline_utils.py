@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 MICRO_SOURCE = {"num_objects": 6, "num_heldout": 2, "objects_per_partition": 4}
 # renders_3d at a micro size: 4 views at 32x32
 MICRO_RENDERS = {"num_views": 4, "resolution": 32, "samples_per_shard": 4}
-# run config ops of both (e.g. for run_all's run_graph)
+# run config ops of both (e.g. for the whole graph's --config)
 MICRO_RENDER_OPS = {"source_objects": {"config": MICRO_SOURCE}, "renders_3d": {"config": MICRO_RENDERS}}
 # video_model overrides: 16x16 frames, 4-frame orbits, a couple of steps per training stage (as tests/video)
 VIDEO_MICRO = dict(resolution=16, num_frames=4, vae_channels=[8, 16], vae_norm_groups=4, vae_steps=2, image_steps=2,
@@ -131,6 +131,22 @@ def run_materialize(env: dict[str, str], select: str, config: dict, timeout: flo
         lines = (proc.stdout + proc.stderr).splitlines()
         first = next((i for i, line in enumerate(lines) if "STEP_FAILURE" in line or "Traceback" in line), 0)
         raise AssertionError("\n".join(lines[first:first + 60]) + "\n...\n" + "\n".join(lines[-20:]))
+    return proc
+
+
+def run_whole_graph(env: dict[str, str], run_config: dict, tmp_path: Path, timeout: float = 1500
+                    ) -> subprocess.CompletedProcess:
+    """`make tiny`'s command (`python -m vfusion3d_pipeline.whole_graph`: a real dagster dev, the roots' backfill,
+    then the whole-graph backfill through GraphQL) with ``run_config`` for every run; fails with its output and the
+    dagster dev log unless it exits 0."""
+    config = tmp_path / "whole_graph_config.json"
+    config.write_text(json.dumps(run_config))
+    proc = subprocess.run([sys.executable, "-m", "vfusion3d_pipeline.whole_graph", "--config", str(config),
+                           "--port", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        log = Path(env["DAGSTER_HOME"], "logs", "whole_graph-dagster-dev.log")
+        raise AssertionError(proc.stdout[-4000:] + proc.stderr[-4000:] + "\n--- dagster dev log ---\n"
+                             + (log.read_text()[-8000:] if log.exists() else "(none)"))
     return proc
 
 

@@ -51,7 +51,7 @@ def test_set_variables_are_env_vars_resolved_at_initialization(clean_env, tmp_pa
     artifacts = _initialized(res["artifacts"])
     assert (artifacts.root, artifacts.s3_bucket) == (str(tmp_path / "a"), "bucket")
     assert res["preset"].gpu_steps.backend == "k8s"  # a closed choice: read at load (an EnvVar cannot fill it)
-    # code outside a run (recovery sensor, run_all) reads them through env_value
+    # code outside a run (the recovery sensor) reads them through env_value
     assert res["mlflow"].uri() == "sqlite:///second.db" and env_value(res["preset"].name) == "small"
 
 

@@ -68,9 +68,9 @@ def test_enum_like_fields_are_closed_choices(op: str, field: str, values: set[st
 
 def test_a_bad_choice_fails_at_config_validation() -> None:
     """The launchpad refuses an unknown choice before a run starts (no asset code runs)."""
-    job = defs.resolve_job_def("materialize_all")
+    job = defs.resolve_job_def("synthesize_prompt_shard")
     with pytest.raises(dg.DagsterInvalidConfigError, match="execution"):
-        dg.validate_run_config(job, {"ops": {"video_model": {"config": {"execution": "gpu"}}}})
+        dg.validate_run_config(job, {"ops": {"synthetic_videos": {"config": {"execution": "gpu"}}}})
 
 
 def test_typed_overrides_win_over_the_deprecated_json_string() -> None:

@@ -1,40 +1,38 @@
-"""The README's "From the Dagster UI" steps name real jobs and assets, in the order `run_all` (`make tiny`)
-materializes them: step i holds stage i's assets, and each job a step names runs only assets of that stage or
-earlier ones (partitioned by the partitions the step backfills over)."""
+"""The README's "From the Dagster UI" steps are what `make tiny` (whole_graph.py) launches: step 1 names the job
+whose assets are the roots that register the partitions, step 2 is *Materialize all* over all partitions and names
+every other asset of the graph; the experiment is named as left out."""
 
 import re
 from pathlib import Path
 
 from vfusion3d_pipeline.definitions import defs
-from vfusion3d_pipeline.run_all import stages
+from vfusion3d_pipeline.whole_graph import EXPERIMENTS, ROOTS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def ui_steps() -> list[str]:
+def ui_steps() -> tuple[list[str], str]:
     text = README.read_text(encoding="utf-8")
-    section = text.split("### From the Dagster UI", 1)[1].split("\n#", 1)[0]
-    steps = re.split(r"^\d+\. ", section.split("\n\n`make tiny`", 1)[0], flags=re.M)[1:]
-    return [" ".join(s.split()) for s in steps]
+    section = text.split("### From the Dagster UI", 1)[1].split("\n#", 1)[0].split("From the command line:")[0]
+    steps = re.split(r"^\d+\. ", section, flags=re.M)
+    return [" ".join(s.split()) for s in steps[1:]], " ".join(section.split())
 
 
-def test_ui_steps_follow_the_run_all_stages() -> None:
-    plan = stages(defs)
-    steps = ui_steps()
-    assert len(steps) == len(plan)
-    assets = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+def test_ui_steps_are_the_two_backfills_of_make_tiny() -> None:
+    steps, section = ui_steps()
+    assert len(steps) == 2
+    graph = defs.resolve_asset_graph()
     jobs = {j.name for j in defs.resolve_all_job_defs()}
-    earlier: set[str] = set()
-    for step, stage in zip(steps, plan, strict=True):
-        names = set(re.findall(r"`([a-z0-9_]+)`", step))
-        assert set(stage.assets) <= names, (step, stage.assets)
-        assert names & assets <= earlier | set(stage.assets), step
-        for job in names & jobs:
-            selected = {k.to_user_string() for k in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
-            assert selected <= earlier | set(stage.assets), (job, selected)
-        if stage.partitions:
-            assert f"`{stage.partitions}`" in step and "backfill the job" in step, step
-            job = re.search(r"backfill the job `([a-z_]+)`", step).group(1)  # type: ignore[union-attr]
-            assert defs.resolve_job_def(job).partitions_def.name == stage.partitions  # type: ignore[union-attr]
-        earlier |= set(stage.assets)
-    assert earlier == assets - {"ablation_report"}  # the experiment is outside the whole graph
+    first_jobs = set(re.findall(r"`([a-z0-9_]+)`", steps[0])) & jobs
+    assert first_jobs == {"register_shards"}
+    selected = {k.to_user_string() for k in defs.resolve_job_def("register_shards").asset_layer.selected_asset_keys}
+    assert selected == set(ROOTS)
+    for pdef in ("object_shards", "prompt_shards"):
+        assert f"`{pdef}`" in steps[0]
+    assert "Materialize all" in steps[1] and "All partitions" in steps[1]
+    experiments = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == EXPERIMENTS}
+    rest = {k.to_user_string() for k in graph.get_all_asset_keys()} - set(ROOTS) - experiments
+    named = set(re.findall(r"`([a-z0-9_]+)`", steps[1]))
+    assert rest <= named, rest - named
+    for name in experiments:  # named as left out of the selection, with its own job
+        assert f"`{name}`" in section and f"`{EXPERIMENTS}`" in section

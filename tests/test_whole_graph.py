@@ -1,6 +1,8 @@
-"""The whole asset graph at a micro size, through run_all's phases, in a temporary DAGSTER_HOME with the repo's
-dagster.yaml; then `vfusion3d audit` end to end on the fine-tuned checkpoint (directory and models:/ URI),
-and a one-byte change to one synthetic shard makes audit fail naming it."""
+"""The whole asset graph at a micro size the way the UI runs it: `make tiny`'s command starts a real `dagster dev`
+(webserver + daemon) on a temporary DAGSTER_HOME with the repo's dagster.yaml and launches, through the UI's GraphQL
+API, the roots' backfill and then one asset backfill of every asset and partition; every asset and partition is
+materialized by a run of that backfill. Then `vfusion3d audit` end to end on the fine-tuned checkpoint (directory
+and models:/ URI), and a one-byte change to one synthetic shard makes audit fail naming it."""
 
 import json
 import subprocess
@@ -9,14 +11,13 @@ import sys
 import dagster as dg
 import mlflow
 import pytest
-from pipeline_utils import LRM_MICRO, MICRO_RENDER_OPS, REPO, VIDEO_MICRO, dagster_home
+from pipeline_utils import LRM_MICRO, MICRO_RENDER_OPS, REPO, VIDEO_MICRO, pipeline_env, run_whole_graph
 
 from vfusion3d_core.data import ArtifactStore
 from vfusion3d_pipeline.definitions import build_definitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
-from vfusion3d_pipeline.run_all import run_graph
 
-pytestmark = pytest.mark.slow  # the whole graph through run_all's stages (minutes)
+pytestmark = pytest.mark.slow  # the whole graph through dagster dev's backfill daemon (minutes)
 
 PROMPTS = ["a red box", "a glossy blue sphere", "a green cone next to a yellow torus", "a striped purple ring"]
 SHARDS = ["shard-000000", "shard-000001"]
@@ -45,31 +46,49 @@ def names(tree: dict) -> set[str]:
     return {tree["name"]} | {n for c in tree["children"] for n in names(c)}
 
 
+def assert_whole_graph_by_backfill(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict[str, str]:
+    """Every asset of the graph (experiments excepted) and every partition materialized, each by a successful run
+    of one of the two backfills the command launched; returns asset -> the run id of its latest materialization."""
+    backfills = instance.get_backfills()
+    assert sorted(b.title for b in backfills) == ["register shards", "whole graph"], backfills
+    assert all(b.status.value in ("COMPLETED", "COMPLETED_SUCCESS") for b in backfills)
+    ids = {b.backfill_id for b in backfills}
+    graph = defs.resolve_asset_graph()
+    runs = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.group_name == "experiments":  # its own job (tests/ablation), never part of the whole graph
+            assert instance.get_latest_materialization_event(key) is None, key
+            continue
+        if node.partitions_def:
+            expected = OBJECT_SHARDS if node.partitions_def.name == "object_shards" else SHARDS
+            assert instance.get_materialized_partitions(key) == set(expected), key
+        event = instance.get_latest_materialization_event(key)
+        assert event is not None, key
+        run = instance.get_run_by_id(event.run_id)
+        assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags.get("dagster/backfill") in ids, (key, run.tags)
+        runs[key.to_user_string()] = event.run_id
+    return runs
+
+
 def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
-    root = tmp_path / "artifacts"
-    home = dagster_home(tmp_path / "dagster_home")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    env = pipeline_env(tmp_path)
+    env.update(VFUSION3D_DEVICE="cpu", VFUSION3D_PRECISION="fp32")
+    root, home = env["VFUSION3D_ARTIFACT_ROOT"], env["DAGSTER_HOME"]
+    monkeypatch.setenv("DAGSTER_HOME", home)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
+    out = run_whole_graph(env, micro_run_config(prompts), tmp_path)
+    assert "whole graph materialized" in out.stdout
     defs = build_definitions({"artifacts": ArtifactStoreResource(root=str(root)), "preset": PresetResource(name="tiny"),
                               "mlflow": MLflowResource(artifact_root=str(root)),
                               "compute": ComputeResource(device="cpu", precision="fp32")})
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        run_ids = run_graph(defs, instance, micro_run_config(prompts))
-        assert len(run_ids) == 3 + len(OBJECT_SHARDS) + len(SHARDS)  # 3 unpartitioned stages, 1 run a partition
-        assert all(instance.get_run_by_id(r).status == dg.DagsterRunStatus.SUCCESS for r in run_ids)
+        assert_whole_graph_by_backfill(instance, defs)
         graph = defs.resolve_asset_graph()
         for key in graph.get_all_asset_keys():
             node = graph.get(key)
             assert node.code_version and node.group_name != "default" and node.description, key
-            if node.group_name == "experiments":  # its own job (tests/ablation), never part of the whole graph
-                assert instance.get_latest_materialization_event(key) is None, key
-                continue
-            if node.partitions_def:
-                expected = OBJECT_SHARDS if node.partitions_def.name == "object_shards" else SHARDS
-                assert instance.get_materialized_partitions(key) == set(expected), key
-            else:
-                assert instance.get_latest_materialization_event(key) is not None, key
         synth = instance.get_latest_materialization_event(dg.AssetKey("synthetic_videos")).asset_materialization
         assert "data:image/png;base64" in synth.metadata["preview"].value
         evaluation = instance.get_latest_materialization_event(dg.AssetKey("eval_metrics")).asset_materialization
@@ -115,7 +134,7 @@ def test_whole_graph_then_audit(tmp_path, monkeypatch) -> None:
     # audit by registered model version
     client = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db")
     versions = client.search_model_versions("name='lrm_finetuned'")
-    assert len(versions) == 2  # run_all, then the ablation job
+    assert len(versions) == 2  # the whole graph, then the lrm_arms job
     latest = max(versions, key=lambda v: int(v.version))
     by_model = audit(f"models:/lrm_finetuned/{latest.version}", "--artifact-root", str(root), "--json")
     assert by_model.returncode == 0, by_model.stderr

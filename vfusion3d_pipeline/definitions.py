@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from vfusion3d_pipeline.assets.ablation import GROUP as EXPERIMENTS
 from vfusion3d_pipeline.assets.ablation import ablation_report
 from vfusion3d_pipeline.assets.evaluation import eval_heldout_disjoint, eval_metrics
 from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
@@ -12,6 +11,7 @@ from vfusion3d_pipeline.assets.lrm import lrm_3d_only, lrm_finetuned, lrm_pretra
 from vfusion3d_pipeline.assets.prompts import prompt_set
 from vfusion3d_pipeline.assets.renders import renders_3d, source_objects
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
+from vfusion3d_pipeline.automation import incremental_synthesis
 from vfusion3d_pipeline.checks import (
     filtered_multiview_integrity,
     prompt_set_integrity,
@@ -20,17 +20,15 @@ from vfusion3d_pipeline.checks import (
 )
 from vfusion3d_pipeline.recovery import recover_dead_runs_sensor
 from vfusion3d_pipeline.resources import default_resources
-from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
 from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
 
-# Partitioned assets (one run per object or prompt shard) are left out of the whole-graph job: a run has one
-# partition (`python -m vfusion3d_pipeline.run_all` runs every partition). Experiments have their own jobs.
-all_assets_job = dg.define_asset_job("materialize_all",
-                                     selection=dg.AssetSelection.all() - dg.AssetSelection.groups(EXPERIMENTS)
-                                     - dg.AssetSelection.assets(renders_3d, synthetic_videos,
-                                                                filtered_multiview_dataset),
-                                     description="Materialize the whole unpartitioned asset graph at the configured "
-                                                 "preset.")
+# The whole graph is one asset backfill (the UI's *Materialize all*, all partitions; `make tiny` launches the same
+# through GraphQL, whole_graph.py) once the roots have registered the dynamic partitions it runs over: this job.
+register_shards_job = dg.define_asset_job(
+    "register_shards", selection=dg.AssetSelection.assets(source_objects, prompt_set),
+    description="List the 3D source objects and build the prompt set: registers the object_shards and prompt_shards "
+                "partitions. Then *Materialize all* (all partitions) on the asset graph runs the whole graph as one "
+                "backfill.")
 list_objects_job = dg.define_asset_job("list_source_objects", selection=dg.AssetSelection.assets(source_objects),
                                       description="List (or grow) the 3D source objects and register their "
                                                   "object_shards partitions.")
@@ -66,10 +64,10 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
-        jobs=[all_assets_job, list_objects_job, renders_job, synthesis_job, engine_shard_job, prompt_set_job,
+        jobs=[register_shards_job, list_objects_job, renders_job, synthesis_job, engine_shard_job, prompt_set_job,
               lrm_arms_job, ablation_job],
-        schedules=[build_synthesis_schedule(SynthesisScheduleSettings.from_env())],
-        sensors=[build_prompt_source_sensor(PromptSourceSettings.from_env()), recover_dead_runs_sensor],
+        sensors=[build_prompt_source_sensor(PromptSourceSettings.from_env()), recover_dead_runs_sensor,
+                 incremental_synthesis],
         resources=resources or default_resources(),
     )
 

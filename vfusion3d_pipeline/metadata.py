@@ -41,8 +41,10 @@ def require_latest(store: ArtifactStore, asset: str, partition: str | None = Non
     return version
 
 
-def materialize_result(version: ArtifactVersion, extra: dict | None = None) -> dg.MaterializeResult:
-    """MaterializeResult whose data version is the manifest digest."""
+def materialize_result(version: ArtifactVersion, extra: dict | None = None,
+                       data_version: str | None = None) -> dg.MaterializeResult:
+    """MaterializeResult whose data version is the manifest digest (or ``data_version``: what downstream partitions
+    consume when that is less than the whole version, e.g. prompt_set's published shards)."""
     m = version.manifest
     metadata: dict = {
         "manifest": dg.MetadataValue.path(str(version.path / "manifest.json")),
@@ -57,4 +59,4 @@ def materialize_result(version: ArtifactVersion, extra: dict | None = None) -> d
     if getattr(version, "url", ""):  # an S3 artifact root: where the version lives (path is its local cache copy)
         metadata["url"] = dg.MetadataValue.text(version.url)
     metadata.update(extra or {})
-    return dg.MaterializeResult(data_version=dg.DataVersion(m.digest), metadata=metadata)
+    return dg.MaterializeResult(data_version=dg.DataVersion(data_version or m.digest), metadata=metadata)

@@ -5,8 +5,9 @@ The daemon's run monitoring only watches runs its launcher started. A run from t
 materialize`, `make tiny`) that is SIGKILLed stays STARTED forever and keeps its `gpu` pool slot, so the next
 run of a pooled asset would wait for ever. ``recover_dead_runs`` finds STARTED runs whose run process (the
 pid of their RUN_START event, on this machine) is gone, reports them failed and frees their slots; MLflow
-runs still RUNNING for a Dagster run that has ended are marked KILLED. It runs at the start of every
-`run_all`, before each asset's MLflow run, from the `recover_dead_runs` sensor (daemon), and as
+runs still RUNNING for a Dagster run that has ended are marked KILLED. Runs the daemon launched (the whole
+graph's backfills, automation, the UI) are covered by the instance's run monitoring instead (dagster.yaml). It runs
+before each asset's MLflow run, from the `recover_dead_runs` sensor (daemon), and as
 
     python -m vfusion3d_pipeline.recovery
 """

@@ -147,7 +147,7 @@ class MLflowResource(dg.ConfigurableResource):
 
 def env_value(value):
     """A config value as the run would see it: an ``EnvVar`` resolved from the environment now (code outside a
-    run, e.g. the recovery sensor or run_all, reads a resource of ``default_resources`` directly), else itself."""
+    run, e.g. the recovery sensor, reads a resource of ``default_resources`` directly), else itself."""
     return value.get_value() if isinstance(value, dg.EnvVar) else value
 
 

@@ -1,8 +1,8 @@
 """The data engine at micro size with a real Dagster instance in a temporary DAGSTER_HOME: prompt set ->
-schedule requests exactly the unsynthesized shards -> synthesis + filtering of two partitions -> the prompt
-source grows -> the sensor's run appends shards -> exactly the new partitions appear."""
+declarative automation (the incremental_synthesis sensor's conditions) requests synthesis of every new shard ->
+synthesis + filtering of two partitions -> the prompt source grows -> the sensor's run appends a shard -> automation
+requests exactly the new partition, and the earlier partitions stay fresh (staleness follows each shard)."""
 
-import datetime
 import json
 
 import dagster as dg
@@ -13,10 +13,9 @@ from vfusion3d_core.data import ArtifactStore, iter_samples
 from vfusion3d_pipeline.assets.filtering import filtered_multiview_dataset, quality_models
 from vfusion3d_pipeline.assets.prompts import prompt_set
 from vfusion3d_pipeline.assets.video import synthetic_videos, video_model
+from vfusion3d_pipeline.automation import incremental_synthesis
 from vfusion3d_pipeline.checks import filtered_multiview_integrity, prompt_set_integrity, synthetic_videos_integrity
-from vfusion3d_pipeline.definitions import engine_shard_job
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
-from vfusion3d_pipeline.schedules import SynthesisScheduleSettings, build_synthesis_schedule
 from vfusion3d_pipeline.sensors import PromptSourceSettings, build_prompt_source_sensor
 
 pytestmark = pytest.mark.slow  # the data engine end to end through Dagster (minutes)
@@ -25,11 +24,18 @@ PROMPTS = ["a red box", "a glossy blue sphere", "a green cone next to a yellow t
            "a metallic white cylinder"]
 
 
-def _tick_context(instance: dg.DagsterInstance, schedule: dg.ScheduleDefinition, root) -> dg.ScheduleEvaluationContext:
-    repo = dg.Definitions(assets=[synthetic_videos, filtered_multiview_dataset], jobs=[engine_shard_job],
-                          schedules=[schedule], resources=_resources(root)).get_repository_def()
-    return dg.build_schedule_context(instance=instance, repository_def=repo,
-                                     scheduled_execution_time=datetime.datetime.now(datetime.UTC))
+SYNTH, FILTERED = dg.AssetKey("synthetic_videos"), dg.AssetKey("filtered_multiview_dataset")
+
+
+def _engine(root) -> dg.Definitions:
+    return dg.Definitions(assets=[prompt_set, video_model, quality_models, synthetic_videos,
+                                  filtered_multiview_dataset], sensors=[incremental_synthesis],
+                          resources=_resources(root))
+
+
+def _data_version(instance: dg.DagsterInstance, asset: str) -> str:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return event.asset_materialization.tags["dagster/data_version"]
 
 
 def _resources(root) -> dict:
@@ -38,7 +44,7 @@ def _resources(root) -> dict:
             "compute": ComputeResource(device="cpu", precision="fp32")}
 
 
-def test_schedule_synthesis_filtering_and_growth(tmp_path) -> None:
+def test_automation_synthesis_filtering_and_growth(tmp_path) -> None:
     root = tmp_path / "artifacts"
     src = tmp_path / "prompts.txt"
     src.write_text("\n".join(PROMPTS) + "\n")
@@ -57,9 +63,10 @@ def test_schedule_synthesis_filtering_and_growth(tmp_path) -> None:
         keys = instance.get_dynamic_partitions("prompt_shards")
         assert keys == ["shard-000000", "shard-000001", "shard-000002"]
 
-        schedule = build_synthesis_schedule(SynthesisScheduleSettings(max_per_tick=2))
-        tick = schedule.evaluate_tick(_tick_context(instance, schedule, root))
-        assert [r.partition_key for r in tick.run_requests] == ["shard-000000", "shard-000001"]
+        engine = _engine(root)
+        initial = dg.evaluate_automation_conditions(defs=engine, instance=instance)
+        assert initial.get_requested_partitions(SYNTH) == set(keys)  # every new shard, once
+        assert initial.get_requested_partitions(FILTERED) == set()  # nothing synthesized yet
 
         store = ArtifactStore(root)
         for key in ["shard-000000", "shard-000001"]:
@@ -82,8 +89,8 @@ def test_schedule_synthesis_filtering_and_growth(tmp_path) -> None:
             rows = (version.path / "scores.csv").read_text().splitlines()[1:]
             assert len(rows) == 2
 
-        tick = schedule.evaluate_tick(_tick_context(instance, schedule, root))
-        assert [r.partition_key for r in tick.run_requests] == ["shard-000002"]
+        second = dg.evaluate_automation_conditions(defs=engine, instance=instance, cursor=initial.cursor)
+        assert second.get_requested_partitions(SYNTH) == {"shard-000002"}  # synthesized ones are left alone
 
         # the user's labels of synthesized videos join the bootstrap labels
         video_keys = [line.split(",")[0] for k in ["shard-000000", "shard-000001"]
@@ -118,18 +125,28 @@ def test_schedule_synthesis_filtering_and_growth(tmp_path) -> None:
         grown = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
         (request,) = grown.run_requests
         assert grown.cursor != cursor
+        lineage = _data_version(instance, "prompt_set")
         assert dg.materialize([prompt_set, prompt_set_integrity], instance=instance, resources=_resources(root),
                               run_config=request.run_config).success
         assert instance.get_dynamic_partitions("prompt_shards") == keys + ["shard-000003"]
-        tick = schedule.evaluate_tick(_tick_context(instance, schedule, root))
-        assert [r.partition_key for r in tick.run_requests] == ["shard-000002", "shard-000003"]
+        grown_tick = dg.evaluate_automation_conditions(defs=engine, instance=instance, cursor=second.cursor)
+        assert grown_tick.get_requested_partitions(SYNTH) == {"shard-000002", "shard-000003"}  # the unsynthesized
+        # an append keeps prompt_set's data version (its earlier shards are unchanged): the synthesized partitions
+        # stay fresh in the UI; only the new one is missing
+        assert _data_version(instance, "prompt_set") == lineage
+        from dagster._core.definitions.data_version import StaleStatus  # the UI's staleness, no public API
+        from dagster._utils.test.data_versions import get_stale_status_resolver
 
-        # filtering follows a synthetic partition materialized outside the schedule (UI, backfill): eager condition
-        engine = dg.Definitions(assets=[prompt_set, quality_models, synthetic_videos, filtered_multiview_dataset],
-                                resources=_resources(root))
-        before = dg.evaluate_automation_conditions(defs=engine, instance=instance)
-        assert before.get_requested_partitions(dg.AssetKey("filtered_multiview_dataset")) == set()
+        resolver = get_stale_status_resolver(instance, [prompt_set, video_model, synthetic_videos])
+        for key in ("shard-000000", "shard-000001"):
+            assert resolver.get_status(SYNTH, key) == StaleStatus.FRESH, key
+
+        # eager filtering: the new shard together with its synthesis (one run, in order), and the shards filtered
+        # before quality_models was retrained on the user's labels; shard-000002 was requested with its synthesis
+        assert grown_tick.get_requested_partitions(FILTERED) == {"shard-000000", "shard-000001", "shard-000003"}
+        # filtering follows a synthetic partition materialized outside automation (UI, backfill): eager condition
         assert dg.materialize([synthetic_videos], partition_key="shard-000002", instance=instance,
                               resources=_resources(root)).success
-        after = dg.evaluate_automation_conditions(defs=engine, instance=instance, cursor=before.cursor)
-        assert after.get_requested_partitions(dg.AssetKey("filtered_multiview_dataset")) == {"shard-000002"}
+        after = dg.evaluate_automation_conditions(defs=engine, instance=instance, cursor=grown_tick.cursor)
+        assert after.get_requested_partitions(FILTERED) == {"shard-000002"}
+        assert after.get_requested_partitions(SYNTH) == {"shard-000003"}  # shard-000002 is synthesized now

@@ -1,6 +1,7 @@
-"""Scaling out (docs/scaling.md) end to end: the whole graph at the micro size of tests/test_whole_graph.py
-materializes with the artifact root on an S3 server (moto, real HTTP on loopback) and the Dagster instance on a
-real PostgreSQL server (dagster.postgres.yaml), with synthesis and LRM pretraining run as Dagster Pipes steps
+"""Scaling out (docs/scaling.md) end to end: the whole graph at the micro size of tests/test_whole_graph.py, launched
+as `make tiny` launches it (dagster dev's backfill daemon, its run workers), materializes with the artifact root on
+an S3 server (moto, real HTTP on loopback) and the Dagster instance on a real PostgreSQL server
+(dagster.postgres.yaml), with synthesis and LRM pretraining run as Dagster Pipes steps
 (external processes that report their metrics back onto the asset; the training step streams its shards from S3
 by URL); then `vfusion3d audit` verifies the lineage on S3 and names a tampered object."""
 
@@ -11,14 +12,20 @@ import sys
 import dagster as dg
 import mlflow
 import pytest
-from pipeline_utils import REPO, dagster_home
-from test_whole_graph import OBJECT_SHARDS, PROMPTS, RENDER_PARTITIONS, SHARDS, micro_run_config, names
+from pipeline_utils import REPO, dagster_home, pipeline_env, run_whole_graph
+from test_whole_graph import (
+    PROMPTS,
+    RENDER_PARTITIONS,
+    SHARDS,
+    assert_whole_graph_by_backfill,
+    micro_run_config,
+    names,
+)
 
 from vfusion3d_core.data import Manifest
 from vfusion3d_core.data.s3_store import S3ArtifactStore
 from vfusion3d_pipeline.definitions import build_definitions
 from vfusion3d_pipeline.resources import ArtifactStoreResource, ComputeResource, MLflowResource, PresetResource
-from vfusion3d_pipeline.run_all import run_graph
 
 pytestmark = pytest.mark.slow  # the whole graph on S3 + PostgreSQL (minutes)
 
@@ -38,11 +45,15 @@ def audit(target: str, env_extra: dict) -> subprocess.CompletedProcess:
 
 
 def test_tiny_graph_on_s3_and_postgres(s3_server, postgres_server, tmp_path, monkeypatch) -> None:
-    home = dagster_home(tmp_path / "dagster_home", "dagster.postgres.yaml")
+    env = pipeline_env(tmp_path)  # the S3 credentials and DAGSTER_PG_* of the fixtures are in os.environ
+    home = dagster_home(tmp_path / "run_dagster_home", "dagster.postgres.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    cache = tmp_path / "cache"  # the local side of the S3 root: staging, work dirs, verified version copies
+    env.update(DAGSTER_HOME=str(home), VFUSION3D_ARTIFACT_ROOT=str(cache), VFUSION3D_S3_BUCKET=s3_server.bucket,
+               VFUSION3D_S3_PREFIX=PREFIX, VFUSION3D_S3_ENDPOINT_URL=s3_server.endpoint,
+               VFUSION3D_S3_REGION="us-east-1", VFUSION3D_DEVICE="cpu", VFUSION3D_PRECISION="fp32")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
-    cache = tmp_path / "cache"  # the local side of the S3 root: staging, work dirs, verified version copies
     artifacts = ArtifactStoreResource(root=str(cache), s3_bucket=s3_server.bucket, s3_prefix=PREFIX,
                                       s3_endpoint_url=s3_server.endpoint, s3_region="us-east-1")
     defs = build_definitions({"artifacts": artifacts, "preset": PresetResource(name="tiny"),
@@ -51,23 +62,16 @@ def test_tiny_graph_on_s3_and_postgres(s3_server, postgres_server, tmp_path, mon
     config = micro_run_config(prompts)
     config["ops"]["synthetic_videos"] = {"config": {"execution": "pipes"}}
     config["ops"]["lrm_pretrained"]["config"] = {**config["ops"]["lrm_pretrained"]["config"], "execution": "pipes"}
+    run_whole_graph(env, config, tmp_path)
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        run_ids = run_graph(defs, instance, config)
-        assert len(run_ids) == 3 + len(OBJECT_SHARDS) + len(SHARDS)  # 3 unpartitioned stages, 1 run a partition
-        assert all(instance.get_run_by_id(r).status == dg.DagsterRunStatus.SUCCESS for r in run_ids)
+        run_of = assert_whole_graph_by_backfill(instance, defs)
         graph = defs.resolve_asset_graph()
-        events = {}
-        for key in graph.get_all_asset_keys():
-            if graph.get(key).group_name == "experiments":  # its own job, never part of the graph
-                assert instance.get_latest_materialization_event(key) is None, key
-            elif graph.get(key).partitions_def:
-                expected = OBJECT_SHARDS if graph.get(key).partitions_def.name == "object_shards" else SHARDS
-                assert instance.get_materialized_partitions(key) == set(expected), key
-            else:
-                events[key.to_user_string()] = instance.get_latest_materialization_event(key).asset_materialization
+        events = {key.to_user_string(): instance.get_latest_materialization_event(key).asset_materialization
+                  for key in graph.get_all_asset_keys()
+                  if graph.get(key).group_name != "experiments" and not graph.get(key).partitions_def}
         synth = instance.fetch_materializations(dg.AssetKey("synthetic_videos"), limit=10).records
         assert {r.asset_materialization.metadata["execution"].value for r in synth} == {"pipes"}
         # the Pipes training step reported its metrics back onto the asset ...
@@ -82,7 +86,7 @@ def test_tiny_graph_on_s3_and_postgres(s3_server, postgres_server, tmp_path, mon
         history = mlflow.MlflowClient(f"sqlite:///{cache}/mlflow.db").get_metric_history(
             pretrained["mlflow_run_id"].value, "loss")
         assert [m.step for m in history] == [2, 4] and history[-1].value == trained["loss"]
-        logs = [e.message for e in instance.all_logs(run_ids[-1]) if e.user_message]
+        logs = [e.message for e in instance.all_logs(run_of["lrm_pretrained"]) if e.user_message]
         assert any(f"(first s3://{s3_server.bucket}/{PREFIX}/filtered_multiview_dataset/" in m for m in logs)
         assert any("step 4/4" in m for m in logs)  # the external process's log lines reach Dagster's event log
 
@@ -91,7 +95,9 @@ def test_tiny_graph_on_s3_and_postgres(s3_server, postgres_server, tmp_path, mon
     assert store.partitions("synthetic_videos") == SHARDS and store.partitions("filtered_multiview_dataset") == SHARDS
     for asset, event in events.items():
         version = store.latest(asset, materialize=False)
-        assert event.tags["dagster/data_version"] == version.digest, asset
+        # prompt_set's data version is its shard lineage (appends keep it), every other asset's its digest
+        expected = version.manifest.config["shard_lineage"] if asset == "prompt_set" else version.digest
+        assert event.tags["dagster/data_version"] == expected, asset
         assert version.url.startswith(f"s3://{s3_server.bucket}/{PREFIX}/{asset}/versions/")
         assert event.metadata["url"].value == version.url
     keys = s3_server.keys(PREFIX + "/")

@@ -7,7 +7,7 @@ resume from ``<artifact root>/.work/ablation_report/<preset>`` after a kill. The
 (table, findings), ``ablation.json`` and the dose-response plot; MLflow gets one child run per arm and seed under
 the asset's run and the dose-response as metrics stepped by the number of synthetic videos.
 
-It is in the ``experiments`` group: ``materialize_all`` and ``make tiny`` leave it out (about 45 minutes on
+It is in the ``experiments`` group: the whole graph (``make tiny``, whole_graph.py) leaves it out (about 45 minutes on
 2 CPU cores at ``mini``); the ``ablation`` job or ``make ablation`` runs it.
 
 (No `from __future__ import annotations` in Dagster modules: Dagster resolves config and resource

@@ -24,6 +24,7 @@ from vfusion3d_core.filtering.bootstrap import MAX_BOOTSTRAP_ORBITS
 from vfusion3d_core.pretrained import PRETRAINED_PRESETS, MissingPretrainedError, require_pretrained
 from vfusion3d_pipeline.asset_keys import FILTERED, QUALITY, RENDERS, SYNTHETIC
 from vfusion3d_pipeline.assets.renders import CommittedRenders, committed_renders
+from vfusion3d_pipeline.automation import FILTER_UPDATED_SHARDS
 from vfusion3d_pipeline.metadata import image_markdown, materialize_result
 from vfusion3d_pipeline.partitions import prompt_shards
 from vfusion3d_pipeline.publish import publishing
@@ -252,7 +253,7 @@ def load_quality_models(store: ArtifactStore, compute: ComputeSettings | None = 
     partitions_def=prompt_shards,
     kinds={"scikitlearn", "webdataset"},
     code_version=FILTER_CODE_VERSION,
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=FILTER_UPDATED_SHARDS,
     description="Synthetic videos of one prompt shard scored by the quality SVM; kept ones become posed "
                 "multi-view samples (frame i at azimuth i*360/F, MLP-predicted elevation, renders' radius and "
                 "intrinsics) in the renders_3d WebDataset schema; scores.csv, histogram, examples.",

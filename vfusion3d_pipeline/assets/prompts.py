@@ -9,13 +9,16 @@ duplicates) are excluded by construction; the listing's digest is recorded as th
 annotations at decoration time.)
 """
 
+import hashlib
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
 from vfusion3d_core.code_versions import PROMPT_SET as CODE_VERSION
-from vfusion3d_core.data import ArtifactStore, ManifestError
+from vfusion3d_core.data import ArtifactStore, ArtifactVersion, ManifestError, sha256_file
 from vfusion3d_core.objects.listing import read_listing
 from vfusion3d_pipeline.asset_keys import PROMPT_SET
 from vfusion3d_pipeline.assets.renders import LISTING_FILE, SOURCE
@@ -69,6 +72,21 @@ def heldout_captions(store: ArtifactStore) -> tuple[list[str], dict[str, str]]:
     return [r.caption for r in rows if r.split == "heldout"], {SOURCE: listing.digest}
 
 
+def shard_lineage(previous: ArtifactVersion | None, staging: Path, files: list[str]) -> str:
+    """prompt_set's Dagster data version: the same for every version of one append-only chain (an append copies
+    the earlier shards byte for byte and only adds new ones), so a new shard leaves the synthetic_videos partitions
+    of the earlier shards up to date (their staleness follows their own shard); a fresh build (no previous
+    version) starts a new chain, marking every partition stale. Kept in the manifest's config for the next append."""
+    if previous is not None:
+        kept = previous.manifest.config.get("shard_lineage")
+        if kept:
+            return kept
+        files, staging = [f.path for f in previous.manifest.files], previous.path  # a version older than chains
+    shards = sorted(f for f in files if f.startswith("shards/"))
+    return "shards-" + hashlib.sha256(json.dumps([(f, sha256_file(staging / f)) for f in shards]).encode()
+                                      ).hexdigest()[:24]
+
+
 @dg.asset(
     name=ASSET,
     deps=[SOURCE],
@@ -105,7 +123,8 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
                                       previous and previous.manifest, heldout)
         except PromptSourceError as exc:
             raise dg.Failure(f"bad prompt source: {exc}") from exc
-        run_config = {**config.model_dump(), "sources": result.sources}
+        lineage = shard_lineage(previous, pub.staging, result.files)
+        run_config = {**config.model_dump(), "sources": result.sources, "shard_lineage": lineage}
         pub.run.log_params(config.model_dump())
         # new_shards / new_prompts describe this run (relative to the previous version), not the content: kept
         # out of the digest, so a re-run on the same source (e.g. after a kill past the commit) is the same version
@@ -117,7 +136,7 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetAssetConfig, 
                      f"{len(result.new_keys)} new {result.new_keys[:5]}; registered {len(added)} partition(s); "
                      f"dedup {result.stats}; excluded {len(result.heldout_excluded)} prompt(s) matching held-out "
                      f"captions {[m.training for m in result.heldout_excluded[:5]]}")
-    return materialize_result(version, {
+    return materialize_result(version, data_version=lineage, extra={
         "new_shards": dg.MetadataValue.json(result.new_keys),
         **{f"count/{k}": v for k, v in result.counts.items() if k.startswith("new_")},
         "registered_partitions": dg.MetadataValue.json(added),
