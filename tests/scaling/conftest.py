@@ -69,7 +69,7 @@ def postgres_bindir() -> Path:
     if found:
         return found[-1].parent
     initdb = shutil.which("initdb")
-    assert initdb, ("no PostgreSQL server installed: scripts/setup.sh --with-postgres (make test) installs the Debian "
+    assert initdb, ("no PostgreSQL server installed: scripts/setup.sh --for-tests (make test) installs the Debian "
                     "package postgresql")
     return Path(initdb).resolve().parent
 
