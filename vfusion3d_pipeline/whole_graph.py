@@ -213,6 +213,24 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def wait_previous_server(pid_file: Path, timeout_s: float = 90) -> None:
+    """The dagster dev of a killed earlier launch stops when its parent dies (SIGTERM), which takes seconds: wait for
+    it, so that two daemons never serve one instance; raise naming its pid if it does not stop."""
+    from vfusion3d_core.data.files import pid_alive
+
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"[whole_graph] the dagster dev of an earlier launch (pid {pid}) is still running on "
+                             f"this instance; stop it (kill -TERM -{pid}) and run again")
+        time.sleep(0.5)
+    pid_file.unlink(missing_ok=True)
+
+
 @contextmanager
 def dagster_dev(port: int, log_path: Path, timeout_s: float = 300) -> Iterator[DagsterGraphQL]:
     """A real `dagster dev` (webserver + daemon) on 127.0.0.1:``port`` serving this code location and the instance
@@ -221,9 +239,12 @@ def dagster_dev(port: int, log_path: Path, timeout_s: float = 300) -> Iterator[D
     cmd = [sys.executable, "-m", "dagster", "dev", "-m", "vfusion3d_pipeline.definitions", "-h", "127.0.0.1",
            "-p", str(port)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    pid_file = log_path.with_suffix(".pid")
+    wait_previous_server(pid_file)
     with open(log_path, "w") as log:
         server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                   preexec_fn=_die_with_parent)
+        pid_file.write_text(str(server.pid))
         try:
             client = DagsterGraphQL(f"http://127.0.0.1:{port}")
             deadline = time.monotonic() + timeout_s
@@ -247,13 +268,17 @@ def dagster_dev(port: int, log_path: Path, timeout_s: float = 300) -> Iterator[D
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
+            pid_file.unlink(missing_ok=True)
 
 
 def run_whole_graph(client: DagsterGraphQL, run_config: dict | None = None, say=print) -> dict[str, dict]:
     """The two backfills (roots, then everything, all partitions), each waited for; returns their final states.
     Raises SystemExit naming every asset a backfill left unmaterialized."""
     states = {}
-    for title, assets in (("register shards", list(ROOTS)), ("whole graph", client.graph_assets())):
+    steps = [("register shards", list(ROOTS)), ("whole graph", client.graph_assets())]
+    if client.in_progress("whole graph") is not None:  # a killed launch got that far: its roots are registered
+        steps = steps[1:]
+    for title, assets in steps:
         backfill = client.in_progress(title)
         if backfill is not None:
             say(f"[whole_graph] {title}: backfill {backfill} of an earlier launch is still in progress; waiting")
