@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from vfusion3d_pipeline.whole_graph import stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 # source_objects at a micro size: 6 + 2 objects in two object_shards partitions of 4
@@ -185,12 +186,7 @@ def serving(cmd: list[str], env: dict[str, str], log_path: Path, ready_url: str,
             wait_for_http(ready_url, server, log_path, timeout)
             yield server
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+            stop_group(server)
 
 
 @contextmanager

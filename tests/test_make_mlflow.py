@@ -1,5 +1,6 @@
 """`make mlflow` serves the real MLflow UI over the pipeline's tracking store (sqlite under the artifact root):
-a run the pipeline's own `mlflow_run` logged there is listed by the server `make mlflow` started."""
+a run the pipeline's own `mlflow_run` logged there is listed by the server `make mlflow` started, and the UI's
+experiment page renders it in headless Chromium without a page error."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pipeline_utils import free_port, serving
 
 from vfusion3d_core.data.artifacts import default_tracking_uri
 from vfusion3d_pipeline.tracking import mlflow_run
+from vfusion3d_pipeline.ui_browser import Shot, take
 
 
 def post_json(url: str, body: dict) -> dict:
@@ -50,3 +52,5 @@ def test_make_mlflow_serves_the_pipelines_runs(tmp_path: Path) -> None:
         assert found["info"]["run_id"] == run.run_id
         assert {"key": "loss", "value": 0.5} in [{k: m[k] for k in ("key", "value")}
                                                   for m in found["data"]["metrics"]]
+        page = f"/#/experiments/{exp['experiment_id']}/runs"
+        take((Shot("mlflow", page, "probe"),), {"mlflow": base}, out=None)  # the run's name in the runs table

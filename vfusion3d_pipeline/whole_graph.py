@@ -213,6 +213,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def stop_group(server: subprocess.Popen, grace_s: float = 30) -> None:
+    """Stop a server started in its own session: SIGTERM to its whole process group, SIGKILL after ``grace_s``."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
 def wait_previous_server(pid_file: Path, timeout_s: float = 90) -> None:
     """The dagster dev of a killed earlier launch stops when its parent dies (SIGTERM), which takes seconds: wait for
     it, so that two daemons never serve one instance; raise naming its pid if it does not stop."""
@@ -262,12 +272,7 @@ def dagster_dev(port: int, log_path: Path, timeout_s: float = 300) -> Iterator[D
             client.wait_loaded(max(1.0, deadline - time.monotonic()))
             yield client
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+            stop_group(server, grace_s=60)
             pid_file.unlink(missing_ok=True)
 
 
