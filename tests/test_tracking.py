@@ -80,3 +80,33 @@ def test_runs_logging_one_dataset_at_once_all_succeed(tmp_path) -> None:
     runs = client.search_runs([client.get_experiment_by_name("datasets").experiment_id])
     assert len(runs) == 16 and all(r.data.tags["input.thing"] == r.data.tags["output.digest"] for r in runs)
     assert all(r.inputs.dataset_inputs for r in runs)
+
+
+def test_asset_runs_nest_under_one_mlflow_run_per_dagster_run(tmp_path) -> None:
+    """Every materialization of one Dagster run is a child of that run's MLflow run; another Dagster run gets its
+    own parent."""
+    import dagster as dg
+
+    from vfusion3d_pipeline.resources import MLflowResource
+    from vfusion3d_pipeline.tracking import DAGSTER_RUN_TAG
+
+    @dg.asset
+    def first(mlflow: MLflowResource) -> None:
+        with mlflow.run_for(dg.AssetExecutionContext.get()) as run:
+            run.log_metrics({"x": 1.0})
+
+    @dg.asset(deps=[first])
+    def second(mlflow: MLflowResource) -> None:
+        with mlflow.run_for(dg.AssetExecutionContext.get()) as run:
+            run.log_metrics({"x": 2.0})
+
+    resources = {"mlflow": MLflowResource(artifact_root=str(tmp_path))}
+    runs = [dg.materialize([first, second], resources=resources) for _ in range(2)]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("vfusion3d").experiment_id
+    for result in runs:
+        (parent,) = client.search_runs([experiment], f"tags.`{DAGSTER_RUN_TAG}` = '{result.run_id}'")
+        assert parent.info.status == "FINISHED" and parent.data.tags["dagster.job"] == result.job_def.name
+        children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        assert sorted(r.data.tags["dagster.asset_key"] for r in children) == ["first", "second"]
+        assert all(r.data.tags["dagster.run_id"] == result.run_id for r in children)

@@ -133,14 +133,16 @@ class MLflowResource(dg.ConfigurableResource):
 
     @contextmanager
     def run_for(self, context: dg.AssetExecutionContext, run_name: str | None = None) -> Iterator[MLflowRun]:
-        """An MLflow run tagged with the Dagster run id, asset key(s) and partition key."""
+        """An MLflow run tagged with the Dagster run id, asset key(s) and partition key, nested under the Dagster
+        run's own MLflow run."""
         keys = ",".join(k.to_user_string() for k in context.selected_asset_keys)
         tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": keys,
                 "dagster.job": context.run.job_name}
         if context.has_partition_key:
             tags["dagster.partition_key"] = context.partition_key
         location = local_artifact_location(self.uri(), self.artifact_root)  # None: a tracking server's own root
-        with mlflow_run(self.uri(), self.experiment, run_name or keys, tags, location) as run:
+        with mlflow_run(self.uri(), self.experiment, run_name or keys, tags, location,
+                        dagster_run=(context.run.run_id, context.run.job_name)) as run:
             context.log.info(f"MLflow run {run.run_id} ({redact_text(self.uri())})")  # no password in logs
             yield run
 

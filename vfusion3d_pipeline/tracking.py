@@ -1,4 +1,5 @@
-"""MLflow lineage glue: one MLflow run per asset materialization, tagged with its Dagster identity.
+"""MLflow lineage glue: one MLflow run per asset materialization, tagged with its Dagster identity and nested
+under one MLflow run per Dagster run (``dagster_parent_run``).
 
 Every input artifact is logged as an MLflow dataset whose digest is the input's manifest digest, so MLflow alone
 can answer "which data produced this". Outputs: an LRM checkpoint is logged as an MLflow 3 LoggedModel (a pyfunc
@@ -202,10 +203,30 @@ def local_artifact_location(tracking_uri: str, artifact_root: str) -> str | None
     return "file://" + os.path.abspath(os.path.join(artifact_root, "mlflow-artifacts"))
 
 
+DAGSTER_RUN_TAG = "vfusion3d.dagster_run"  # on the MLflow run that stands for one Dagster run
+
+
+def dagster_parent_run(client: Any, experiment_id: str, dagster_run_id: str, job: str) -> str:
+    """The MLflow run standing for one Dagster run, created by its first materialization: each asset's MLflow run
+    is nested under it, so MLflow shows a Dagster run (the whole graph's backfill runs, a multi-asset job) as one
+    run with a child per asset. It is a grouping record, FINISHED when created (an asset has no end-of-run hook);
+    call under ``store_lock`` so parallel steps of one run find the same one."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{DAGSTER_RUN_TAG}` = '{dagster_run_id}'",
+                               max_results=1)
+    if found:
+        return found[0].info.run_id
+    parent = client.create_run(experiment_id, run_name=f"{job} {dagster_run_id[:8]}",
+                               tags={DAGSTER_RUN_TAG: dagster_run_id, "dagster.job": job})
+    client.set_terminated(parent.info.run_id, status="FINISHED")
+    return parent.info.run_id
+
+
 @contextmanager
 def mlflow_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str],
-               artifact_location: str | None = None) -> Iterator[MLflowRun]:
-    """Start an MLflow run (creating the experiment if needed); failed blocks end it as FAILED."""
+               artifact_location: str | None = None, dagster_run: tuple[str, str] | None = None
+               ) -> Iterator[MLflowRun]:
+    """Start an MLflow run (creating the experiment if needed); failed blocks end it as FAILED. ``dagster_run``
+    (run id, job name): nest it under the Dagster run's MLflow run (``dagster_parent_run``)."""
     import mlflow
 
     saved = os.environ.get("MLFLOW_TRACKING_URI")
@@ -222,6 +243,8 @@ def mlflow_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str
         client = mlflow.MlflowClient(tracking_uri)
         exp = client.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_location)
+        if dagster_run is not None:
+            tags = {**tags, "mlflow.parentRunId": dagster_parent_run(client, exp_id, *dagster_run)}
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
         yield MLflowRun(mlflow, run)
 
