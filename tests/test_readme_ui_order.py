@@ -36,3 +36,12 @@ def test_ui_steps_are_the_two_backfills_of_make_tiny() -> None:
     assert rest <= named, rest - named
     for name in experiments:  # named as left out of the selection, with its own job
         assert f"`{name}`" in section and f"`{EXPERIMENTS}`" in section
+
+
+def test_readme_images_exist() -> None:
+    """Every image the README shows is committed (the screenshots under docs/images)."""
+    text = README.read_text(encoding="utf-8")
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert any("ui_asset_graph" in i for i in images)
+    for image in images:
+        assert (README.parent / image).is_file(), image
