@@ -223,22 +223,35 @@ def stop_group(server: subprocess.Popen, grace_s: float = 30) -> None:
         server.wait()
 
 
-def wait_previous_server(pid_file: Path, timeout_s: float = 90) -> None:
-    """The dagster dev of a killed earlier launch stops when its parent dies (SIGTERM), which takes seconds: wait for
-    it, so that two daemons never serve one instance; raise naming its pid if it does not stop."""
+def wait_previous_server(pid_file: Path, grace_s: float = 30) -> None:
+    """The dagster dev of a killed earlier launch gets SIGTERM when its parent dies, and its shutdown can take a
+    while (runs in flight): give it ``grace_s``, then stop its process group ourselves (SIGTERM, SIGKILL after 60 s),
+    so that two daemons never serve one instance."""
     from vfusion3d_core.data.files import pid_alive
 
     try:
         pid = int(pid_file.read_text())
     except (OSError, ValueError):
         return
-    deadline = time.monotonic() + timeout_s
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"[whole_graph] the dagster dev of an earlier launch (pid {pid}) is still running on "
-                             f"this instance; stop it (kill -TERM -{pid}) and run again")
-        time.sleep(0.5)
-    pid_file.unlink(missing_ok=True)
+
+    def wait(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while pid_alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
+    for sig, seconds in ((None, grace_s), (signal.SIGTERM, 60.0), (signal.SIGKILL, 30.0)):
+        if sig is not None:
+            print(f"[whole_graph] stopping the dagster dev of an earlier launch (process group {pid})", flush=True)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        if wait(seconds):
+            pid_file.unlink(missing_ok=True)
+            return
+    raise SystemExit(f"[whole_graph] the dagster dev of an earlier launch (pid {pid}) does not stop; stop it and "
+                     "run again")
 
 
 @contextmanager
