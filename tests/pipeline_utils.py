@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vfusion3d_pipeline.whole_graph import stop_group
+from vfusion3d_pipeline.whole_graph import free_port, stop_group  # noqa: F401 - free_port: the tests' import
 
 REPO = Path(__file__).resolve().parents[1]
 # source_objects at a micro size: 6 + 2 objects in two object_shards partitions of 4
@@ -166,12 +165,6 @@ def wait_for_http(url: str, server: subprocess.Popen, log_path: Path, timeout: f
         except OSError:
             assert server.poll() is None and time.time() < deadline, log_path.read_text()[-5000:]
             time.sleep(0.5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

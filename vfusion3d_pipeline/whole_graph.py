@@ -224,9 +224,9 @@ def stop_group(server: subprocess.Popen, grace_s: float = 30) -> None:
 
 
 def wait_previous_server(pid_file: Path, grace_s: float = 30) -> None:
-    """The dagster dev of a killed earlier launch gets SIGTERM when its parent dies, and its shutdown can take a
-    while (runs in flight): give it ``grace_s``, then stop its process group ourselves (SIGTERM, SIGKILL after 60 s),
-    so that two daemons never serve one instance."""
+    """The dagster dev of a killed earlier launch gets SIGTERM when its parent dies, but with a run in flight it was
+    seen still running minutes later: give it ``grace_s``, then stop its whole process group ourselves (SIGTERM,
+    SIGKILL after 60 s), so that two daemons never serve one instance."""
     from vfusion3d_core.data.files import pid_alive
 
     try:
